@@ -1,0 +1,1 @@
+"""cnnzoo: export (see DESIGN.md)."""

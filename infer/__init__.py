@@ -1,0 +1,1 @@
+"""cnnzoo: infer (see DESIGN.md)."""

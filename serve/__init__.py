@@ -1,0 +1,1 @@
+"""cnnzoo: serve (see DESIGN.md)."""

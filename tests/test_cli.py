@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from zoo.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_models_json_lists_all_with_counts():
+    r = run("models", "--format", "json")
+    assert r.exit_code == 0
+    rows = {m["name"]: m for m in json.loads(r.output)}
+    assert len(rows) == 18
+    assert rows["vgg16"]["params"] == 138_357_544
+    assert rows["lenet5"]["input_size"] == [1, 28, 28] and rows["lenet5"]["num_classes"] == 10
+    assert 1.75e9 <= rows["resnet18"]["macs"] <= 1.85e9
+    for m in rows.values():
+        assert {"name", "family", "params", "macs", "input_size", "num_classes"} <= set(m)
+
+
+def test_models_table():
+    r = run("models")
+    assert r.exit_code == 0 and "resnet152" in r.output and "60,192,808" in r.output
+
+
+def test_summary_table_and_json():
+    r = run("summary", "vgg16")
+    assert r.exit_code == 0
+    assert "Total params: 138,357,544" in r.output and "Layer (type)" in r.output
+    r = run("summary", "lenet", "--format", "json", "--num-classes", "5", "--input-size", "32")
+    d = json.loads(r.output)
+    assert d["name"] == "lenet5" and d["layers"][-1]["output_shape"] == [5]
+    assert {"name", "type", "output_shape", "params"} <= set(d["layers"][0])
+
+
+def test_unknown_model_one_line_exit_2():
+    r = CliRunner().invoke(main, ["summary", "resnet81"])
+    assert r.exit_code == 2
+    assert r.output.strip().count("\n") == 0 and "resnet18" in r.output
+
+
+def test_too_small_input_one_line():
+    r = CliRunner().invoke(main, ["summary", "alexnet", "--input-size", "16"])
+    assert r.exit_code != 0 and r.output.strip().count("\n") == 0
+    assert "would be empty" in r.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from zoo.cli import main; sys.argv=['zoo','--help'];\n" \
+           "try:\n main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_version_and_python_m():
+    out = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "cnnzoo" in out.stdout

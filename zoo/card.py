@@ -1,0 +1,93 @@
+"""The model card: what a model is and how to feed it, as one JSON object.
+
+It travels with every model file: `card.json` beside the weights of a run directory, inside an ONNX
+file's `metadata_props` (key `cnnzoo.card`), beside a TensorRT engine as `model.engine.json`.
+Preprocessing is derived from the card (`zoo.data.preprocess`), never retyped at a call site.
+This module imports nothing heavy: the ONNX and server paths use it without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import atomic
+
+CARD_FORMAT = "cnnzoo.card/1"
+ONNX_METADATA_KEY = "cnnzoo.card"
+RESIZE_MODES = ("squash", "crop", "fill", "half-crop")
+
+
+@dataclass
+class ModelCard:
+    architecture: str  # registered model name, e.g. "lenet5"
+    num_classes: int
+    in_channels: int  # 1: grayscale ("L"), 3: RGB
+    input_size: list[int]  # [H, W]
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    resize_mode: str = "squash"
+    provenance: dict[str, Any] = field(default_factory=dict)  # data, epochs, metrics, weights source
+    format: str = CARD_FORMAT
+
+    def __post_init__(self):
+        self.input_size = [int(v) for v in self.input_size]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"card has {self.num_classes} classes but {len(self.class_names)} names")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError("card mean/std must have one value per input channel")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
+
+    @property
+    def color_mode(self) -> str:
+        """The PIL mode images are converted to before preprocessing."""
+        return "L" if self.in_channels == 1 else "RGB"
+
+    @property
+    def input_shape(self) -> list[int]:
+        """[C, H, W]."""
+        return [self.in_channels, *self.input_size]
+
+    @classmethod
+    def for_model(cls, name: str, num_classes: int | None = None, in_channels: int | None = None,
+                  input_size: list[int] | None = None, class_names: list[str] | None = None,
+                  resize_mode: str = "squash", **provenance) -> "ModelCard":
+        """A card from a registered model's defaults (imports the model registry, and so torch)."""
+        from .models import get_spec
+
+        spec = get_spec(name)
+        c = in_channels or spec.input_size[0]
+        n = num_classes or (len(class_names) if class_names else spec.num_classes)
+        mean, std = spec.mean_std(c)
+        return cls(spec.name, n, c, list(input_size or spec.input_size[1:]),
+                   list(class_names) if class_names else [str(i) for i in range(n)],
+                   mean, std, resize_mode, dict(provenance))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelCard":
+        if d.get("format", CARD_FORMAT).split("/")[0] != CARD_FORMAT.split("/")[0]:
+            raise ValueError(f"not a cnnzoo model card (format {d.get('format')!r})")
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic.write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ModelCard":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())

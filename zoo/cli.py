@@ -1,0 +1,55 @@
+"""The `zoo` command: one click group, one module per subcommand under zoo/commands/.
+
+Subcommands are imported only when they run (or when `--help` lists them, which imports their module
+but not torch), so `zoo --help` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from . import __version__
+
+# name -> "module:attribute"; each module keeps its heavy imports inside the command function.
+COMMANDS = {
+    "models": "zoo.commands.models:models",
+    "summary": "zoo.commands.summary:summary",
+}
+
+
+class UserError(click.ClickException):
+    """A user mistake: printed as one `Error: ...` line (no usage block, no traceback)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            import difflib
+
+            close = difflib.get_close_matches(args[0], list(COMMANDS), n=3) if args else []
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise click.UsageError(f"No such command {args[0]!r}.{hint} See `zoo --help`.") from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="zoo (cnnzoo)")
+def main():
+    """cnnzoo: train, export, optimize and serve LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet and ResNet."""

@@ -1,0 +1,1 @@
+"""One module per `zoo` subcommand; heavy imports live inside the command functions."""

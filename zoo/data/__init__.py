@@ -1,0 +1,1 @@
+"""Datasets, the one preprocessing function, and augmentation."""

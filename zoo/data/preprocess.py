@@ -1,0 +1,134 @@
+"""The one preprocessing: an image (file, bytes or PIL image) -> the model's float32 CHW input.
+
+Training-time evaluation, `zoo classify` and the server all call `preprocess`, with what the model card
+says (channels, size, mean/std, resize mode), so the three can never disagree. NumPy and Pillow only:
+the ONNX Runtime and server paths use it without importing torch.
+
+Resize modes are DIGITS' four:
+- squash: stretch to the target size, ignoring the aspect ratio;
+- crop: scale so the image covers the target, then cut the centre;
+- fill: scale so the image fits inside the target, then fill the margins with noise;
+- half-crop: scale halfway between the two, then crop the long side and fill the short one.
+The fill noise is drawn from a fixed seed, so the same image always gives the same input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 64_000_000  # larger images are refused as decompression bombs
+
+
+class ImageError(ValueError):
+    """The input is not a readable image, or is too large; the message says which."""
+
+
+def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
+    """Decode `source` fully, refusing non-images, truncated files and decompression bombs.
+
+    `draft=(mode, (w, h))` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding, to no
+    less than (w, h): a 12-megapixel photo for a 224x224 model decodes eight times faster.
+    """
+    if isinstance(source, Image.Image):
+        return source
+    name = source if isinstance(source, (str, os.PathLike)) else "image"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty image data")
+        source = io.BytesIO(source)
+    try:
+        img = Image.open(source)
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            raise ImageError(f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
+                             f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels")
+        if draft and img.format == "JPEG":
+            img.draft(*draft)
+        img.load()  # decode now, so truncated files fail here and not later
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+    return img
+
+
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert to "L" or "RGB"; palette and alpha images are composited on black first."""
+    if img.mode == mode:
+        return img
+    if img.mode in ("P", "PA") or "A" in img.getbands():
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float grayscale
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    return img.convert(mode)
+
+
+def _noise(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _fit(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre-crop dimensions that are too long, noise-fill dimensions that are too short."""
+    h, w = arr.shape[:2]
+    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    arr = arr[top:top + height, left:left + width]
+    h, w = arr.shape[:2]
+    if (h, w) == (height, width):
+        return arr
+    out = _noise((height, width, *arr.shape[2:]))
+    top, left = (height - h) // 2, (width - w) // 2
+    out[top:top + h, left:left + w] = arr
+    return out
+
+
+def resize(img: Image.Image, size: tuple[int, int] | list[int], mode: str = "squash") -> Image.Image:
+    """Resize to (H, W) by one of DIGITS' modes: squash, crop, fill, half-crop."""
+    height, width = int(size[0]), int(size[1])
+    w, h = img.size
+    if (w, h) == (width, height):
+        return img
+    if mode == "squash":
+        return img.resize((width, height), Image.BILINEAR)
+    rw, rh = width / w, height / h
+    scale = {"crop": max(rw, rh), "fill": min(rw, rh), "half-crop": (rw + rh) / 2}.get(mode)
+    if scale is None:
+        raise ValueError(f"unknown resize mode {mode!r}; use squash, crop, fill or half-crop")
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    arr = np.asarray(img.resize(new, Image.BILINEAR))
+    return Image.fromarray(_fit(arr, height, width), img.mode)
+
+
+def normalize(arr: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 HxW or HxWxC -> float32 CxHxW, scaled to [0, 1] then standardized per channel."""
+    x = arr.astype(np.float32) * np.float32(1 / 255)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The model's input for one image: float32 array of shape card.input_shape ([C, H, W])."""
+    h, w = card.input_size
+    img = open_image(source, max_pixels=max_pixels, draft=(card.color_mode, (w, h)))
+    img = resize(to_mode(img, card.color_mode), (h, w), card.resize_mode)
+    return normalize(np.asarray(img), card.mean, card.std)
+
+
+def preprocess_batch(sources, card, **kw) -> np.ndarray:
+    """Stack `preprocess` over several images: float32 [N, C, H, W]."""
+    return np.stack([preprocess(s, card, **kw) for s in sources])
