@@ -1,0 +1,260 @@
+"""Transfer learning: import pretrained weights, replace the head, adapt the input, freeze stages.
+
+    provenance = load_pretrained(model, "resnet18", "imagenet")      # or a run dir / .safetensors / .pth
+    frozen = freeze(model, "resnet18", "backbone")                     # or "none", or N last stages
+    groups = param_groups(model, "resnet18", lr=0.01, backbone_lr_mult=0.1)
+
+Weights are never unpickled: torchvision checkpoints go through `torch.load(weights_only=True)`, our own
+through safetensors.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import download, rundir
+from ..card import ModelCard
+from ..models import get_spec
+
+TORCHVISION_BASE = "https://download.pytorch.org/models/"
+# torchvision's IMAGENET1K_V1 checkpoints; the 8 hex digits are the start of the file's SHA-256.
+IMAGENET_FILES = {
+    "alexnet": "alexnet-owt-7be5be79.pth",
+    "vgg11": "vgg11-8a719046.pth", "vgg11_bn": "vgg11_bn-6002323d.pth",
+    "vgg13": "vgg13-19584684.pth", "vgg13_bn": "vgg13_bn-abd245e5.pth",
+    "vgg16": "vgg16-397923af.pth", "vgg16_bn": "vgg16_bn-6c64b313.pth",
+    "vgg19": "vgg19-dcbb9e9d.pth", "vgg19_bn": "vgg19_bn-c79401a0.pth",
+    "googlenet": "googlenet-1378be20.pth",
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-0676ba61.pth", "resnet101": "resnet101-63fe2227.pth",
+    "resnet152": "resnet152-394f9c45.pth",
+}
+# torchvision's GoogLeNet weights were trained with transform_input=True, i.e. on pixels scaled to
+# [-1, 1]: feeding them mean 0.5 / std 0.5 inputs is the same thing without the extra layer.
+IMAGENET_NORMALIZATION = {"googlenet": ([0.5] * 3, [0.5] * 3)}
+
+
+class PretrainedError(ValueError):
+    """Weights that cannot be loaded as asked; the message says why and what to do."""
+
+
+def imagenet_checkpoint(arch: str, base_url: str | None = None) -> pathlib.Path:
+    """The cached torchvision ImageNet checkpoint for `arch`, downloaded (and SHA-256 checked) if missing.
+
+    `base_url` (or `$ZOO_WEIGHTS_URL`) replaces https://download.pytorch.org/models/, e.g. for a mirror.
+    """
+    import os
+
+    arch = get_spec(arch).name
+    if arch not in IMAGENET_FILES:
+        raise PretrainedError(f"there are no published ImageNet weights for {arch}; they exist for "
+                              f"{', '.join(IMAGENET_FILES)}")
+    name = IMAGENET_FILES[arch]
+    base = base_url or os.environ.get("ZOO_WEIGHTS_URL") or TORCHVISION_BASE
+    digest = name.rsplit("-", 1)[1].split(".")[0]
+    try:
+        return download.fetch(base.rstrip("/") + "/" + name, download.cache_dir("weights", name),
+                              digest=digest)
+    except download.DownloadError as e:
+        raise PretrainedError(str(e)) from None
+
+
+def read_state_dict(source: str | pathlib.Path, arch: str) -> tuple[dict, pathlib.Path]:
+    """(state_dict, file) from a run directory, a .safetensors file or a torchvision-format .pth."""
+    if str(source) == "imagenet":
+        path = imagenet_checkpoint(arch)
+    else:
+        path = pathlib.Path(source)
+        if path.is_dir() or path.suffix == ".safetensors":
+            try:
+                path, card_path = rundir.resolve_weights(path)
+            except rundir.RunError:
+                if not (path.suffix == ".safetensors" and path.is_file()):
+                    raise
+                card_path = None
+            if card_path is not None:
+                made_for = ModelCard.load(card_path).architecture
+                if made_for != get_spec(arch).name:
+                    raise PretrainedError(f"{source} holds {made_for} weights, not {get_spec(arch).name}")
+        elif not path.is_file():
+            raise PretrainedError(f"{source}: no such file or run directory (or use --pretrained imagenet)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), path
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, not-a-checkpoint, refused globals
+        raise PretrainedError(f"{path}: not a loadable weights file ({str(e).splitlines()[0]})") from None
+    for key in ("state_dict", "model", "model_state", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PretrainedError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}, path
+
+
+def head_modules(model: nn.Module, arch: str) -> list[str]:
+    """Dotted names of the classifier layers that map features to classes (the main and aux heads)."""
+    names = [get_spec(arch).head]
+    names += [f"{aux}.fc2" for aux in ("aux1", "aux2") if getattr(model, aux, None) is not None]
+    return names
+
+
+def _fold_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a first-layer kernel of C input channels to `in_channels` (sum for 1, tile and rescale else)."""
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    c = weight.shape[1]
+    reps = math.ceil(in_channels / c)
+    return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (c / in_channels)
+
+
+def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool = False,
+                    log: Callable[[str], None] = print) -> dict:
+    """Load `source` into `model` (built for `arch`): new head where the class count differs, first
+    convolution folded when the input channels differ. Other mismatches are an error naming them unless
+    `partial`. Returns the provenance to put in the model card."""
+    state, path = read_state_dict(source, arch)
+    own = model.state_dict()
+    notes = []
+
+    if getattr(model, "aux1", 1) is None:  # GoogLeNet without aux heads: torchvision ships them
+        aux = [k for k in state if k.startswith(("aux1.", "aux2."))]
+        for k in aux:
+            del state[k]
+
+    first_conv = next(k for k, v in own.items() if v.ndim == 4)
+    if first_conv in state and state[first_conv].ndim == 4 and \
+            state[first_conv].shape[1] != own[first_conv].shape[1]:
+        c_from, c_to = state[first_conv].shape[1], own[first_conv].shape[1]
+        state[first_conv] = _fold_input_conv(state[first_conv], c_to)
+        notes.append(f"{first_conv}: adapted the pretrained {c_from}-channel filters to {c_to} "
+                     f"input channel{'s' if c_to > 1 else ''}")
+
+    new_head = []
+    for head in head_modules(model, arch):
+        keys = [f"{head}.{suffix}" for suffix in ("weight", "bias")]
+        if any(k in state and k in own and state[k].shape != own[k].shape for k in keys):
+            n_from = state[keys[0]].shape[0]
+            for k in keys:
+                state.pop(k, None)
+            new_head += keys
+            notes.append(f"new head {head}: {n_from} -> {own[keys[0]].shape[0]} classes (freshly initialised)")
+
+    missing = [k for k in own if k not in state and k not in new_head]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}"
+                        f"{', ...' if len(unexpected) > 4 else ''})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} of another shape ({', '.join(mismatched[:4])}"
+                        f"{', ...' if len(mismatched) > 4 else ''})")
+    if problems and not partial:
+        raise PretrainedError(f"{path} does not fit {get_spec(arch).name}: keys " + "; ".join(problems)
+                              + " (--pretrained-partial loads the keys that fit)")
+    for k in unexpected + mismatched:
+        state.pop(k, None)
+    model.load_state_dict(state, strict=False)
+    if problems:
+        notes.append(f"partial load: {len(state)} of {len(own)} tensors; skipped " + "; ".join(problems))
+    for note in notes:
+        log(note)
+
+    provenance = {"source": str(source), "file": str(path), "sha256": download.file_digest(path),
+                  "loaded_tensors": len(state), "new_head": bool(new_head), "notes": notes}
+    arch = get_spec(arch).name
+    if str(source) == "imagenet" and arch in IMAGENET_NORMALIZATION:
+        mean, std = IMAGENET_NORMALIZATION[arch]
+        provenance["normalization"] = {"mean": mean, "std": std}
+    return provenance
+
+
+def stages(model: nn.Module, arch: str) -> list[tuple[str, list[nn.Module]]]:
+    """The network's stages in forward order, the classifier head last: ResNet's stem, layer1..layer4,
+    fc; GoogLeNet's conv1..conv3, inception3a..5b, fc; for AlexNet/ZFNet/VGG/LeNet each convolution block
+    up to its pooling layer (block1..), then each fully connected layer."""
+    spec = get_spec(arch)
+    head = model.get_submodule(spec.head)
+    heads = [head]
+    if spec.family == "resnet":
+        body = [("stem", [model.conv1, model.bn1])] + [(n, [getattr(model, n)])
+                                                        for n in ("layer1", "layer2", "layer3", "layer4")]
+    elif spec.family == "googlenet":
+        body = [(n, [m]) for n, m in model.named_children() if n.startswith(("conv", "inception"))]
+        heads += [m for n in ("aux1", "aux2") if (m := getattr(model, n, None)) is not None]
+    else:  # features (conv blocks split at pooling) + classifier (one stage per linear layer)
+        body, block, i = [], [], 0
+        for m in model.features:
+            block.append(m)
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                i += 1
+                body.append((f"block{i}", block))
+                block = []
+        if block:
+            body.append((f"block{i + 1}", block))
+        fcs = [m for m in model.classifier if isinstance(m, nn.Linear) and m is not head]
+        body += [(f"fc{j + 1}", [m]) for j, m in enumerate(fcs)]
+    return [(n, ms) for n, ms in body if any(True for _ in _params(ms))] + [("head", heads)]
+
+
+def _params(modules):
+    for m in modules:
+        yield from m.parameters()
+
+
+def _lock_eval(module: nn.Module, args) -> None:
+    module.training = False  # frozen batch norm: use and keep the pretrained running statistics
+
+
+def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
+    """Freeze `model` in place: "none" (full fine-tuning), "backbone" (everything but the head: feature
+    extraction) or N (everything but the last N stages trainable). Frozen batch-norm layers stay in eval
+    mode (their running statistics never change), whatever `model.train()` says."""
+    all_stages = stages(model, arch)
+    if spec == "none":
+        n_train = len(all_stages)
+    elif spec == "backbone":
+        n_train = 1
+    else:
+        try:
+            n_train = int(spec)
+        except ValueError:
+            raise PretrainedError(f"--freeze takes backbone, none or a number of trainable stages, "
+                                  f"not {spec!r}") from None
+        if n_train < 1:
+            raise PretrainedError("--freeze N needs N >= 1 (the head always trains)")
+    frozen = all_stages[:max(0, len(all_stages) - n_train)]
+    for _, modules in frozen:
+        for m in modules:
+            for p in m.parameters():
+                p.requires_grad_(False)
+            for sub in m.modules():
+                if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                    sub.register_forward_pre_hook(_lock_eval)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return {"freeze": str(spec), "frozen_stages": [n for n, _ in frozen],
+            "trainable_stages": [n for n, _ in all_stages[len(frozen):]],
+            "frozen_params": n_frozen, "trainable_params": sum(p.numel() for p in model.parameters()) - n_frozen}
+
+
+def param_groups(model: nn.Module, arch: str, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups of the trainable parameters: the head at `lr`, the rest at
+    `lr * backbone_lr_mult` (discriminative learning rates)."""
+    head_ids = {id(p) for _, ms in stages(model, arch)[-1:] for p in _params(ms)}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head, "lr": lr, "name": "head"}]
+    if body:
+        groups.append({"params": body, "lr": lr * backbone_lr_mult, "name": "backbone"})
+    return groups
