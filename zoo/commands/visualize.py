@@ -34,9 +34,10 @@ def visualize(model, image, layers, output, top):
         raise UserError(f"{image}: no such image file")
     try:
         net, card, run_dir, source = open_model(model)
-    except (RunError, UnknownModelError) as e:
-        raise UserError(f"{e} (MODEL is a run directory or a model name from `zoo models`)",
-                        exit_code=2) from None
+    except RunError as e:
+        raise UserError(str(e), exit_code=2) from None
+    except UnknownModelError as e:
+        raise UserError(f"{e}; MODEL may also be a run directory", exit_code=2) from None
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     try:
         report = build(net, card, image, layer_names=names, run_dir=run_dir, source=source, top=top)

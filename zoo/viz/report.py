@@ -81,7 +81,7 @@ def open_model(arg: str):
     from ..rundir import load_model
 
     path = pathlib.Path(arg)
-    if path.exists():
+    if path.exists() or "/" in arg or path.suffix == ".safetensors":  # a path, not a name
         model, card = load_model(path)
         run_dir = path if path.is_dir() else path.parent
         return model, card, run_dir, f"trained weights from {path}"
