@@ -48,13 +48,13 @@ def _colormap(name: str):
     return matplotlib.colormaps[name]
 
 
-def _fit(tile: np.ndarray) -> np.ndarray:
+def _fit(tile: np.ndarray, min_tile: int = MIN_TILE) -> np.ndarray:
     """Enlarge a small tile by an integer factor (nearest), or average a large one down (box filter)."""
     from PIL import Image
 
     h, w = tile.shape[:2]
-    if max(h, w) < MIN_TILE:
-        f = math.ceil(MIN_TILE / max(h, w))
+    if max(h, w) < min_tile:
+        f = math.ceil(min_tile / max(h, w))
         return np.repeat(np.repeat(tile, f, axis=0), f, axis=1)
     if max(h, w) > MAX_TILE:
         s = MAX_TILE / max(h, w)
@@ -90,9 +90,10 @@ def map_grid(maps: np.ndarray, cmap: str = "viridis", symmetric: bool = False) -
     A constant map (a dead ReLU channel) is drawn at the colormap's low end (its middle if symmetric).
     """
     colour = _colormap(cmap)
+    min_tile = 2 * MIN_TILE if len(maps) <= 16 else MIN_TILE  # a few maps: show them larger
     tiles = []
     for m in np.asarray(maps, np.float32):
-        m = _fit(m)
+        m = _fit(m, min_tile)
         if symmetric:
             a = float(np.abs(m).max())
             u = _scale(m, -a, a) if a > 0 else np.full_like(m, 0.5)
@@ -123,7 +124,22 @@ def vector_image(v: np.ndarray, cmap: str = "viridis", max_side: int = 64) -> by
     u = _scale(grid, float(np.nanmin(grid)), float(np.nanmax(grid)))
     rgb = (_colormap(cmap)(np.nan_to_num(u))[..., :3] * 255).astype(np.uint8)
     rgb[np.isnan(grid)] = BACKGROUND
-    return png_bytes(_fit(rgb) if max(rows, cols) < MIN_TILE * 2 else rgb)
+    f = math.ceil(160 / max(rows, cols))  # cells of at least 2-3 pixels, the image at least 160 wide
+    return png_bytes(np.repeat(np.repeat(rgb, f, axis=0), f, axis=1))
+
+
+def unit_bars(values: np.ndarray, names: list[str] | None = None) -> bytes:
+    """A short 1-D activation (a classifier's scores) as one bar per unit, named if names are given."""
+    v = np.asarray(values, np.float32).ravel()
+    fig = _figure(max(2.6, 0.28 * v.size + 0.8), 2.1)
+    ax = fig.subplots()
+    ax.bar(np.arange(v.size), v, color=np.where(v >= 0, "#3b75af", "#c0504d"))
+    ax.axhline(0, color="black", lw=0.6)
+    labels = [_short(n, 10) for n in names] if names else [str(i) for i in range(v.size)]
+    ax.set_xticks(np.arange(v.size), labels, fontsize=7, rotation=90 if names and
+                  max(map(len, labels)) > 3 else 0)
+    ax.tick_params(axis="y", labelsize=7)
+    return figure_png(fig)
 
 
 def matrix_image(m: np.ndarray, cmap: str = "RdBu_r") -> bytes:
@@ -172,7 +188,7 @@ def histograms(panels: list[dict]) -> bytes:
 
 def prediction_bars(names: list[str], probs: list[float]) -> bytes:
     """Horizontal bars of the top-k class probabilities, best on top."""
-    fig = _figure(4.2, 0.45 * len(names) + 0.6)
+    fig = _figure(3.4, 0.32 * len(names) + 0.6)
     ax = fig.subplots()
     y = np.arange(len(names))[::-1]
     ax.barh(y, probs, color="#3b75af")
@@ -202,8 +218,11 @@ def curves(rows: list[dict]) -> bytes | None:
     groups = [(t, ks) for t, ks in groups if ks]
     if not groups:
         return None
-    fig = _figure(3.4 * len(groups), 2.5)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(2.6 * len(groups), 2.4)
     for ax, (title, ks) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for k in ks:
             ax.plot(epochs, [r.get(k, np.nan) for r in rows], marker="o", ms=3, label=k)
         ax.set_title(title, fontsize=9)
@@ -218,7 +237,7 @@ def confusion(matrix, names: list[str]) -> bytes:
     """Confusion matrix (rows: true class, columns: predicted), with counts where there is room."""
     m = np.asarray(matrix)
     n = len(m)
-    side = min(7.0, 1.6 + 0.4 * n)
+    side = min(6.0, 1.4 + 0.33 * n)
     fig = _figure(side, side * 0.9)
     ax = fig.subplots()
     ax.imshow(m, cmap="Blues")

@@ -14,7 +14,7 @@ main{max-width:1240px;margin:0 auto;padding:12px 20px 40px}
 section{background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002;padding:14px 18px;margin:14px 0}
 h2{font-size:17px;margin:0 0 10px} h3{font-size:16px;margin:0}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-figure{margin:0} figcaption{font-size:12px;color:#5b6475;margin-top:4px;max-width:560px}
+figure{margin:0;display:table} figcaption{display:table-caption;caption-side:bottom;font-size:12px;color:#5b6475;margin-top:4px}
 img{max-width:100%;height:auto;display:block} img.px{image-rendering:pixelated}
 table{border-collapse:collapse;font-size:12.5px} td,th{padding:3px 8px;border-bottom:1px solid #e3e6eb;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -95,8 +95,8 @@ def render(r) -> str:
 {warn}
 <section><h2>The input and the prediction</h2><div class=row>
 {img(r.input_figure, pixelated=True)}
-<div><table><tr><th class=n>#</th><th>class</th><th class=n>probability</th></tr>{preds}</table>
-<br>{img(r.predictions_figure)}</div>
+<div>{img(r.predictions_figure)}
+<table><tr><th class=n>#</th><th>class</th><th class=n>probability</th></tr>{preds}</table></div>
 <div><table>{facts}</table></div>
 </div></section>
 {training}

@@ -121,28 +121,35 @@ def _filters(conv: torch.nn.Conv2d, first_rgb: bool) -> tuple[bytes, str]:
         f"red positive, blue negative"
 
 
-def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv) -> LayerView:
+def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv,
+                class_names: list[str]) -> LayerView:
     prefix = f"{index:02d}-{_slug(layer.label)}"
     a = act[0]
     if a.ndim == 3 and a.shape[1] * a.shape[2] == 1:  # after global pooling: a vector in disguise
         a = a.reshape(-1)
     view = LayerView(layer.label, layer.name, layer.note, L.type_name(model, layer), list(a.shape),
                      L.param_count(model, layer), activations.stats(a), None)
+    crisp = True  # pixel grids: the browser must not blur them when it scales
     if a.ndim == 3:
         c = a.shape[0]
         data = figures.map_grid(a[:MAX_CHANNELS].numpy())
         caption = (f"{layer.label}: activation maps, {min(c, MAX_CHANNELS)} of {c} channels "
                    f"({a.shape[1]}x{a.shape[2]})")
+    elif a.numel() <= 32:  # a classifier's scores, or a small layer: one bar per unit
+        names = class_names if a.numel() == len(class_names) else None
+        data, crisp = figures.unit_bars(a.numpy(), names), False
+        caption = f"{layer.label}: the {a.numel()} outputs" + (", one per class" if names else "")
     else:
         data = figures.vector_image(a.numpy())
         caption = f"{layer.label}: the {a.numel()} outputs, one cell each"
-    view.figures.append(Fig(f"{prefix}-activations.png", data, caption, pixelated=True))
+    view.figures.append(Fig(f"{prefix}-activations.png", data, caption, pixelated=crisp))
 
     conv = L.filter_module(model, layer)
     if conv is not None:
         data, caption = _filters(conv, first_rgb=conv is first_conv and conv.in_channels == 3)
         view.figures.append(Fig(f"{prefix}-filters.png", data, f"{layer.label}: {caption}", pixelated=True))
-    panels = [{"title": "activations", "log": True, **view.activation}]
+    # a log count axis for large outputs: after a ReLU, zeros outnumber every other value
+    panels = [{"title": "activations", "log": a.numel() > 1000, **view.activation}]
     weights = L.weight_tensors(model, layer)
     if weights:
         view.weights = activations.stats(activations.flat(weights))
@@ -263,7 +270,7 @@ def build(model, card, image, *, layer_names: list[str] | None = None, run_dir=N
     predictions = activations.top_k(out[0], card.class_names, top)
 
     first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    views = [_layer_view(model, layer, acts[layer.output], i, first_conv)
+    views = [_layer_view(model, layer, acts[layer.output], i, first_conv, card.class_names)
              for i, layer in enumerate(chosen) if layer.output in acts]
     training_figs, last_epoch = _training(pathlib.Path(run_dir) if run_dir else None, card)
     name = getattr(image, "name", None) or pathlib.Path(str(image)).name
