@@ -65,14 +65,14 @@ def _fit(tile: np.ndarray, min_tile: int = MIN_TILE) -> np.ndarray:
     return tile
 
 
-def mosaic(tiles: list[np.ndarray], columns: int = GRID_COLUMNS) -> np.ndarray:
+def mosaic(tiles: list[np.ndarray], columns: int = GRID_COLUMNS, background: int = BACKGROUND) -> np.ndarray:
     """Lay equal-sized uint8 tiles (HxW or HxWx3) out in rows of `columns`, GAP pixels apart."""
     n = len(tiles)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
     h, w = tiles[0].shape[:2]
     shape = (rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, *tiles[0].shape[2:])
-    out = np.full(shape, BACKGROUND, np.uint8)
+    out = np.full(shape, background, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
         out[r * (h + GAP):r * (h + GAP) + h, c * (w + GAP):c * (w + GAP) + w] = t
@@ -100,7 +100,8 @@ def map_grid(maps: np.ndarray, cmap: str = "viridis", symmetric: bool = False) -
         else:
             u = _scale(m, float(m.min()), float(m.max()))
         tiles.append((colour(u)[..., :3] * 255).astype(np.uint8))
-    return png_bytes(mosaic(tiles))
+    # grey gaps between diverging tiles, whose middle (zero) is white
+    return png_bytes(mosaic(tiles, background=150 if symmetric else BACKGROUND))
 
 
 def rgb_filter_grid(weights: np.ndarray) -> bytes:
