@@ -177,6 +177,8 @@ def test_googlenet_inception_branches(tmp_path, shared):
     assert [layer["output_shape"][0] for layer in layers] == [256, 64, 128, 32, 32]
     assert sum(layer["output_shape"][0] for layer in layers[1:]) == layers[0]["output_shape"][0]
     assert len(stats["predictions"]) == 2  # only two classes
+    html = (tmp_path / "o/index.html").read_text()  # the module's grid samples every branch
+    assert "the first 16 channels of each branch (1x1: 64, 3x3: 128, 5x5: 32, pool proj: 32" in html
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -98,11 +98,11 @@ def _googlenet(model) -> list[Layer]:
               Layer("conv2", "conv2 reduce", ["conv2"], "1x1 convolution (the 3x3 reduce)"),
               Layer("conv3", "conv2", ["conv3"], "3x3 convolution"),
               Layer("maxpool2", "pool2", ["maxpool2"], "3x3 max pooling, stride 2")]
-    branches = [("branch1", "1x1", "1x1 convolutions"),
-                ("branch2", "3x3", "1x1 reduce, then 3x3 convolutions"),
-                ("branch3", "5x5", "1x1 reduce, then the \"5x5\" convolutions (3x3 in torchvision's "
-                                   "layout and weights)"),
-                ("branch4", "pool proj", "3x3 max pooling, then 1x1 projection")]
+    notes = {"branch1": "1x1 convolutions", "branch2": "1x1 reduce, then 3x3 convolutions",
+             "branch3": "1x1 reduce, then the \"5x5\" convolutions (3x3 in torchvision's layout "
+                        "and weights)",
+             "branch4": "3x3 max pooling, then 1x1 projection"}
+    branches = [(b, short, notes[b]) for b, short in BRANCH_NAMES.items()]
     pools = {"maxpool3": "pool3", "maxpool4": "pool4"}
     for name, _ in model.named_children():
         if name.startswith("inception"):
@@ -191,6 +191,22 @@ def filter_module(model: nn.Module, layer: Layer) -> nn.Module | None:
     if not convs:
         return None
     return next((c for c in convs if max(c.kernel_size) > 1), convs[0])
+
+
+BRANCH_NAMES = {"branch1": "1x1", "branch2": "3x3", "branch3": "5x5", "branch4": "pool proj"}
+
+
+def channel_groups(model: nn.Module, layer: Layer) -> list[tuple[str, int]] | None:
+    """For a block whose output concatenates branches (an inception module): [(branch, channels)]."""
+    if len(layer.modules) != 1:
+        return None
+    block = _block(model, layer.modules[0])
+    names = [n for n in BRANCH_NAMES if isinstance(getattr(block, n, None), nn.Module)]
+    if len(names) != len(BRANCH_NAMES):
+        return None
+    widths = [[m for m in getattr(block, n).modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+              for n in names]
+    return [(BRANCH_NAMES[n], w) for n, w in zip(names, widths)]
 
 
 def weight_tensors(model: nn.Module, layer: Layer) -> list:

@@ -130,7 +130,15 @@ def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv
     view = LayerView(layer.label, layer.name, layer.note, L.type_name(model, layer), list(a.shape),
                      L.param_count(model, layer), activations.stats(a), None)
     crisp = True  # pixel grids: the browser must not blur them when it scales
-    if a.ndim == 3:
+    groups = L.channel_groups(model, layer) if a.ndim == 3 else None
+    if groups and a.shape[0] > MAX_CHANNELS:  # an inception module: the first maps of every branch
+        per = MAX_CHANNELS // len(groups)
+        starts = np.cumsum([0] + [w for _, w in groups[:-1]])
+        idx = [int(s) + i for s, (_, w) in zip(starts, groups) for i in range(min(per, w))]
+        data = figures.map_grid(a[idx].numpy())
+        caption = (f"{layer.label}: activation maps, the first {per} channels of each branch "
+                   f"({', '.join(f'{n}: {w}' for n, w in groups)} channels; {a.shape[1]}x{a.shape[2]})")
+    elif a.ndim == 3:
         c = a.shape[0]
         data = figures.map_grid(a[:MAX_CHANNELS].numpy())
         caption = (f"{layer.label}: activation maps, {min(c, MAX_CHANNELS)} of {c} channels "
