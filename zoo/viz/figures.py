@@ -263,7 +263,7 @@ def kernels_figure(gray: np.ndarray, results: dict[str, np.ndarray], kernels: di
     rows = math.ceil(len(panels) / cols)
     h, w = gray.shape
     tile = 2.6
-    fig = _figure(cols * tile, rows * (tile * h / w + 1.1))
+    fig = _figure(cols * tile, rows * (tile * h / w + 0.8))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (name, img, k) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
