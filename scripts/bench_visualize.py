@@ -74,11 +74,12 @@ def main():
     out = ROOT / "benchmarks"
     out.mkdir(exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "image": args.image.name}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "image": args.image.name,
+            "load_average_1min": os.getloadavg()[0]}  # other work on the machine slows every column
     (out / "visualize.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# zoo visualize: time per page (CPU, random weights, default layers)", "",
              f"{meta['cpus']} CPUs, torch {meta['torch']} ({meta['threads']} threads), image "
-             f"{meta['image']}. `command`: the whole `python -m zoo visualize NAME IMAGE` in a fresh process. "
+             f"{meta['image']}, load average {meta['load_average_1min']:.1f} at the end. `command`: the whole `python -m zoo visualize NAME IMAGE` in a fresh process. "
              "`page`: the page alone in-process; the baseline is one plain forward pass of the same model.",
              "", "| model | input | layers | figures | page MiB | command s | page s | forward ms | page / forward |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
