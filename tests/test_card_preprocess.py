@@ -85,3 +85,9 @@ def test_atomic_writes_get_a_normal_file_mode(tmp_path):
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temp file left behind
+
+
+def test_image_error_does_not_leak_object_reprs():
+    with pytest.raises(ImageError) as e:
+        open_image(io.BytesIO(b"plain text, not an image"))
+    assert "object at 0x" not in str(e.value) and "not an image" in str(e.value)

@@ -56,7 +56,9 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         img.load()  # decode now, so truncated files fail here and not later
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (no known image format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     return img
 
