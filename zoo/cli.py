@@ -17,6 +17,7 @@ COMMANDS = {
     "models": "zoo.commands.models:models",
     "summary": "zoo.commands.summary:summary",
     "export": "zoo.commands.export:export",
+    "classify": "zoo.commands.classify:classify",
 }
 
 
