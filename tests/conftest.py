@@ -41,3 +41,20 @@ def make_run(tmp_path):
         return run
 
     return make
+
+
+@pytest.fixture
+def python_without_torch():
+    """Run `code` in a fresh interpreter with this checkout importable, then fail if it imported torch
+    (the ONNX Runtime paths must run where torch is not installed). Returns its stdout."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> str:
+        check = "\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        out = subprocess.run([sys.executable, "-c", "import sys\n" + code + check], capture_output=True,
+                             text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    return run
