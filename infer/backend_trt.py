@@ -8,6 +8,7 @@ split into chunks of its maximum, smaller ones than its minimum are padded.
 from __future__ import annotations
 
 import pathlib
+import threading
 
 import numpy as np
 
@@ -49,9 +50,14 @@ class TensorRTPredictor(Predictor):
         self._out_dtype = torch.from_numpy(
             np.empty(0, trt.nptype(self.engine.get_tensor_dtype(self.output_name)))).dtype
         self._stream = torch.cuda.Stream()
+        self._lock = threading.Lock()  # one execution context: one batch at a time
         super().__init__(path, card, f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._execute(x)
+
+    def _execute(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         n = len(x)
         if n < self.min_batch_size:  # pad up to the profile's minimum, drop the padding after

@@ -52,7 +52,8 @@ class Predictor:
     Attributes: `card` (zoo.card.ModelCard), `backend` ("torch", "onnxruntime" or "tensorrt"),
     `name` (the run directory's name), `path` (the file it runs), `device` (what it runs on),
     `max_batch_size` (None where any batch fits in one call; larger batches are split otherwise),
-    `selection` (why `load` chose this backend).
+    `selection` (why `load` chose this backend). `predict` may be called from several threads (the
+    TensorRT backend serializes them: it has one execution context).
     """
 
     backend = "?"
@@ -168,6 +169,13 @@ def _usable(backend: str) -> str | None:
     return None
 
 
+def _stale(exported: pathlib.Path, weights: pathlib.Path | None) -> str | None:
+    """Why an exported file in a run directory must not stand for the weights: they are newer."""
+    if weights is None or exported == weights or exported.stat().st_mtime >= weights.stat().st_mtime:
+        return None
+    return f"older than {weights.name} (run `zoo export` again)"
+
+
 _HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt`",
                 "onnxruntime": "export one with `zoo export {path} --onnx`",
                 "torch": "train one with `zoo train` (a .onnx or .engine file runs on its own backend)"}
@@ -177,8 +185,8 @@ def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None =
          threads: int | None = None, providers: list | None = None) -> Predictor:
     """A Predictor for a run directory, .safetensors, .onnx or .engine file.
 
-    backend: "auto" (the fastest that is both present and usable: tensorrt > onnxruntime > torch),
-    or one of BACKENDS. device: "cpu" or "cuda" for torch (default: cuda where available).
+    backend: "auto" (the fastest that is present, usable here and not older than the run's weights:
+    tensorrt > onnxruntime > torch), or one of BACKENDS. device: "cpu" or "cuda" for torch (default: cuda where available).
     threads: intra-op threads for torch / ONNX Runtime (default: the library's). providers: ONNX Runtime
     execution providers, overriding the default order (TensorRT, CUDA, CPU: those installed).
     The chosen backend and why is logged, and kept in `predictor.selection`.
@@ -192,7 +200,7 @@ def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None =
         for b in BACKENDS:
             if b not in found:
                 continue
-            why = _usable(b)
+            why = _usable(b) or _stale(found[b], found.get("torch"))
             if why is None:
                 backend = b
                 break

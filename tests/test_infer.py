@@ -1,6 +1,7 @@
 """infer.load and the Predictor backends on a real run directory and the ONNX files exported from it."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -105,3 +106,12 @@ def test_tensorrt_backend_says_what_to_install(exported):
     (exported / "x.engine.json").write_text(json.dumps(ModelCard.load(exported / CARD).to_dict()))
     with pytest.raises(infer.BackendUnavailable, match="NVIDIA GPU"):
         infer.load(engine)
+
+
+def test_auto_skips_an_export_older_than_the_weights(exported):
+    weights = exported / "model.safetensors"
+    later = (exported / infer.ONNX_FILE).stat().st_mtime + 10
+    os.utime(weights, (later, later))
+    p = infer.load(exported)
+    assert p.backend == "torch" and "model.onnx skipped: older than model.safetensors" in p.selection
+    assert infer.load(exported, "onnxruntime").backend == "onnxruntime"  # asked for: taken as is
