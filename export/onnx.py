@@ -33,7 +33,7 @@ OUTPUT_NAME = "logits"
 TRACE_BATCH = 2  # the batch traced; verification uses another, which proves the axis is dynamic
 VERIFY_BATCH = 3
 FP32_TOLERANCE = (1e-4, 1e-3)  # (atol, rtol): pass if max|a-b| <= atol + rtol * max|reference|
-FP16_TOLERANCE = (1e-3, 2e-2)
+FP16_TOLERANCE = (1e-3, 5e-2)  # float16 keeps ~3 digits; deep nets lose more
 
 
 class ExportError(RuntimeError):
@@ -157,11 +157,13 @@ def torch_logits(model, x: np.ndarray) -> np.ndarray:
 
 
 def verify(path: str | os.PathLike, reference: np.ndarray, x: np.ndarray,
-           tolerance: tuple[float, float] = FP32_TOLERANCE) -> Verification:
-    """ONNX Runtime's logits for `x` against `reference`; ExportError if over the tolerance."""
+           tolerance: tuple[float, float] = FP32_TOLERANCE, name: str | os.PathLike | None = None
+           ) -> Verification:
+    """ONNX Runtime's logits for `x` against `reference`; ExportError (naming `name`, default `path`)
+    if over the tolerance."""
     v = compare(ort_logits(path, x), reference, tolerance)
     if not v.ok:
-        raise ExportError(f"{path}: ONNX Runtime's logits differ from the reference: {v}")
+        raise ExportError(f"{name or path}: ONNX Runtime's logits differ from the reference: {v}")
     return v
 
 
@@ -180,7 +182,7 @@ def export_model(model, card: ModelCard, path: str | os.PathLike, *, opset: int 
     reference = torch_logits(model, x)
     with atomic.atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        v = verify(tmp, reference, x, tolerance)
+        v = verify(tmp, reference, x, tolerance, name=path)
     if log:
         log(f"wrote {path} (opset {proto.opset_import[0].version}); verified against PyTorch on {v}")
     return v
@@ -206,7 +208,11 @@ def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model=None,
     dst = pathlib.Path(dst)
     with atomic.atomic_path(dst) as tmp:
         tmp.write_bytes(data)
-        v = verify(tmp, reference, x, tolerance)
+        try:
+            v = verify(tmp, reference, x, tolerance, name=dst)
+        except ExportError as e:
+            raise ExportError(f"{e}; float16 is too coarse for this model's activations: "
+                              f"use the float32 {pathlib.Path(src).name}") from None
     if log:
         log(f"wrote {dst} (float16 weights and activations, float32 input/output); verified against "
             f"{'PyTorch' if model is not None else 'the float32 model'} on {v}")
