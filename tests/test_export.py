@@ -59,6 +59,16 @@ def test_export_run_writes_verified_onnx(make_run):
     np.testing.assert_allclose(p.predict(x), torch_logits(torch_model, x), atol=1e-4, rtol=1e-4)
 
 
+def test_opset(make_run, tmp_path):
+    import onnx
+
+    r = zoo("export", make_run("lenet"), "--opset", 18, "--output", tmp_path / "o18")
+    assert r.exit_code == 0, r.output
+    proto = onnx.load(str(tmp_path / "o18" / infer.ONNX_FILE))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    assert "(opset 18)" in r.output
+
+
 def test_output_dir_and_newest_run(make_run, tmp_path):
     make_run("lenet", dirname="old")
     new = make_run("lenet", dirname="new")

@@ -12,8 +12,8 @@ import click
 @click.option("--fp16", is_flag=True,
               help="Also write model.fp16.onnx (float16 inside, float32 input/output), verified with a looser "
                    "tolerance; --trt and --triton then use it.")
-@click.option("--opset", type=click.IntRange(13, 23), default=None,
-              help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=click.IntRange(18, 23), default=None,
+              help="ONNX opset, 18 or later (the torch.export-based exporter's range; default: its own).")
 @click.option("--batch", default="1:8:32", show_default=True, metavar="MIN:OPT:MAX",
               help="Batch sizes for the TensorRT optimization profile and Triton's max batch size.")
 @click.option("--triton", type=click.Path(file_okay=False), default=None, metavar="DIR",
