@@ -18,6 +18,8 @@ COMMANDS = {
     "summary": "zoo.commands.summary:summary",
     "kernels": "zoo.commands.kernels:kernels",
     "visualize": "zoo.commands.visualize:visualize",
+    "export": "zoo.commands.export:export",
+    "classify": "zoo.commands.classify:classify",
 }
 
 

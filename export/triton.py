@@ -1,0 +1,93 @@
+"""A Triton Inference Server model repository for an exported model.
+
+    DIR/<name>/config.pbtxt       platform, max batch size, input/output names, types and dims,
+                                  dynamic batching, the model card as a parameter
+    DIR/<name>/labels.txt         the class names (Triton's classification extension reads them)
+    DIR/<name>/1/model.onnx       (platform onnxruntime_onnx), or
+    DIR/<name>/1/model.plan       (platform tensorrt_plan: a TensorRT engine)
+
+The same layout serves on KServe's Triton runtime. config.pbtxt is protobuf text format of Triton's
+`inference.ModelConfig` message.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+from typing import Callable
+
+from zoo import atomic
+from zoo.card import ONNX_METADATA_KEY, ModelCard
+
+from .onnx import INPUT_NAME, OUTPUT_NAME
+
+PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
+             ".plan": ("tensorrt_plan", "model.plan")}
+LABELS = "labels.txt"
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    from google.protobuf import text_encoding
+
+    return '"' + text_encoding.CEscape(text.encode("utf-8"), as_utf8=True) + '"'
+
+
+def triton_name(name: str) -> str:
+    """A model name Triton accepts as a directory and in URLs: letters, digits, '_', '-', '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "model"
+
+
+def config_pbtxt(name: str, card: ModelCard, platform: str, batch: tuple[int, int, int]) -> str:
+    _, opt, hi = batch
+    dims = ", ".join(map(str, card.input_shape))
+    preferred = ", ".join(str(b) for b in sorted({opt, hi}))
+    lines = [
+        f"name: {_quote(name)}",
+        f"platform: {_quote(platform)}",
+        f"max_batch_size: {hi}",
+        "input [",
+        "  {",
+        f"    name: {_quote(INPUT_NAME)}",
+        "    data_type: TYPE_FP32",
+        f"    dims: [ {dims} ]",
+        "  }",
+        "]",
+        "output [",
+        "  {",
+        f"    name: {_quote(OUTPUT_NAME)}",
+        "    data_type: TYPE_FP32",
+        f"    dims: [ {card.num_classes} ]",
+        f"    label_filename: {_quote(LABELS)}",
+        "  }",
+        "]",
+        "dynamic_batching {",
+        f"  preferred_batch_size: [ {preferred} ]",
+        "  max_queue_delay_microseconds: 2000",
+        "}",
+    ]
+    if platform == "tensorrt_plan":
+        lines += ["instance_group [ { kind: KIND_GPU, count: 1 } ]"]
+    lines += ["parameters {",
+              f"  key: {_quote(ONNX_METADATA_KEY)}",
+              f"  value {{ string_value: {_quote(card.to_json(indent=None))} }}",
+              "}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.PathLike, card: ModelCard,
+                     batch: tuple[int, int, int], *, log: Callable[[str], None] | None = print) -> pathlib.Path:
+    """Write model `name` into Triton repository `repo` from `model_file` (.onnx or .engine/.plan);
+    returns the model's directory."""
+    model_file = pathlib.Path(model_file)
+    platform, target = PLATFORMS[model_file.suffix.lower()]
+    model_dir = pathlib.Path(repo) / triton_name(name)
+    dst = model_dir / "1" / target
+    atomic.write_with(dst, lambda tmp: shutil.copyfile(model_file, tmp))
+    atomic.write_text(model_dir / LABELS, "".join(f"{c}\n" for c in card.class_names))
+    atomic.write_text(model_dir / "config.pbtxt", config_pbtxt(model_dir.name, card, platform, batch))
+    if log:
+        log(f"wrote Triton model {model_dir} ({platform}, max batch {batch[2]}, dynamic batching)")
+    return model_dir

@@ -1,0 +1,158 @@
+"""`zoo export`: ONNX, FP16 ONNX, the TensorRT path (or its one-line refusal), Triton repositories."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import infer
+from export.onnx import ExportError, export_model, random_batch, torch_logits, verify
+from export.tensorrt import parse_batch
+from infer.predictor import tensorrt_missing
+from zoo import rundir
+from zoo.card import ONNX_METADATA_KEY, ModelCard
+from zoo.cli import main
+
+NO_TRT = tensorrt_missing()
+needs_tensorrt = pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))
+
+
+def zoo(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def listing(root: pathlib.Path) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def model_config_pb2():
+    """Triton's own ModelConfig protobuf, as tritonclient ships it (its grpc package needs grpcio
+    to import, so the generated module is loaded from its file)."""
+    import tritonclient
+
+    path = pathlib.Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_config(path: pathlib.Path):
+    from google.protobuf import text_format
+
+    return text_format.Parse(path.read_text(), model_config_pb2().ModelConfig())
+
+
+def test_export_run_writes_verified_onnx(make_run):
+    run = make_run("lenet", class_names=list("abcdefghij"))
+    r = zoo("export", run)
+    assert r.exit_code == 0, r.output
+    assert "max abs diff" in r.output and "max rel diff" in r.output and ": ok" in r.output
+    p = infer.load(run / infer.ONNX_FILE)
+    assert p.card == ModelCard.load(run / rundir.CARD)
+    x = random_batch(p.card, 5)
+    torch_model, _ = rundir.load_model(run)
+    np.testing.assert_allclose(p.predict(x), torch_logits(torch_model, x), atol=1e-4, rtol=1e-4)
+
+
+def test_opset(make_run, tmp_path):
+    import onnx
+
+    r = zoo("export", make_run("lenet"), "--opset", 18, "--output", tmp_path / "o18")
+    assert r.exit_code == 0, r.output
+    proto = onnx.load(str(tmp_path / "o18" / infer.ONNX_FILE))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    assert "(opset 18)" in r.output
+
+
+def test_output_dir_and_newest_run(make_run, tmp_path):
+    make_run("lenet", dirname="old")
+    new = make_run("lenet", dirname="new")
+    os.utime(new / rundir.WEIGHTS, (2e9, 2e9))
+    out = tmp_path / "out"
+    r = zoo("export", "--runs", tmp_path / "runs", "--output", out)
+    assert r.exit_code == 0, r.output
+    assert f"newest run: {new}" in r.output
+    assert (out / infer.ONNX_FILE).is_file() and not (new / infer.ONNX_FILE).exists()
+
+
+def test_verification_failure_leaves_no_file(make_run, tmp_path):
+    model, card = rundir.load_model(make_run("lenet"))
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / "m.onnx"
+    with pytest.raises(ExportError, match="differ from the reference"):
+        export_model(model, card, path, tolerance=(-1.0, 0.0), log=None)  # no difference passes
+    assert not list(out.iterdir())
+    export_model(model, card, path, log=None)
+    x = random_batch(card, 2)
+    with pytest.raises(ExportError, match="max abs diff"):
+        verify(path, torch_logits(model, x) + 0.5, x)
+
+
+def test_user_errors_are_one_line(make_run, tmp_path):
+    run = make_run("lenet")
+    for args, code, text in [(["--batch", "8:4:32"], 2, "MIN:OPT:MAX"),
+                             (["--batch", "x"], 2, "MIN:OPT:MAX")]:
+        r = zoo("export", run, *args)
+        assert r.exit_code == code and text in r.output and r.output.strip().count("\n") == 0
+    r = zoo("export", tmp_path / "nothing")
+    assert r.exit_code == 1 and "no such run directory" in r.output
+    r = zoo("export", "--runs", tmp_path / "empty")
+    assert r.exit_code == 1 and "no finished run" in r.output
+    assert parse_batch("4") == (4, 4, 4) and parse_batch("1:8:32") == (1, 8, 32)
+
+
+@pytest.mark.skipif(NO_TRT is None, reason="TensorRT is usable here: the refusal cannot happen")
+def test_trt_without_tensorrt_says_what_to_install_and_writes_nothing(make_run, tmp_path):
+    run = make_run("lenet")
+    before = listing(tmp_path)
+    for args in ([run, "--trt"], ["--trt", "--runs", tmp_path / "runs", "--triton", tmp_path / "repo"]):
+        r = zoo("export", *args)
+        assert r.exit_code == 1
+        line = r.output.strip()
+        assert line.count("\n") == 0 and "pip install 'cnnzoo[gpu]'" in line and "NVIDIA GPU" in line
+    assert listing(tmp_path) == before
+
+
+def test_triton_repository_parses_as_triton_model_config(make_run, tmp_path):
+    run = make_run("lenet", dirname="digits", class_names=[f"digit {i}" for i in range(10)])
+    repo = tmp_path / "triton"
+    r = zoo("export", run, "--fp16", "--triton", repo, "--batch", "2:16:64")
+    assert r.exit_code == 0, r.output
+    model_dir = repo / "digits"
+    config = parse_config(model_dir / "config.pbtxt")
+    assert config.name == "digits" and config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 64
+    assert list(config.dynamic_batching.preferred_batch_size) == [16, 64]
+    (inp,), (out,) = config.input, config.output
+    assert inp.name == "input" and list(inp.dims) == [1, 28, 28]
+    assert out.name == "logits" and list(out.dims) == [10]
+    pb2 = model_config_pb2()
+    assert inp.data_type == out.data_type == pb2.DataType.Value("TYPE_FP32")
+    card = ModelCard.from_json(config.parameters[ONNX_METADATA_KEY].string_value)
+    assert card == ModelCard.load(run / rundir.CARD)
+    assert (model_dir / out.label_filename).read_text().splitlines() == card.class_names
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (run / infer.ONNX_FP16_FILE).read_bytes()
+
+
+@pytest.mark.tensorrt
+@needs_tensorrt
+def test_tensorrt_engine_matches_onnxruntime(make_run, tmp_path):
+    run = make_run("lenet")
+    r = zoo("export", run, "--trt", "--batch", "1:4:8", "--triton", tmp_path / "repo")
+    assert r.exit_code == 0, r.output
+    info = json.loads((run / infer.ENGINE_FILE).with_suffix(".engine.json").read_text())
+    assert info["tensorrt_version"] and info["gpu_name"] and info["batch_profile"]["max"] == 8
+    engine = infer.load(run)
+    assert engine.backend == "tensorrt" and engine.max_batch_size == 8
+    ort = infer.load(run, "onnxruntime")
+    x = random_batch(engine.card, 13)  # more than the profile's max: split
+    np.testing.assert_allclose(engine.predict(x), ort.predict(x), atol=1e-3, rtol=1e-3)
+    config = parse_config(tmp_path / "repo" / run.name / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.max_batch_size == 8
+    assert (tmp_path / "repo" / run.name / "1" / "model.plan").is_file()

@@ -1,0 +1,51 @@
+"""One preprocessing: every path that turns an image into a model input gives the same tensor.
+
+WAYS maps a name to `fn(image_path, card) -> float32 [C, H, W]`, each going through that path's own
+real code (classify: its worker processes). Training-time evaluation and the server add their entry
+here; the test holds every way to the reference, `zoo.data.preprocess.preprocess`, bit for bit.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from infer.classify import decoded_batches
+from zoo.card import ModelCard
+from zoo.data.preprocess import preprocess
+
+
+def via_classify(path, card):
+    ((_, (x, ok, errors)),) = list(decoded_batches([path], card, batch_size=1, workers=1))
+    assert ok == [0] and not errors, errors
+    return x[0]
+
+
+WAYS = {"classify": via_classify}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, shared):
+    """Real photos (one a palette image), a grayscale PNG and an RGBA PNG of odd sizes."""
+    d = tmp_path_factory.mktemp("images")
+    photos = sorted((shared / "datasets" / "hymenoptera" / "val" / "bees").glob("*.jpg"))[:2]
+    palette = [p for p in sorted((shared / "datasets" / "hymenoptera" / "train").glob("*/*.jpg"))
+               if Image.open(p).mode == "P"]
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (31, 45), dtype=np.uint8), "L").save(d / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
+    return [*photos, *palette, d / "gray.png", d / "rgba.png"]
+
+
+CARDS = [ModelCard("resnet18", 2, 3, [64, 80], ["ants", "bees"], [0.485, 0.456, 0.406],
+                   [0.229, 0.224, 0.225], mode) for mode in ("squash", "crop", "fill", "half-crop")]
+CARDS.append(ModelCard("lenet5", 10, 1, [28, 28], [str(i) for i in range(10)], [0.1307], [0.3081]))
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: f"{c.in_channels}ch-{c.resize_mode}")
+def test_every_way_gives_the_reference_tensor(way, card, images):
+    for path in images:
+        reference = preprocess(path, card)
+        got = WAYS[way](path, card)
+        assert got.dtype == np.float32 and got.shape == tuple(card.input_shape)
+        assert np.array_equal(got, reference), f"{way} differs from preprocess on {path.name}"
