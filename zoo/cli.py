@@ -16,6 +16,7 @@ from . import __version__
 COMMANDS = {
     "models": "zoo.commands.models:models",
     "summary": "zoo.commands.summary:summary",
+    "serve": "zoo.commands.serve:serve",
 }
 
 
