@@ -19,6 +19,30 @@ def shared() -> pathlib.Path:
     return SHARED
 
 
+@pytest.fixture
+def make_run(tmp_path):
+    """A finished-looking run directory, built the way `zoo train` writes one: model weights (random,
+    seeded) and the card. `make_run("lenet", class_names=[...], input_size=[h, w])` -> its path."""
+
+    def make(name: str = "lenet", dirname: str | None = None, seed: int = 0, **card_kwargs):
+        import torch
+
+        from zoo import rundir
+        from zoo.card import ModelCard
+        from zoo.models import create
+
+        card = ModelCard.for_model(name, **card_kwargs)
+        torch.manual_seed(seed)
+        model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)
+        run = tmp_path / "runs" / (dirname or f"{card.architecture}-test")
+        run.mkdir(parents=True)
+        rundir.save_weights(run / rundir.WEIGHTS, model)
+        card.save(run / rundir.CARD)
+        return run
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def served_lenet(shared, tmp_path_factory):
     """For the server tests: a LeNet trained for a moment on real MNIST digits, exported to ONNX, and

@@ -1,0 +1,116 @@
+"""infer.load and the Predictor backends on a real run directory and the ONNX files exported from it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import infer
+from export.onnx import export_run
+from infer.predictor import tensorrt_missing
+from zoo.card import ModelCard
+from zoo.rundir import CARD
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def exported(make_run):
+    run = make_run("lenet", dirname="lenet5-exported", class_names=list("abcdefghij"))
+    export_run(run, fp16=True, log=None)
+    return run
+
+
+def batch(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def test_auto_prefers_onnxruntime_here_and_matches_torch(exported):
+    auto = infer.load(exported)
+    expected = "tensorrt" if tensorrt_missing() is None and (exported / infer.ENGINE_FILE).exists() \
+        else "onnxruntime"
+    assert auto.backend == expected and "auto chose onnxruntime (model.onnx)" in auto.selection
+    torch_p = infer.load(exported, "torch", device="cpu")
+    assert torch_p.backend == "torch" and torch_p.device == "cpu"
+    for p in (auto, torch_p):
+        assert p.name == "lenet5-exported"
+        assert p.card == ModelCard.load(exported / CARD)
+    for n in (1, 3, 7):  # the batch axis is dynamic
+        x = batch(n, seed=n)
+        a, t = auto.predict(x), torch_p.predict(x)
+        assert a.shape == (n, 10) and a.dtype == np.float32
+        np.testing.assert_allclose(a, t, atol=1e-4, rtol=1e-4)
+    assert auto.predict(batch(0)).shape == (0, 10)
+
+
+def test_onnx_file_alone_carries_its_card(exported):
+    p = infer.load(exported / infer.ONNX_FILE, threads=1)
+    assert p.backend == "onnxruntime" and p.name == "lenet5-exported"
+    assert p.card.class_names == list("abcdefghij")
+    assert p.session.get_session_options().intra_op_num_threads == 1
+    assert "CPU" in p.device
+    assert p.describe().startswith("lenet5-exported: lenet5 on onnxruntime")
+
+
+def test_fp16_onnx_keeps_float32_io(exported):
+    path = exported / infer.ONNX_FP16_FILE
+    proto = onnx.load(str(path))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert proto.graph.input[0].type.tensor_type.elem_type == f32
+    assert proto.graph.output[0].type.tensor_type.elem_type == f32
+    conv_weights = [i for i in proto.graph.initializer if len(i.dims) == 4]
+    assert conv_weights and all(i.data_type == f16 for i in conv_weights)
+    half, full = infer.load(path), infer.load(exported / infer.ONNX_FILE)
+    x = batch(4)
+    a, b = half.predict(x), full.predict(x)
+    assert a.dtype == np.float32
+    assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max() and not np.array_equal(a, b)
+
+
+def test_onnxruntime_predictor_does_not_import_torch(exported):
+    code = ("import sys, numpy as np, infer\n"
+            f"p = infer.load({str(exported)!r}, 'onnxruntime')\n"
+            "print(p.predict(np.zeros((2, 1, 28, 28), np.float32)).shape)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 10)"
+
+
+def test_user_errors(exported, make_run, tmp_path):
+    p = infer.load(exported, "onnxruntime")
+    with pytest.raises(ValueError, match=r"shape \[N, 1, 28, 28\]"):
+        p.predict(np.zeros((2, 3, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="unknown backend"):
+        infer.load(exported, "tflite")
+    bare = make_run("lenet", dirname="not-exported")
+    with pytest.raises(infer.ModelFileError, match="zoo export .* --onnx"):
+        infer.load(bare, "onnxruntime")
+    assert infer.load(bare).backend == "torch"  # auto falls back to the weights
+    with pytest.raises(infer.ModelFileError, match="no such file"):
+        infer.load(tmp_path / "nowhere")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not an onnx file")
+    with pytest.raises(infer.ModelFileError, match="ONNX Runtime cannot load it"):
+        infer.load(junk)
+    proto = onnx.load(str(exported / infer.ONNX_FILE))
+    del proto.metadata_props[:]
+    cardless = tmp_path / "cardless.onnx"
+    onnx.save(proto, str(cardless))
+    with pytest.raises(infer.ModelFileError, match="no model card"):
+        infer.load(cardless)
+
+
+@pytest.mark.skipif(tensorrt_missing() is None, reason="TensorRT is usable here")
+def test_tensorrt_backend_says_what_to_install(exported):
+    with pytest.raises(infer.BackendUnavailable, match=r"pip install 'cnnzoo\[gpu\]'.*NVIDIA GPU"):
+        infer.load(exported, "tensorrt")
+    engine = exported / "x.engine"
+    engine.write_bytes(b"\0")
+    (exported / "x.engine.json").write_text(json.dumps(ModelCard.load(exported / CARD).to_dict()))
+    with pytest.raises(infer.BackendUnavailable, match="NVIDIA GPU"):
+        infer.load(engine)
