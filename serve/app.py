@@ -349,9 +349,9 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
         check_model(model)
         check_ready()
         media = _media_type(request)
-        if media not in ("", "application/json", "application/octet-stream"):
-            raise HTTPException(415, f"Content-Type {media!r} is not taken: send application/json "
-                                     "(a KServe v2 inference request)")
+        if media.startswith(("image/", "multipart/")):  # any other type is read as JSON, as Triton does
+            raise HTTPException(415, f"Content-Type {media!r} is not taken here: send a KServe v2 inference "
+                                     "request (JSON; images as BYTES), or post images to /predict")
         body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(), max_body)
         try:
             req = await off_loop(protocol.decode_infer_request, body,

@@ -60,7 +60,7 @@ class Batcher:
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.on_batch = on_batch
-        self.depth = 0  # rows waiting in the queue
+        self.depth = 0  # rows waiting for the model (queued, or in a batch that is still filling)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
@@ -120,7 +120,6 @@ class Batcher:
             if first is _STOP:
                 return
             batch, rows = [first], len(first.x)
-            self.depth -= len(first.x)
             deadline = loop.time() + self.max_delay
             while rows < self.max_batch_size:
                 item = await self._next(deadline - loop.time())
@@ -131,7 +130,7 @@ class Batcher:
                     break
                 batch.append(item)
                 rows += len(item.x)
-                self.depth -= len(item.x)
+            self.depth -= rows
             batch = [it for it in batch if not it.future.done()]  # callers that went away
             if not batch:
                 continue

@@ -68,8 +68,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
         threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 30
         while queue_depth(url) < len(digits):  # all six are waiting in the batcher
-            time.sleep(0.01)
+            assert time.monotonic() < deadline, "the requests never queued up"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         try:
