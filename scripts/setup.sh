@@ -7,6 +7,9 @@ cd "$ROOT"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY="$ROOT/.venv/bin/python"
-"$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
-"$VPY" -m pip install -q -e ".[${ZOO_EXTRAS:-cpu,server}]"
+pip_install() {  # quiet, but keep real errors (drops the harmless "Location ... is ignored" noise)
+  "$VPY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+"$VPY" -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
+pip_install -e ".[${ZOO_EXTRAS:-cpu,server}]"
 export PATH="$ROOT/.venv/bin:$PATH"

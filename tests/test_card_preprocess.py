@@ -73,3 +73,15 @@ def test_palette_photo_from_shared_set(shared):
     palette = [p for p in photos if Image.open(p).mode == "P"]
     assert palette, "the set holds one palette image"
     assert preprocess(palette[0], card).shape == (3, 224, 224)
+
+
+def test_atomic_writes_get_a_normal_file_mode(tmp_path):
+    import os
+
+    from zoo import atomic
+
+    atomic.write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temp file left behind

@@ -16,6 +16,8 @@ from . import __version__
 COMMANDS = {
     "models": "zoo.commands.models:models",
     "summary": "zoo.commands.summary:summary",
+    "kernels": "zoo.commands.kernels:kernels",
+    "visualize": "zoo.commands.visualize:visualize",
     "serve": "zoo.commands.serve:serve",
 }
 
