@@ -162,7 +162,7 @@ def _page() -> str:
     return importlib.resources.files("serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def _top_k(logits: np.ndarray, class_names: list[str], k: int) -> list[list[dict]]:
+def top_predictions(logits: np.ndarray, class_names: list[str], k: int) -> list[list[dict]]:
     z = logits.astype(np.float64)
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
@@ -333,8 +333,8 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
         images = await read_images(request)
         x = await preprocess_all(images)
         logits = await infer(x)
-        preds = _top_k(logits, card.class_names, min(top_k, card.num_classes))
-        return {"model": name, "predictions": preds[0] if len(preds) == 1 else preds}
+        preds = top_predictions(logits, card.class_names, min(top_k, card.num_classes))
+        return JSONResponse({"model": name, "predictions": preds[0] if len(preds) == 1 else preds})
 
     def check_model(model: str):
         if model != name:

@@ -17,8 +17,6 @@ import infer
 from serve.app import create_app
 from zoo.data.preprocess import preprocess
 
-pytest.importorskip("fastapi")
-
 
 @pytest.fixture(scope="module")
 def predictor(served_lenet):

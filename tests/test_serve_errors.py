@@ -15,8 +15,6 @@ from serving import jpeg, running
 import infer
 from serve.app import create_app
 
-pytest.importorskip("fastapi")
-
 MAX_BODY_MB = 1
 MAX_PIXELS = 1_000_000
 

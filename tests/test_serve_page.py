@@ -1,7 +1,6 @@
 """The page at `GET /`, driven in headless Chromium: pick a digit, see it, read the top-5 bars."""
 
 import numpy as np
-import pytest
 from browser import headless_chrome
 from serving import running
 
@@ -12,7 +11,7 @@ from zoo.data.preprocess import preprocess
 
 def test_page_classifies_an_uploaded_digit(served_lenet, tmp_path):
     predictor = infer.load(served_lenet.onnx, backend="onnxruntime", threads=1)
-    digit, label = served_lenet.digits[7]
+    digit, _ = served_lenet.digits[7]
     (tmp_path / "digit.png").write_bytes(digit)
     want = predictor.predict(preprocess(digit, predictor.card)[None])[0]
     with running(create_app(predictor)) as url, headless_chrome(tmp_path, width=800, height=900) as driver:
@@ -22,15 +21,14 @@ def test_page_classifies_an_uploaded_digit(served_lenet, tmp_path):
         driver.get(url + "/")
         WebDriverWait(driver, 20).until(lambda d: "lenet5" in d.find_element(By.ID, "model").text)
         driver.find_element(By.ID, "file").send_keys(str(tmp_path / "digit.png"))
-        WebDriverWait(driver, 20).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5 or d.find_element(By.ID, "error").text)
+        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5
+                                        or d.find_element(By.ID, "error").text)
         assert driver.find_element(By.ID, "error").text == ""
         labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .label")]
-        widths = driver.execute_script(
-            "return Array.from(document.querySelectorAll('#results .bar div')).map(e => e.getBoundingClientRect().width)")
-        shown = driver.execute_script("const i = document.getElementById('preview'); return [i.complete, i.naturalWidth]")
+        widths = driver.execute_script("return Array.from(document.querySelectorAll('#results .bar div'))"
+                                       ".map(e => e.getBoundingClientRect().width)")
+        shown = driver.execute_script("const i = document.getElementById('preview');"
+                                      "return [i.complete, i.naturalWidth]")
     assert labels == [predictor.card.class_names[i] for i in np.argsort(-want)[:5]]
     assert widths[0] > 0 and widths == sorted(widths, reverse=True)  # bars drawn, longest first
     assert shown == [True, 28]  # the picked image is on the page
-    if labels[0] != str(label):
-        pytest.skip(f"the briefly trained model read this {label} as {labels[0]} (the page showed its answer)")
