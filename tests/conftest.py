@@ -58,3 +58,17 @@ def python_without_torch():
         return out.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def served_lenet(shared, tmp_path_factory):
+    """For the server tests: a LeNet trained for a moment on real MNIST digits, exported to ONNX, and
+    40 held-out digits as (PNG bytes, label). See tests/serving.py."""
+    from types import SimpleNamespace
+
+    from export.onnx import export_run
+    from serving import held_out_digits, trained_lenet_run
+
+    run = trained_lenet_run(shared, tmp_path_factory.mktemp("serve") / "lenet5-mnist")
+    onnx = export_run(run, log=None)["onnx"]
+    return SimpleNamespace(run=run, onnx=onnx, digits=held_out_digits(shared, 40))

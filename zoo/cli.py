@@ -20,6 +20,7 @@ COMMANDS = {
     "visualize": "zoo.commands.visualize:visualize",
     "export": "zoo.commands.export:export",
     "classify": "zoo.commands.classify:classify",
+    "serve": "zoo.commands.serve:serve",
 }
 
 

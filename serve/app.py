@@ -1,0 +1,438 @@
+"""The HTTP app: `create_app(predictor, ...)` -> a FastAPI app that serves one Predictor.
+
+    import infer, uvicorn
+    from serve.app import create_app
+    app = create_app(infer.load("runs/lenet5-..."), max_batch_size=32, max_delay_ms=5)
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints: `POST /predict` (images -> top-k labels), the KServe v2 / Open Inference Protocol under `/v2`
+(see serve/protocol.py), `GET /health`, `GET /models`, `GET /metrics` (Prometheus), `/docs`, and `GET /`
+(a page that classifies one image). Everything the app needs is passed in or built here: no global state.
+
+The edge of the app (one ASGI middleware, `_Edge`) checks what must be checked before any handler runs:
+draining (503), the API key (401), the body size (413, by Content-Length first and by counting the bytes
+of a chunked body as they are read); it counts every request in the metrics and logs one line for it.
+Inference goes through the dynamic batcher (serve/batcher.py) on one worker thread; image decoding and
+request parsing run on a small thread pool, so the event loop never waits on CPU work.
+Every bad input is a 4xx JSON `{"error": "..."}`; anything unexpected is a 500 in the same shape, and
+the server carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import hmac
+import importlib.resources
+import logging
+import os
+import time
+import zlib
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from zoo.data.preprocess import DEFAULT_MAX_PIXELS, ImageError, preprocess
+
+from . import protocol
+from .batcher import Batcher, BatcherBusy, BatcherClosed
+from .metrics import Metrics
+
+log = logging.getLogger("zoo.serve")
+
+HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+SERVER_NAME = "cnnzoo"
+EXTENSIONS = ["binary_tensor_data"]  # the KServe v2 / Triton extensions this server speaks
+ERROR_RESPONSES = {status: {"model": protocol.ErrorResponse} for status in (400, 401, 404, 413, 415, 503)}
+IMAGE_HELP = "send an image as multipart/form-data (field 'file') or as the request body with an image/* content type"
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class ServeState:
+    """What the handlers share: the model, the batcher, the metrics, and whether it is ready/draining."""
+
+    def __init__(self, predictor, name: str, batcher: Batcher, metrics: Metrics):
+        self.predictor = predictor
+        self.name = name
+        self.batcher = batcher
+        self.metrics = metrics
+        self.ready = False  # set once the warm-up has run
+        self.draining = False
+
+    def start_draining(self) -> None:
+        """Refuse new requests (503) from now on; those in flight finish. Called on SIGTERM."""
+        if not self.draining:
+            log.info("draining: new requests are refused, requests in flight finish")
+        self.draining = True
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is over the limit of {limit:,} bytes (--max-body-mb)")
+
+
+class _Edge:
+    """Pure ASGI middleware: drain, auth, body size, metrics and the request log."""
+
+    def __init__(self, app, *, state: ServeState, routes: list, api_key: str | None, max_body: int):
+        self.app = app
+        self.routes = routes  # the app's routes: to label requests refused here by their route too
+        self.state = state
+        self.max_body = max_body
+        self.auth = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500  # what an exception that escapes the app becomes
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_status)
+            else:
+                await self.app(scope, self._limited(receive), send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            self.state.metrics.request(scope["method"], self._route(scope), status, seconds)
+            client = scope.get("client")
+            log.info("%s %s %s %d %.1f ms", f"{client[0]}:{client[1]}" if client else "-", scope["method"],
+                     scope["path"], status, seconds * 1000)
+
+    def _route(self, scope) -> str:
+        """The route's path template (bounded label values, whatever paths clients send)."""
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
+        return getattr(route, "path", "unmatched")
+
+    def _refusal(self, scope) -> JSONResponse | None:
+        path = scope["path"]
+        if path in HEALTH_PATHS:
+            return None
+        if self.state.draining:
+            return error(503, "the server is shutting down", {"Connection": "close"})
+        headers = dict(scope["headers"])
+        if self.auth is not None and not hmac.compare_digest(headers.get(b"authorization", b""), self.auth):
+            return error(401, "missing or wrong API key: send the header `Authorization: Bearer KEY`",
+                         {"WWW-Authenticate": "Bearer"})
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return error(400, f"Content-Length {length.decode('latin-1')!r} is not a number")
+            if n > self.max_body:
+                return error(413, str(_BodyTooLarge(self.max_body).detail))
+        return None
+
+    def _limited(self, receive):
+        """`receive` that counts body bytes and raises 413 as soon as they pass the limit."""
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge(self.max_body)
+            return message
+
+        return counted
+
+
+def _page() -> str:
+    return importlib.resources.files("serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def top_predictions(logits: np.ndarray, class_names: list[str], k: int) -> list[list[dict]]:
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    out = []
+    for row in p:
+        top = np.argsort(-row, kind="stable")[:k]
+        out.append([{"label": class_names[i], "index": int(i), "score": float(row[i])} for i in top])
+    return out
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate request body (tritonclient's request compression), inflated to at most `limit`."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise HTTPException(415, f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise HTTPException(400, f"body is not valid {encoding} data ({e})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _BodyTooLarge(limit)
+    return out
+
+
+def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0, max_body_mb: float = 16.0,
+               max_image_pixels: int | None = DEFAULT_MAX_PIXELS, api_key: str | None = None,
+               model_name: str | None = None, max_queue: int = 1024, decode_threads: int | None = None,
+               max_files: int = 64) -> FastAPI:
+    """A FastAPI app serving `predictor` (an infer.Predictor: `.card`, `.predict`, `.backend`, `.name`).
+
+    max_batch_size / max_delay_ms: the dynamic batcher's limits. max_body_mb: larger request bodies
+    are refused (413). max_image_pixels: larger images are refused as decompression bombs (400).
+    api_key: if set, `Authorization: Bearer KEY` is required on everything but the health endpoints.
+    model_name: the name in URLs and answers (default: the predictor's). max_queue: requests that may
+    wait for the model before new ones get 503. decode_threads: threads that decode images and parse
+    v2 bodies (default: CPU count, at most 4). max_files: images in one /predict request.
+    """
+    card = predictor.card
+    name = model_name or predictor.name
+    max_body = int(max_body_mb * 1024 * 1024)
+    metrics = Metrics(name, predictor.backend, str(getattr(predictor, "device", "")))
+    batcher = Batcher(predictor.predict, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                      max_queue=max_queue, on_batch=metrics.batch)
+    metrics.queue_depth.set_function(lambda: batcher.depth)
+    state = ServeState(predictor, name, batcher, metrics)
+    decode_threads = decode_threads or min(4, os.cpu_count() or 1)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="zoo-decode")
+    page = _page()
+
+    async def off_loop(fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+
+    async def warm_up():
+        started = time.perf_counter()
+        try:
+            for n in sorted({1, max_batch_size}):
+                await batcher.run_in_worker(predictor.predict, np.zeros((n, *card.input_shape), np.float32))
+        except Exception:
+            log.exception("warm-up failed: the server stays not ready")
+            return
+        seconds = time.perf_counter() - started
+        metrics.warmup_seconds.set(seconds)
+        state.ready = True
+        log.info("%s ready: %s, warm-up %.2f s", name, predictor.describe() if hasattr(predictor, "describe")
+                 else predictor.backend, seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        warming = asyncio.get_running_loop().create_task(warm_up())
+        try:
+            yield
+        finally:
+            state.start_draining()
+            await warming
+            await batcher.stop()
+            pool.shutdown(wait=True)
+
+    app = FastAPI(title=f"cnnzoo: {name}", version="1", lifespan=lifespan,
+                  description=f"{card.architecture} ({card.num_classes} classes, input "
+                              f"{'x'.join(map(str, card.input_shape))}) on {predictor.backend}. "
+                              "KServe v2 / Open Inference Protocol under /v2; images to /predict.")
+    app.state.zoo = state
+    app.add_middleware(_Edge, state=state, routes=app.router.routes, api_key=api_key, max_body=max_body)
+
+    # ---- errors: always JSON {"error": ...} ---------------------------------------------------------
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        message = exc.detail
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path} (see /docs)"
+        return error(exc.status_code, str(message), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return error(500, f"internal server error ({type(exc).__name__}); the server log has the details")
+
+    # ---- inference -----------------------------------------------------------------------------------
+    def check_ready():
+        if not state.ready:
+            raise HTTPException(503, "the model is still warming up; try again shortly", {"Retry-After": "1"})
+
+    async def infer(x: np.ndarray) -> np.ndarray:
+        try:
+            return await batcher.submit(x)
+        except BatcherBusy as e:
+            raise HTTPException(503, f"server busy: {e}", {"Retry-After": "1"}) from None
+        except BatcherClosed as e:
+            raise HTTPException(503, str(e)) from None
+
+    async def preprocess_all(images: list[bytes]) -> np.ndarray:
+        results = await asyncio.gather(
+            *(off_loop(preprocess, data, card, max_pixels=max_image_pixels) for data in images),
+            return_exceptions=True)
+        for i, r in enumerate(results):
+            if isinstance(r, ImageError):
+                raise HTTPException(400, f"image {i + 1} of {len(images)}: {r}" if len(images) > 1 else str(r))
+            if isinstance(r, BaseException):
+                raise r
+        return np.stack(results)
+
+    async def read_images(request: Request) -> list[bytes]:
+        media = _media_type(request)
+        if media == "multipart/form-data":
+            async with request.form(max_files=max_files, max_fields=max_files) as form:
+                parts = form.getlist("file")
+                if not parts:
+                    raise HTTPException(400, "no 'file' field in the form: " + IMAGE_HELP)
+                images = []
+                for part in parts:
+                    if isinstance(part, str):
+                        raise HTTPException(400, "the 'file' field must be a file upload, not text")
+                    images.append(await part.read())
+                return images
+        if media.startswith("image/"):
+            body = await request.body()
+            if not body:
+                raise HTTPException(400, "empty request body: " + IMAGE_HELP)
+            return [body]
+        if not media:
+            raise HTTPException(415, "no Content-Type: " + IMAGE_HELP)
+        raise HTTPException(415, f"Content-Type {media!r} is not taken: " + IMAGE_HELP)
+
+    @app.post("/predict", response_model=None, tags=["classify"],
+              responses={200: {"model": protocol.PredictResponse}, **ERROR_RESPONSES},
+              openapi_extra={"requestBody": {"content": {
+                  "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {
+                      "type": "array", "items": {"type": "string", "format": "binary"}}}}},
+                  "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000, description="labels per image")):
+        """Classify one image (or several `file` parts): the top-k labels with softmax scores."""
+        check_ready()
+        images = await read_images(request)
+        x = await preprocess_all(images)
+        logits = await infer(x)
+        preds = top_predictions(logits, card.class_names, min(top_k, card.num_classes))
+        return JSONResponse({"model": name, "predictions": preds[0] if len(preds) == 1 else preds})
+
+    def check_model(model: str):
+        if model != name:
+            raise HTTPException(404, f"unknown model {model!r}; this server serves {name!r}")
+
+    @app.post("/v2/models/{model}/infer", response_model=None, tags=["KServe v2"],
+              responses={200: {"model": protocol.InferResponse}, **ERROR_RESPONSES},
+              openapi_extra={"requestBody": {"content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/InferRequest"}}}}})
+    async def v2_infer(model: str, request: Request):
+        """KServe v2 inference: FP32 [N, C, H, W] or BYTES encoded images -> FP32 logits [N, classes]."""
+        check_model(model)
+        check_ready()
+        media = _media_type(request)
+        if media.startswith(("image/", "multipart/")):  # any other type is read as JSON, as Triton does
+            raise HTTPException(415, f"Content-Type {media!r} is not taken here: send a KServe v2 inference "
+                                     "request (JSON; images as BYTES), or post images to /predict")
+        body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(), max_body)
+        try:
+            req = await off_loop(protocol.decode_infer_request, body,
+                                 request.headers.get(protocol.HEADER_LENGTH), card.input_shape)
+        except protocol.WireError as e:
+            raise HTTPException(400, str(e)) from None
+        x = req.tensor if req.tensor is not None else await preprocess_all(req.images)
+        logits = await infer(x)
+        content, header_length = protocol.encode_infer_response(name, logits, req.id, req.binary_output)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={protocol.HEADER_LENGTH: str(header_length)})
+
+    # ---- KServe v2 metadata and health ---------------------------------------------------------------
+    @app.get("/v2", response_model=protocol.ServerMetadataResponse, tags=["KServe v2"])
+    async def v2_server():
+        from zoo import __version__
+
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    @app.get("/v2/health/live", tags=["KServe v2"])
+    async def v2_live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["KServe v2"], responses={503: {"model": protocol.ErrorResponse}})
+    async def v2_ready():
+        return _readiness()
+
+    @app.get("/v2/models/{model}", response_model=protocol.ModelMetadataResponse, tags=["KServe v2"],
+             responses={404: {"model": protocol.ErrorResponse}})
+    async def v2_model(model: str):
+        check_model(model)
+        return protocol.model_metadata(name, predictor.backend, card.input_shape, card.num_classes)
+
+    @app.get("/v2/models/{model}/ready", tags=["KServe v2"], responses={404: {"model": protocol.ErrorResponse}})
+    async def v2_model_ready(model: str):
+        check_model(model)
+        return _readiness()
+
+    def _readiness():
+        if state.draining:
+            return error(503, "the server is shutting down")
+        if not state.ready:
+            return error(503, "the model is still warming up")
+        return {"ready": True}
+
+    # ---- the rest ------------------------------------------------------------------------------------
+    @app.get("/health", tags=["operation"])
+    async def health():
+        """200 once the model is loaded and warmed up; 503 while warming up or shutting down."""
+        status = "draining" if state.draining else "ready" if state.ready else "warming up"
+        return JSONResponse({"status": status, "model": name}, status_code=200 if status == "ready" else 503)
+
+    @app.get("/models", response_model=protocol.ModelsResponse, tags=["operation"])
+    async def models():
+        """The model this server runs, with its card (classes, input size, preprocessing, provenance)."""
+        return {"models": [{"name": name, "backend": predictor.backend,
+                            "device": str(getattr(predictor, "device", "")), "card": card.to_dict()}]}
+
+    @app.get("/metrics", tags=["operation"], response_class=Response)
+    async def prometheus_metrics():
+        """Prometheus text: requests, errors, latency and batch-size histograms, queue depth."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return HTMLResponse(page)
+
+    # make the InferRequest schema part of the OpenAPI document that the openapi_extra above refers to
+    _openapi = app.openapi
+
+    def openapi():
+        schema = _openapi()
+        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "InferRequest", protocol.InferRequest.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for key, sub in protocol.InferRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}").get("$defs", {}).items():
+            schema["components"]["schemas"].setdefault(key, sub)
+        schema["components"]["schemas"]["InferRequest"].pop("$defs", None)
+        return schema
+
+    app.openapi = openapi
+    return app

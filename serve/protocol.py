@@ -1,0 +1,313 @@
+"""The wire formats: pydantic models of the KServe v2 / Open Inference Protocol (REST) and of /predict,
+and the decoding of a v2 inference request into what the model takes.
+
+KServe v2 in one paragraph (https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol,
+Triton's HTTP/REST API): an inference request is a JSON object `{"id"?, "parameters"?, "inputs": [{"name",
+"shape", "datatype", "parameters"?, "data"}], "outputs"?: [{"name", "parameters"?}]}`; tensor data is a
+flat or nested JSON list in row-major order. The *binary tensor data* extension (what `tritonclient` sends
+by default) puts the JSON first and the raw tensors after it in the same body: the header
+`Inference-Header-Content-Length` says where the JSON ends, and each input with
+`parameters.binary_data_size` takes that many bytes, in order. A BYTES tensor in binary form is each
+element as a 4-byte little-endian length and then its bytes; in JSON, each element is a string, which
+for the images this server takes is the base64 of the encoded file. Outputs come back as JSON data, or
+binary after the JSON when the request asks (`parameters.binary_data_output`, or an output's
+`parameters.binary_data`). Errors are `{"error": "..."}`.
+
+This server's model takes one input: either FP32 `[N, C, H, W]` (already preprocessed, as the model
+card says) or BYTES `[N]` of encoded images (preprocessed here with zoo.data.preprocess), and answers
+the FP32 output `logits` `[N, num_classes]`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+TENSOR_INPUT = "input"  # the FP32 input's name in the model metadata (the ONNX file's input name)
+IMAGE_INPUT = "image"  # the BYTES input's name in the model metadata
+OUTPUT = "logits"  # the ONNX file's output name
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "pytorch_torch"}
+
+
+class WireError(ValueError):
+    """A request that does not follow the protocol or does not fit the model: answered 400."""
+
+
+# ---- KServe v2 -------------------------------------------------------------------------------------
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for the batch dimension, which takes any size")
+
+
+class ServerMetadataResponse(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str] = []
+    platform: str
+    inputs: list[TensorMetadata] = Field(
+        description="The model takes ONE of these per request: FP32 [N, C, H, W] preprocessed, or "
+                    "BYTES [N] of encoded images (base64 strings in JSON)")
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(None, description="Row-major values, flat or nested; BYTES: base64 strings")
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[float] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+# ---- /predict ---------------------------------------------------------------------------------------
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    score: float = Field(description="softmax probability")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[Prediction] | list[list[Prediction]] = Field(
+        description="top-k for the image; a list of them, one per image, when several were sent")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    backend: str
+    device: str
+    card: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+# ---- decoding an inference request -----------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    """A v2 inference request, checked against the model: exactly one of `tensor` / `images` is set."""
+
+    id: str | None
+    tensor: np.ndarray | None  # float32 [N, C, H, W]
+    images: list[bytes] | None  # encoded image files
+    binary_output: bool  # answer with the binary tensor extension
+
+
+def model_metadata(name: str, backend: str, input_shape: list[int], num_classes: int) -> ModelMetadataResponse:
+    return ModelMetadataResponse(
+        name=name, versions=["1"], platform=PLATFORMS.get(backend, backend),
+        inputs=[TensorMetadata(name=TENSOR_INPUT, datatype="FP32", shape=[-1, *input_shape]),
+                TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1])],
+        outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1, num_classes])])
+
+
+def _shape_str(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """(JSON part, binary part) of a request body, by the Inference-Header-Content-Length header."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise WireError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if not 0 < n <= len(body):
+        raise WireError(f"{HEADER_LENGTH} is {n} but the body has {len(body)} bytes")
+    return body[:n], memoryview(body)[n:]
+
+
+def _parse(json_part: bytes) -> InferRequest:
+    if not json_part.strip():
+        raise WireError("empty request body: send a KServe v2 inference request (JSON)")
+    try:
+        return InferRequest.model_validate_json(json_part)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        if first["type"] == "json_invalid":
+            raise WireError(f"malformed JSON: {first['msg']}") from None
+        raise WireError(f"not a KServe v2 inference request: {where}: {first['msg']}") from None
+
+
+def _deserialize_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
+    """BYTES tensor in binary form: each element is a little-endian uint32 length and then the bytes."""
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise WireError(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
+        (n,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + n > len(raw):
+            raise WireError(f"input {name!r}: BYTES element of {n} bytes runs past the end of the data")
+        out.append(bytes(raw[i:i + n]))
+        i += n
+    if len(out) != count:
+        raise WireError(f"input {name!r}: shape says {count} elements but the BYTES data holds {len(out)}")
+    return out
+
+
+def _flatten(data: list, out: list) -> list:
+    for v in data:
+        if isinstance(v, list):
+            _flatten(v, out)
+        else:
+            out.append(v)
+    return out
+
+
+def _b64(s: Any, name: str, i: int) -> bytes:
+    if not isinstance(s, str):
+        raise WireError(f"input {name!r}: BYTES element {i} must be a base64 string in JSON")
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise WireError(f"input {name!r}: BYTES element {i} is not valid base64") from None
+
+
+def _float_tensor(data: list, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(data)
+    except ValueError:  # a ragged nested list
+        raise WireError(f"input {name!r}: data is not a rectangular list of numbers") from None
+    if arr.dtype.kind not in "iuf":
+        raise WireError(f"input {name!r}: FP32 data must be numbers")
+    return arr.astype(np.float32, copy=False).ravel()
+
+
+def decode_infer_request(body: bytes, header_length: str | None, input_shape: list[int]) -> Decoded:
+    """Parse and check a v2 inference request for a model that takes float32 [N, *input_shape]."""
+    json_part, binary = split_body(body, header_length)
+    req = _parse(json_part)
+    if len(req.inputs) != 1:
+        raise WireError(f"the model takes exactly one input (FP32 {TENSOR_INPUT!r} [N, "
+                        f"{', '.join(map(str, input_shape))}] or BYTES {IMAGE_INPUT!r} [N]), "
+                        f"got {len(req.inputs)}")
+    inp = req.inputs[0]
+    name, dtype, shape = inp.name, inp.datatype.upper(), inp.shape
+    if any(d < 0 for d in shape):
+        raise WireError(f"input {name!r}: shape {_shape_str(shape)} has a negative dimension")
+    count = math.prod(shape)
+    size = (inp.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0:
+            raise WireError(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if size != len(binary):
+            raise WireError(f"input {name!r}: binary_data_size is {size} but {len(binary)} bytes follow "
+                            "the JSON header")
+        if inp.data is not None:
+            raise WireError(f"input {name!r}: has both binary_data_size and JSON data")
+    elif len(binary):
+        raise WireError(f"{len(binary)} bytes of binary data follow the JSON but no input has binary_data_size")
+    elif inp.data is None:
+        raise WireError(f"input {name!r}: no data (send it as JSON `data` or binary with binary_data_size)")
+
+    tensor = images = None
+    if dtype == "FP32":
+        if len(shape) != 4 or shape[0] < 1 or list(shape[1:]) != list(input_shape):
+            raise WireError(f"input {name!r}: shape {_shape_str(shape)} does not fit the model's "
+                            f"{_shape_str([-1, *input_shape])}")
+        if size is not None:
+            if size != 4 * count:
+                raise WireError(f"input {name!r}: FP32 {_shape_str(shape)} needs {4 * count} bytes, got {size}")
+            flat = np.frombuffer(binary, dtype="<f4").copy()  # writable, and free of the request body
+        else:
+            flat = _float_tensor(inp.data, name)
+            if flat.size != count:
+                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
+                                f"data holds {flat.size}")
+        tensor = np.ascontiguousarray(flat.reshape(shape), dtype=np.float32)
+    elif dtype == "BYTES":
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+            raise WireError(f"input {name!r}: BYTES images take shape [N] or [N, 1], got {_shape_str(shape)}")
+        if size is not None:
+            images = _deserialize_bytes(binary, count, name)
+        else:
+            flat = _flatten(inp.data, [])
+            if len(flat) != count:
+                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
+                                f"data holds {len(flat)}")
+            images = [_b64(s, name, i) for i, s in enumerate(flat)]
+    else:
+        raise WireError(f"input {name!r}: datatype {inp.datatype} is not taken; send FP32 [N, "
+                        f"{', '.join(map(str, input_shape))}] or BYTES encoded images")
+
+    binary_output = bool((req.parameters or {}).get("binary_data_output", False))
+    for out in req.outputs or []:
+        if out.name != OUTPUT:
+            raise WireError(f"unknown output {out.name!r}; the model's output is {OUTPUT!r}")
+        if out.parameters and "binary_data" in out.parameters:
+            binary_output = bool(out.parameters["binary_data"])
+    return Decoded(req.id, tensor, images, binary_output)
+
+
+def encode_infer_response(model: str, logits: np.ndarray, request_id: str | None,
+                          binary: bool) -> tuple[bytes, int | None]:
+    """(body, JSON header length or None): the logits as JSON data, or binary after the JSON."""
+    logits = np.ascontiguousarray(logits, dtype="<f4")
+    out: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": list(logits.shape)}
+    raw = b""
+    if binary:
+        raw = logits.tobytes()
+        out["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        out["data"] = logits.ravel().tolist()
+    resp: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [out]}
+    if request_id is not None:
+        resp["id"] = request_id
+    head = json.dumps(resp, separators=(",", ":")).encode()
+    return (head + raw, len(head)) if binary else (head, None)

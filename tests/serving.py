@@ -1,0 +1,125 @@
+"""Helpers for the server tests: a real LeNet ONNX model (trained for a moment on real MNIST digits, so
+its answers mean something), the digits as PNG files, and a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import pathlib
+import socket
+import threading
+import time
+
+import numpy as np
+
+TRAIN_IMAGES = 12_800  # the first 12,800 MNIST training images train the model for one pass
+HELD_OUT = 50_000  # digits sent to the server come from index 50,000 on, which training never saw
+
+
+def read_mnist(shared: pathlib.Path, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, 28, 28] images, uint8 [N] labels) from the IDX gz files in the shared datasets."""
+    root = shared / "datasets" / "mnist"
+    with gzip.open(root / "train-images-idx3-ubyte.gz") as f:
+        f.read(16)
+        data = f.read(None if count is None else count * 784)
+    with gzip.open(root / "train-labels-idx1-ubyte.gz") as f:
+        f.read(8)
+        labels = f.read(None if count is None else count)
+    images = np.frombuffer(data, np.uint8).reshape(-1, 28, 28)
+    return images, np.frombuffer(labels, np.uint8)[:len(images)]
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAIN_IMAGES // 64) -> pathlib.Path:
+    """A LeNet run directory (weights + card) after one short pass of Adam over real MNIST digits."""
+    import torch
+
+    from zoo import rundir
+    from zoo.card import ModelCard
+    from zoo.data.preprocess import normalize
+    from zoo.models import create
+
+    card = ModelCard.for_model("lenet", data="mnist (first 12,800 training images)", epochs=1)
+    images, labels = read_mnist(shared, TRAIN_IMAGES)
+    x = torch.from_numpy(np.stack([normalize(im, card.mean, card.std) for im in images]))
+    y = torch.from_numpy(labels.astype(np.int64))
+    torch.manual_seed(0)
+    model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains ten times faster on one thread than on two busy ones
+    try:
+        for i in range(steps):
+            xb, yb = x[i * 64:(i + 1) * 64], y[i * 64:(i + 1) * 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    run.mkdir(parents=True, exist_ok=True)
+    rundir.save_weights(run / rundir.WEIGHTS, model.eval())
+    card.save(run / rundir.CARD)
+    return run
+
+
+def held_out_digits(shared: pathlib.Path, count: int) -> list[tuple[bytes, int]]:
+    """`count` digits the model never trained on, as (PNG bytes, label), one of each class first."""
+    images, labels = read_mnist(shared, HELD_OUT + 2000)
+    images, labels = images[HELD_OUT:], labels[HELD_OUT:]
+    order = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+    order += [i for i in range(len(labels)) if i not in order]
+    return [(png(images[i]), int(labels[i])) for i in order[:count]]
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on a free port (the port cannot be taken by anyone else before the server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(1024)
+    return sock
+
+
+@contextlib.contextmanager
+def running(app, ready_path: str = "/v2/health/ready", timeout: float = 30.0, headers: dict | None = None):
+    """Run `app` on uvicorn in a thread on a random port of 127.0.0.1; yields the base URL once ready."""
+    import httpx
+    import uvicorn
+
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url + ready_path, headers=headers).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"the server at {url} did not become ready")
+            time.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

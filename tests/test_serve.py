@@ -1,0 +1,190 @@
+"""`zoo serve`'s app on a real uvicorn server (127.0.0.1, random port) running a real LeNet ONNX model:
+/predict, the KServe v2 protocol through the official tritonclient, batching of concurrent requests,
+health, models, metrics, docs, the page, the API key."""
+
+import asyncio
+import base64
+import io
+import re
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serving import jpeg, running
+
+import infer
+from serve.app import create_app
+from zoo.data.preprocess import preprocess
+
+
+@pytest.fixture(scope="module")
+def predictor(served_lenet):
+    return infer.load(served_lenet.onnx, backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    with running(create_app(predictor, max_delay_ms=2)) as url:
+        yield url
+
+
+def expected(predictor, images: list[bytes]) -> np.ndarray:
+    """The model's logits for these encoded images, in process: what the server must answer."""
+    return predictor.predict(np.stack([preprocess(b, predictor.card) for b in images]))
+
+
+def softmax(z):
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def test_predict_raw_body_and_multipart(server, predictor, served_lenet):
+    digits = served_lenet.digits[:3]
+    want = softmax(expected(predictor, [d for d, _ in digits]).astype(np.float64))
+    r = httpx.post(f"{server}/predict", content=digits[0][0], headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model"] == predictor.name
+    top = answer["predictions"]
+    assert len(top) == 5 and [p["index"] for p in top] == list(np.argsort(-want[0])[:5])
+    assert top[0]["label"] == predictor.card.class_names[top[0]["index"]]
+    assert np.allclose([p["score"] for p in top], np.sort(want[0])[::-1][:5], atol=1e-5)
+
+    files = [("file", (f"{i}.png", d, "image/png")) for i, (d, _) in enumerate(digits)]
+    r = httpx.post(f"{server}/predict", params={"top_k": 2}, files=files)
+    assert r.status_code == 200, r.text
+    per_image = r.json()["predictions"]
+    assert len(per_image) == 3 and all(len(p) == 2 for p in per_image)
+    assert [p[0]["index"] for p in per_image] == list(want.argmax(1))
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, predictor, served_lenet):
+    """32 different digits at once, half through /predict and half through v2 FP32: every caller gets
+    the answer for its own image, however the batcher grouped them."""
+    digits = [d for d, _ in served_lenet.digits[:32]]
+    want = expected(predictor, digits)
+    tensors = [preprocess(d, predictor.card)[None] for d in digits]
+
+    async def one(client, i):
+        if i % 2:
+            r = await client.post("/predict", content=digits[i], headers={"Content-Type": "image/png"},
+                                  params={"top_k": 10})
+            assert r.status_code == 200, r.text
+            scores = {p["index"]: p["score"] for p in r.json()["predictions"]}
+            return np.array([scores[k] for k in range(10)])
+        body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                            "data": tensors[i].ravel().tolist()}]}
+        r = await client.post(f"/v2/models/{predictor.name}/infer", json=body)
+        assert r.status_code == 200, r.text
+        return softmax(np.array(r.json()["outputs"][0]["data"], np.float64))
+
+    async def all_at_once():
+        async with httpx.AsyncClient(base_url=server, limits=httpx.Limits(max_connections=64)) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(32)))
+
+    got = np.stack(asyncio.run(all_at_once()))
+    assert np.allclose(got, softmax(want.astype(np.float64)), atol=1e-5)
+    assert len(set(want.argmax(1))) == 10  # the digits really differ, so a mix-up would show
+
+
+def test_batches_form_under_concurrency(predictor, served_lenet):
+    """With a long enough delay, concurrent requests run in fewer batches than there are requests."""
+    digits = [d for d, _ in served_lenet.digits[:16]]
+    with running(create_app(predictor, max_delay_ms=300, max_batch_size=32)) as url:
+        async def fire():
+            async with httpx.AsyncClient(base_url=url) as client:
+                return await asyncio.gather(*(client.post("/predict", content=d, headers={
+                    "Content-Type": "image/png"}) for d in digits))
+
+        assert all(r.status_code == 200 for r in asyncio.run(fire()))
+        text = httpx.get(f"{url}/metrics").text
+    batches = float(re.search(r"^zoo_batch_size_count (\S+)$", text, re.M).group(1))
+    rows = float(re.search(r"^zoo_batch_size_sum (\S+)$", text, re.M).group(1))
+    assert rows == 16 and batches < 16
+
+
+def test_tritonclient_fp32_and_bytes(server, predictor, served_lenet):
+    """The official KServe v2 / Triton HTTP client: health, metadata, FP32 and BYTES, binary and JSON."""
+    http = pytest.importorskip("tritonclient.http")
+    client = http.InferenceServerClient(server.removeprefix("http://"))
+    name = predictor.name
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    assert not client.is_model_ready("no-such-model")
+    assert client.get_server_metadata()["name"] == "cnnzoo"
+    meta = client.get_model_metadata(name)
+    assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
+    assert meta["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [-1, 10]}
+
+    digits = [d for d, _ in served_lenet.digits[:5]]
+    want = expected(predictor, digits)
+    x = np.stack([preprocess(d, predictor.card) for d in digits])
+    for binary in (True, False):
+        inp = http.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        outputs = None if binary else [http.InferRequestedOutput("logits", binary_data=False)]
+        got = client.infer(name, [inp], outputs=outputs).as_numpy("logits")
+        assert got.shape == (5, 10) and np.allclose(got, want, atol=1e-4)
+
+    inp = http.InferInput("image", [5], "BYTES")
+    inp.set_data_from_numpy(np.array(digits, dtype=np.object_))  # binary, as the client sends by default
+    assert np.allclose(client.infer(name, [inp]).as_numpy("logits"), want, atol=1e-4)
+    assert np.allclose(client.infer(name, [inp], request_compression_algorithm="gzip").as_numpy("logits"),
+                       want, atol=1e-4)
+    with pytest.raises(Exception, match="unknown model"):
+        client.infer("no-such-model", [inp])
+
+
+def test_v2_bytes_as_base64_json_and_nested_fp32(server, predictor, served_lenet):
+    digit = served_lenet.digits[3][0]
+    photo = jpeg(np.asarray(Image.open(io.BytesIO(served_lenet.digits[4][0]))))  # another digit, as JPEG
+    want = expected(predictor, [digit, photo])
+    body = {"id": "req-7", "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                                       "data": [base64.b64encode(b).decode() for b in (digit, photo)]}]}
+    r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "req-7" and out["model_name"] == predictor.name
+    assert out["outputs"][0]["shape"] == [2, 10]
+    assert np.allclose(np.array(out["outputs"][0]["data"]).reshape(2, 10), want, atol=1e-4)
+
+    x = preprocess(digit, predictor.card)[None]
+    body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": x.tolist()}]}
+    r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
+    assert np.allclose(r.json()["outputs"][0]["data"], want[0], atol=1e-4)
+
+
+def test_health_models_metrics_docs_page(server, predictor):
+    assert httpx.get(f"{server}/health").json() == {"status": "ready", "model": predictor.name}
+    assert httpx.get(f"{server}/v2/health/live").status_code == 200
+    models = httpx.get(f"{server}/models").json()["models"]
+    assert models[0]["name"] == predictor.name and models[0]["backend"] == "onnxruntime"
+    assert models[0]["card"] == predictor.card.to_dict()
+    text = httpx.get(f"{server}/metrics").text
+    for metric in ("zoo_requests_total", "zoo_request_errors_total", "zoo_request_duration_seconds_bucket",
+                   "zoo_batch_size_bucket", "zoo_queue_depth", "zoo_warmup_seconds"):
+        assert metric in text
+    warmup = float(re.search(r"^zoo_warmup_seconds (\S+)$", text, re.M).group(1))
+    assert warmup > 0  # the model was run before /v2/health/ready said 200
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    assert {"/predict", "/v2/models/{model}/infer", "/v2/health/ready", "/metrics"} <= set(paths)
+    assert "swagger" in httpx.get(f"{server}/docs").text.lower()
+    page = httpx.get(f"{server}/")
+    assert page.headers["content-type"].startswith("text/html") and 'id="file"' in page.text
+
+
+def test_api_key_guards_everything_but_health(predictor, served_lenet):
+    digit = served_lenet.digits[0][0]
+    key = {"Authorization": "Bearer s3cret"}
+    with running(create_app(predictor, api_key="s3cret")) as url:
+        for path in ("/health", "/v2/health/live", "/v2/health/ready"):
+            assert httpx.get(url + path).status_code == 200
+        for path in ("/models", "/metrics", "/v2", f"/v2/models/{predictor.name}", "/"):
+            r = httpx.get(url + path)
+            assert r.status_code == 401 and "API key" in r.json()["error"]
+            assert httpx.get(url + path, headers=key).status_code == 200
+        post = dict(content=digit, url=f"{url}/predict")
+        assert httpx.post(**post, headers={"Content-Type": "image/png"}).status_code == 401
+        assert httpx.post(**post, headers={"Content-Type": "image/png",
+                                           "Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(**post, headers={"Content-Type": "image/png", **key}).status_code == 200

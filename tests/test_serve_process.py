@@ -1,0 +1,100 @@
+"""`zoo serve` as a real process: one log line per request, SIGTERM drains (requests in flight finish,
+new ones are refused, exit code 0), user errors in one line."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def zoo_serve(*args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.Popen([sys.executable, "-m", "zoo", "serve", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class Output:
+    """Collects a process's output on a thread (so its pipe never fills) and finds lines in it."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            if self.proc.poll() is not None and not self.thread.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+
+
+def queue_depth(url):
+    text = httpx.get(f"{url}/metrics").text
+    return float(re.search(r"^zoo_queue_depth (\S+)$", text, re.M).group(1))
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
+    digits = [d for d, _ in served_lenet.digits[:6]]
+    # a long batching delay keeps the requests in flight while the signal arrives
+    proc = zoo_serve(served_lenet.onnx, "--port", 0, "--max-delay-ms", 1500, "--threads", 1)
+    out = Output(proc)
+    try:
+        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        answers = [None] * len(digits)
+
+        def post(i):
+            answers[i] = httpx.post(f"{url}/predict", content=digits[i], headers={"Content-Type": "image/png"},
+                                    timeout=60)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while queue_depth(url) < len(digits):  # all six are waiting in the batcher
+            assert time.monotonic() < deadline, "the requests never queued up"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            late = httpx.post(f"{url}/predict", content=digits[0], headers={"Content-Type": "image/png"})
+            assert late.status_code == 503 and "shutting down" in late.json()["error"]
+        except httpx.TransportError:
+            pass  # refused at the socket: also refused
+        for t in threads:
+            t.join(60)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out.thread.join(10)
+    assert [a.status_code for a in answers] == [200] * len(digits)
+    assert all(a.json()["predictions"][0]["label"] for a in answers)
+    log = "".join(out.lines)
+    assert len(re.findall(r"POST /predict 200 [\d.]+ ms", log)) == len(digits)  # one line per request
+    assert re.search(r"GET /v2/health/ready (200|503) [\d.]+ ms", log)
+    assert "Traceback" not in log
+
+
+def test_user_errors_are_one_line(tmp_path):
+    proc = zoo_serve(tmp_path / "nothing-here.onnx")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert out.strip().count("\n") == 0 and "nothing-here.onnx" in out and "Traceback" not in out
