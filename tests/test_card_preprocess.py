@@ -90,4 +90,4 @@ def test_atomic_writes_get_a_normal_file_mode(tmp_path):
 def test_image_error_does_not_leak_object_reprs():
     with pytest.raises(ImageError) as e:
         open_image(io.BytesIO(b"plain text, not an image"))
-    assert "object at 0x" not in str(e.value) and "not an image" in str(e.value)
+    assert "object at 0x" not in str(e.value) and "not a readable image" in str(e.value)

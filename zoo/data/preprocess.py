@@ -57,7 +57,7 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (no known image format)") from None
+        raise ImageError(f"{name}: not a readable image (no known image format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     return img
