@@ -16,6 +16,9 @@ from . import __version__
 COMMANDS = {
     "models": "zoo.commands.models:models",
     "summary": "zoo.commands.summary:summary",
+    "train": "zoo.commands.train:train",
+    "evaluate": "zoo.commands.evaluate:evaluate",
+    "augment-preview": "zoo.commands.augment_preview:augment_preview",
 }
 
 

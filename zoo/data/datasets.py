@@ -90,13 +90,15 @@ class Source:
 
 
 def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None,
-                test_dir: str | None = None, test_split: float | None = None, seed: int = 0) -> Source:
+                test_dir: str | None = None, test_split: float | None = None, seed: int = 0,
+                class_names: list[str] | None = None) -> Source:
     """Resolve `spec` ("mnist-small", "mnist", an IDX directory or an image folder) and make the splits.
 
     val_split / test_split: a fraction (< 1) or a number of images taken out of train; validation is a
     stratified random pick (seeded), the test hold-out is the last images of MNIST IDX files (the order
     their creators gave) and a stratified random pick of an image folder. val_dir / test_dir: image
-    folders with (some of) the training classes.
+    folders with (some of) the training classes. class_names: a trained model's classes, to label the
+    data with (evaluation): the data's classes must be among them, and one class is enough.
     """
     notes: dict = {}
     path = pathlib.Path(spec).expanduser()
@@ -111,11 +113,13 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
             raise DataError(str(e)) from None
         names = mnist.CLASS_NAMES
     elif path.is_dir():
-        names, train = scan_folder(path)
+        names, train = scan_folder(path, class_names)
         splits = {"train": train}
     else:
         raise DataError(f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
                         "IDX files or an image folder (one subfolder per class)")
+    if class_names is not None:
+        return Source(spec, list(class_names), _relabel(splits, names, class_names, spec))
     _check_classes(splits["train"], names, f"{spec} (train)")
 
     if test_dir:
@@ -180,6 +184,16 @@ def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
         files += images
         labels += [names.index(cls)] * len(images)
     return names, RawSplit(np.asarray(labels, np.int64), files=files)
+
+
+def _relabel(splits: dict[str, RawSplit], names: list[str], class_names: list[str], spec: str):
+    """Labels as indices into class_names (a model's classes), which must hold all of `names`."""
+    missing = [n for n in names if n not in class_names]
+    if missing:
+        raise DataError(f"{spec}: classes {', '.join(missing)} are not among the model's classes "
+                        f"({', '.join(class_names)})")
+    to_model = np.asarray([class_names.index(n) for n in names], np.int64)
+    return {k: RawSplit(to_model[r.labels], r.images, r.files) for k, r in splits.items()}
 
 
 def _check_classes(split: RawSplit, names: list[str], what: str) -> None:
@@ -273,6 +287,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def num_batches(self, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
+        """How many batches `batches(..., shuffle=True)` yields to each of `world` processes."""
+        share = -(-len(self) // world)  # the DistributedSampler pads every share to the same length
+        return share // batch_size if drop_last and share > batch_size else -(-share // batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 rank: int = 0, world: int = 1, drop_last: bool = False):
