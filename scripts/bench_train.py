@@ -1,0 +1,207 @@
+"""Training benchmarks -> benchmarks/train.json and benchmarks/train.md.
+
+1. `zoo train lenet` with no options (MNIST-small): wall time, test accuracy, peak RSS of the process.
+2. With --full: LeNet on the full MNIST training set, the last 10,000 images held out as test
+   (FULL_COMMAND below), 15 epochs: test accuracy and wall time. Several minutes on 2 cores.
+3. Throughput of the trainer at batch 128 against a minimal hand-written PyTorch loop over the same
+   in-memory tensors (same model, optimizer, batch size and threads), alternated in one process;
+   the ratio is the trainer's overhead.
+
+    python scripts/bench_train.py [--full] [--repeats 3] [--mnist ../shared/datasets/mnist]
+
+Without --full, the last full-MNIST result in benchmarks/train.json is kept as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo import atomic  # noqa: E402
+
+FULL_OPTIONS = ["--test-split", "10000", "--epochs", "15", "--batch-size", "64", "--lr", "0.05",
+                "--augment", "rotate=10,shift=0.1,zoom=0.1", "--label-smoothing", "0.1"]
+
+
+def run_zoo(args: list[str], cwd: pathlib.Path) -> dict:
+    """Run `python -m zoo ...` as a child; its wall time, peak RSS (from wait4) and output."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"zoo {' '.join(args)} failed:\n{out}")
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "output": out}
+
+
+def card_metrics(run: pathlib.Path) -> dict:
+    card = json.loads((run / "card.json").read_text())
+    return card["provenance"]
+
+
+def bench_default(tmp: pathlib.Path) -> dict:
+    r = run_zoo(["train", "lenet", "--output", str(tmp / "default")], cwd=tmp)
+    prov = card_metrics(tmp / "default")
+    return {"command": "zoo train lenet", "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"],
+            "test_acc": prov["metrics"]["test_acc"], "test_n": prov["metrics"]["test_n"],
+            "best_val_acc": prov["metrics"]["best_val_acc"], "epochs": prov["epochs"],
+            "goal": "wall <= 60 s, test accuracy >= 98 %, peak RSS < 1.5 GB"}
+
+
+def bench_full(tmp: pathlib.Path, mnist_dir: pathlib.Path) -> dict:
+    args = ["train", "lenet", "--data", str(mnist_dir), *FULL_OPTIONS, "--output", str(tmp / "full")]
+    r = run_zoo(args, cwd=tmp)
+    prov = card_metrics(tmp / "full")
+    history = json.loads((tmp / "full" / "history.json").read_text())
+    return {"command": "zoo " + " ".join(a if a != str(mnist_dir) else "../shared/datasets/mnist"
+                                          for a in args[:-2]),
+            "data": prov["data"], "wall_s": r["wall_s"], "test_acc": prov["metrics"]["test_acc"],
+            "test_n": prov["metrics"]["test_n"], "best_val_acc": prov["metrics"]["best_val_acc"],
+            "best_epoch": prov["metrics"]["best_epoch"],
+            "val_acc_by_epoch": [h["val_acc"] for h in history],
+            "measured": datetime.date.today().isoformat(), "goal": "test accuracy >= 99.2 % within 15 epochs"}
+
+
+def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
+    """Images per second of a minimal loop and of the trainer, alternated, over MNIST-small's 10,000."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.card import ModelCard
+    from zoo.data.datasets import open_source, standardize, to_unit
+    from zoo.models import create
+    from zoo.train.trainer import TrainConfig, train
+
+    batch = 128
+    card = ModelCard.for_model("lenet")
+    images = open_source("mnist-small").load(card, progress=False)[0]["train"]
+    x_all, y_all = standardize(to_unit(images.images), card), images.labels  # float, normalized once
+
+    def minimal_loop() -> float:
+        torch.manual_seed(0)
+        model = create("lenet")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        model.train()
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            order = torch.randperm(len(x_all))
+            for i in range(0, len(order) - batch + 1, batch):
+                idx = order[i:i + batch]
+                loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return (len(x_all) // batch * batch * epochs) / (time.perf_counter() - start)
+
+    def trainer(k: int) -> tuple[float, float]:
+        cfg = TrainConfig(data="mnist-small", val_split=0, epochs=epochs, batch_size=batch, lr=0.05,
+                          schedule="constant", workers=0, output=str(tmp / f"throughput{k}"))
+        start = time.perf_counter()
+        result = train(cfg, log=lambda s: None)
+        whole = time.perf_counter() - start
+        seen = sum(h["images_per_s"] * h["train_seconds"] for h in result.history)
+        loop_seconds = sum(h["train_seconds"] for h in result.history)
+        epoch_seconds = sum(h["seconds"] for h in result.history)
+        return seen / loop_seconds, seen / epoch_seconds, whole
+
+    minimal_loop()  # warm up (first-call allocations) outside the measurement
+    base, loop, epoch = [], [], []
+    for k in range(repeats):
+        base.append(minimal_loop())
+        t_loop, t_epoch, _ = trainer(k)
+        loop.append(t_loop)
+        epoch.append(t_epoch)
+    best = max(base)
+    return {"batch_size": batch, "images": len(x_all), "epochs_per_measure": epochs, "repeats": repeats,
+            "threads": torch.get_num_threads(),
+            "minimal_loop_img_s": round(best, 1), "trainer_loop_img_s": round(max(loop), 1),
+            "trainer_epoch_img_s": round(max(epoch), 1),
+            "ratio_loop": round(max(loop) / best, 3), "ratio_epoch": round(max(epoch) / best, 3),
+            "all": {"minimal": [round(v) for v in base], "trainer_loop": [round(v) for v in loop],
+                    "trainer_epoch": [round(v) for v in epoch]},
+            "goal": "trainer >= 0.9 x minimal loop"}
+
+
+def write_markdown(results: dict, path: pathlib.Path) -> None:
+    d, t, f = results["default"], results["throughput"], results.get("full_mnist")
+    lines = [
+        "# Training benchmarks", "",
+        f"Measured {results['date']} on {results['machine']} by `python scripts/bench_train.py"
+        f"{' --full' if f and f.get('measured') == results['date'] else ''}`.",
+        f"Load average at the start: {results['loadavg_start']} "
+        f"({'a shared machine: other jobs were running, so times are pessimistic' if results['shared'] else 'a quiet machine'}).",
+        "",
+        "| benchmark | result | goal |", "| --- | --- | --- |",
+        f"| `{d['command']}`: wall time | {d['wall_s']:.1f} s ({d['epochs']} epochs) | <= 60 s |",
+        f"| `{d['command']}`: MNIST-small test accuracy | {100 * d['test_acc']:.2f} % ({d['test_n']:,} images) "
+        f"| >= 98 % |",
+        f"| `{d['command']}`: peak RSS | {d['peak_rss_mb']:.0f} MB | < 1,500 MB |",
+    ]
+    if f:
+        lines.append(f"| LeNet, full MNIST (last 10,000 held out as test), 15 epochs: test accuracy "
+                     f"| {100 * f['test_acc']:.2f} % (best val epoch {f['best_epoch']}, {f['wall_s'] / 60:.1f} min, "
+                     f"measured {f['measured']}) | >= 99.2 % |")
+    lines += [
+        f"| trainer throughput, batch {t['batch_size']}, vs a minimal PyTorch loop | "
+        f"{t['ratio_loop']:.2f}x ({t['trainer_loop_img_s']:,.0f} vs {t['minimal_loop_img_s']:,.0f} img/s) | >= 0.9x |",
+        f"| same, whole epochs (checkpoint, history, curves.png written each epoch) | "
+        f"{t['ratio_epoch']:.2f}x ({t['trainer_epoch_img_s']:,.0f} img/s) | |",
+        "",
+    ]
+    if f:
+        lines += ["Full-MNIST command:", "", "```", f["command"], "```", ""]
+    lines += [f"Throughput: best of {t['repeats']} alternated measurements of {t['epochs_per_measure']} epochs "
+              f"over MNIST-small's {t['images']:,} training images, {t['threads']} torch threads; "
+              "the trainer's figure is its training loop (uint8 -> float, standardize, forward, backward, step), "
+              "the whole-epoch figure adds what it writes after each epoch.", ""]
+    atomic.write_text(path, "\n".join(lines))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="also train LeNet on the full MNIST (minutes)")
+    p.add_argument("--mnist", type=pathlib.Path, default=ROOT.parent / "shared" / "datasets" / "mnist")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per throughput measurement")
+    p.add_argument("--output", type=pathlib.Path, default=ROOT / "benchmarks")
+    a = p.parse_args()
+    json_path = a.output / "train.json"
+    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    load = os.getloadavg()[0]
+    results = {"date": datetime.date.today().isoformat(),
+               "machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+               "loadavg_start": round(load, 2), "shared": load > 0.5 * (os.cpu_count() or 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        results["default"] = bench_default(tmp)
+        print("default:", {k: v for k, v in results["default"].items() if k != "goal"}, flush=True)
+        if a.full:
+            results["full_mnist"] = bench_full(tmp, a.mnist)
+            print("full MNIST:", results["full_mnist"]["test_acc"], results["full_mnist"]["wall_s"], flush=True)
+        elif "full_mnist" in previous:
+            results["full_mnist"] = previous["full_mnist"]
+        results["throughput"] = bench_throughput(tmp, a.repeats, a.epochs)
+        print("throughput:", results["throughput"], flush=True)
+    results["loadavg_end"] = round(os.getloadavg()[0], 2)
+    atomic.write_text(json_path, json.dumps(results, indent=2) + "\n")
+    write_markdown(results, a.output / "train.md")
+    print(f"wrote {json_path} and {a.output / 'train.md'}")
+
+
+if __name__ == "__main__":
+    main()
