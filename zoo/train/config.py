@@ -31,9 +31,9 @@ class TrainConfig:
     input_size: int | None = None  # square input side; None: the model's
     in_channels: int | None = None  # None: 1 for MNIST, the model's for image folders
     resize_mode: str = "squash"
-    augment: str = ""
+    augment: str = "rotate=10,shift=0.1,zoom=0.1"  # "none" (or "") for none
     # optimization
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "sgd"
@@ -45,7 +45,7 @@ class TrainConfig:
     patience: int = 2  # epochs without a better val loss before a plateau decay
     min_lr: float = 0.0  # the end of the cosine
     warmup: float = 0.0  # epochs of linear warmup
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     aux_weight: float = 0.3  # GoogLeNet's auxiliary losses (the paper's 0.3)
     accumulate: int = 1
     seed: int = 0

@@ -44,8 +44,12 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model, card, images: ImageSet, *, device: str | torch.device = "cpu", batch_size: int = 256,
-             rank: int = 0, world: int = 1) -> Evaluation:
-    """Evaluate on `images`; with world > 1 each process takes its share and the sums are all-reduced."""
+             rank: int = 0, world: int = 1, label_smoothing: float = 0.0) -> Evaluation:
+    """Evaluate on `images`; with world > 1 each process takes its share and the sums are all-reduced.
+
+    The loss is the mean cross-entropy (with the training's label smoothing when the trainer asks, so
+    its train and validation losses compare).
+    """
     k = card.num_classes
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
@@ -55,7 +59,7 @@ def evaluate(model, card, images: ImageSet, *, device: str | torch.device = "cpu
     for x, y in images.batches(batch_size, rank=rank, world=world):
         x, y = standardize(to_unit(x.to(device)), card), y.to(device)
         logits = model(x).float()
-        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).double()
         confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k)
         if k > 5:
             sums[1] += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()

@@ -198,7 +198,8 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
 
         # ---- validation, schedule and model selection ----
         if val_set is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            ev = evaluate(model, card, val_set, device=device, rank=dist.rank, world=dist.world)
+            ev = evaluate(model, card, val_set, device=device, rank=dist.rank, world=dist.world,
+                          label_smoothing=cfg.label_smoothing)
             row.update(val_loss=ev.loss, val_acc=ev.accuracy)
             p = state["plateau"]
             if ev.loss < p["best"] * (1 - 1e-4):
@@ -229,8 +230,8 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
             best_model = deployable(build_model(spec.name, card, cfg), card).to(device)
             best_model.load_state_dict(load_file(str(run_dir / rundir.WEIGHTS), device=str(device)))
             result.test = evaluate(best_model, card, sets["test"], device=device)
-            log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, best epoch "
-                f"{state['best_epoch']}), loss {result.test.loss:.4f}")
+            log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
+                f"weights of epoch {state['best_epoch']})")
         _write_card(run_dir, cfg, card, source, state, result.test, finished=True)
         log(f"wrote {run_dir}")
     return result
