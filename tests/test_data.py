@@ -172,13 +172,13 @@ def make_folder(root, classes=("cat", "dog"), n=6, size=(20, 16), mode="RGB"):
 def test_image_folder_skips_undecodable_and_splits(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
-    (root / "dog" / "notes.txt").write_text("not an image, not counted")
+    (root / "dog" / "notes.txt").write_text("not an image: left out, and counted")
     src = open_source(str(root), val_split=0.25, seed=0)
     assert src.class_names == ["cat", "dog"] and src.channels is None
     assert len(src.splits["train"]) + len(src.splits["val"]) == 13
     card = ModelCard.for_model("lenet", class_names=src.class_names, input_size=[12, 12])
     sets, skipped = src.load(card)
-    assert len(skipped) == 1 and "broken.png" in skipped[0]
+    assert len(skipped) == 2 and "notes.txt: not an image kind" in skipped[0] and "broken.png" in skipped[1]
     assert sets["train"].images.shape[1:] == (1, 12, 12)
     assert len(sets["train"]) + len(sets["val"]) == 12
     # a folder too big for memory is decoded batch by batch, to the same tensors

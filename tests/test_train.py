@@ -223,10 +223,11 @@ def test_undecodable_files_are_skipped_in_one_warning(tmp_path):
     data = make_folder(tmp_path / "data", classes=("a", "b"), n=4)
     (data / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     (data / "b" / "empty.png").write_bytes(b"")
+    (data / "b" / "notes.txt").write_text("not an image")
     r = cli("train", "lenet", "--data", data, "--epochs", 1, "--val-split", 0, "--workers", 0,
             "--output", tmp_path / "run")
     assert r.exit_code == 0, r.output
-    assert r.output.count("warning:") == 1 and "warning: skipped 2 image file(s)" in r.output
+    assert r.output.count("warning:") == 1 and "warning: skipped 3 file(s) that are not readable images" in r.output
 
 
 def test_existing_output_and_unknown_model(tmp_path, tiny_mnist):

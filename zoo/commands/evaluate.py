@@ -52,7 +52,7 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     except (rundir.RunError, DataError) as e:
         raise UserError(str(e)) from None
     if skipped:
-        click.echo(f"warning: skipped {len(skipped)} image file(s) that could not be decoded "
+        click.echo(f"warning: skipped {len(skipped)} file(s) that are not readable images "
                    f"(first: {skipped[0]})", err=True)
     png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / "confusion.png"
     plot_confusion(result.confusion, card.class_names, png,

@@ -59,6 +59,7 @@ class Source:
     class_names: list[str]
     splits: dict[str, RawSplit]
     notes: dict = field(default_factory=dict)  # how the splits were made, for the card's provenance
+    ignored: list[str] = field(default_factory=list)  # files in the folders of another kind than images
 
     @property
     def channels(self) -> int | None:
@@ -70,8 +71,9 @@ class Source:
 
     def load(self, card, workers: int = 0, cache_limit: int = CACHE_LIMIT_BYTES,
              progress: bool = True) -> tuple[dict[str, "ImageSet"], list[str]]:
-        """Each split as an ImageSet at the card's input shape; also the files that could not be decoded."""
-        sets, skipped = {}, []
+        """Each split as an ImageSet at the card's input shape; also the files skipped (not of an image
+        kind, or not decodable), "path: why" each."""
+        sets, skipped = {}, list(self.ignored)
         for name, raw in self.splits.items():
             if raw.images is not None:
                 sets[name] = ImageSet(torch.from_numpy(raw.labels), images=_digits(raw.images, card))
@@ -101,6 +103,7 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
     data with (evaluation): the data's classes must be among them, and one class is enough.
     """
     notes: dict = {}
+    ignored: list[str] = []
     path = pathlib.Path(spec).expanduser()
     if spec == SMALL:
         splits = {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_small().items()}
@@ -113,19 +116,19 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
             raise DataError(str(e)) from None
         names = mnist.CLASS_NAMES
     elif path.is_dir():
-        names, train = scan_folder(path, class_names)
+        names, train = scan_folder(path, class_names, ignored)
         splits = {"train": train}
     else:
         raise DataError(f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
                         "IDX files or an image folder (one subfolder per class)")
     if class_names is not None:
-        return Source(spec, list(class_names), _relabel(splits, names, class_names, spec))
+        return Source(spec, list(class_names), _relabel(splits, names, class_names, spec), ignored=ignored)
     _check_classes(splits["train"], names, f"{spec} (train)")
 
     if test_dir:
         if "test" in splits:
             raise DataError(f"{spec} has its own test split; leave out --test")
-        splits["test"] = scan_folder(test_dir, names)[1]
+        splits["test"] = scan_folder(test_dir, names, ignored)[1]
     elif test_split:
         if "test" in splits:
             raise DataError(f"{spec} has its own test split; leave out --test-split")
@@ -140,7 +143,7 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
         splits["train"], splits["test"] = train.subset(keep), train.subset(take)
 
     if val_dir:
-        splits["val"] = scan_folder(val_dir, names)[1]
+        splits["val"] = scan_folder(val_dir, names, ignored)[1]
     elif val_split:
         train = splits["train"]
         keep, take = _stratified(train.labels, _count(val_split, len(train), "--val-split"), seed)
@@ -150,13 +153,15 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
         if name in splits and len(splits[name]) == 0:
             raise DataError(f"{spec}: the {name} split is empty")
     _check_classes(splits["train"], names, f"{spec} (train after the splits)")
-    return Source(spec, list(names), {k: splits[k] for k in SPLITS if k in splits}, notes)
+    return Source(spec, list(names), {k: splits[k] for k in SPLITS if k in splits}, notes, ignored)
 
 
-def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None) -> tuple[list[str], RawSplit]:
+def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None,
+                ignored: list[str] | None = None) -> tuple[list[str], RawSplit]:
     """An image folder (one subfolder per class) -> (class names, files and labels).
 
-    With `class_names` (a validation or test folder), its classes must be among them.
+    With `class_names` (a validation or test folder), its classes must be among them. Files of other
+    kinds (by extension) are left out and appended to `ignored`.
     """
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
@@ -176,6 +181,9 @@ def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     for cls in classes:
         found = sorted(str(p) for p in (root / cls).rglob("*") if p.is_file() and not p.name.startswith("."))
         images = [f for f in found if pathlib.Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        if ignored is not None and len(images) < len(found):
+            kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+            ignored += [f"{f}: not an image kind ({kinds})" for f in sorted(set(found) - set(images))]
         if not images:
             kinds = sorted({pathlib.Path(f).suffix.lower() or "(no extension)" for f in found})
             what = f"only {', '.join(kinds)} files" if kinds else "no files"

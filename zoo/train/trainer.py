@@ -129,7 +129,7 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
     run_dir = _run_dir(cfg, spec.name, dist)
     sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
     if skipped and dist.main:
-        log(f"warning: skipped {len(skipped)} image file(s) that could not be decoded (first: {skipped[0]})")
+        log(f"warning: skipped {len(skipped)} file(s) that are not readable images (first: {skipped[0]})")
 
     model.to(device)
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
