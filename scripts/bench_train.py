@@ -54,10 +54,21 @@ def card_metrics(run: pathlib.Path) -> dict:
     return card["provenance"]
 
 
-def bench_default(tmp: pathlib.Path) -> dict:
-    r = run_zoo(["train", "lenet", "--output", str(tmp / "default")], cwd=tmp)
-    prov = card_metrics(tmp / "default")
-    return {"command": "zoo train lenet", "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"],
+def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
+    """`zoo train lenet` `repeats` times (the result is deterministic; the wall time is not, on a shared
+    machine): the median wall time, every wall time, and the seconds each epoch's loop took."""
+    runs = []
+    for k in range(repeats):
+        r = run_zoo(["train", "lenet", "--output", str(tmp / f"default{k}")], cwd=tmp)
+        history = json.loads((tmp / f"default{k}" / "history.json").read_text())
+        runs.append({**r, "prov": card_metrics(tmp / f"default{k}"),
+                     "train_seconds": [h["train_seconds"] for h in history]})
+    walls = sorted(r["wall_s"] for r in runs)
+    prov = runs[0]["prov"]
+    assert all(r["prov"]["metrics"] == prov["metrics"] for r in runs), "training was not deterministic"
+    return {"command": "zoo train lenet", "wall_s": walls[len(walls) // 2], "wall_s_all": [r["wall_s"] for r in runs],
+            "train_seconds_by_epoch": [r["train_seconds"] for r in runs],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "test_acc": prov["metrics"]["test_acc"], "test_n": prov["metrics"]["test_n"],
             "best_val_acc": prov["metrics"]["best_val_acc"], "epochs": prov["epochs"],
             "goal": "wall <= 60 s, test accuracy >= 98 %, peak RSS < 1.5 GB"}
@@ -154,7 +165,8 @@ def write_markdown(results: dict, path: pathlib.Path) -> None:
     lines += ["| benchmark | result | goal | measured |", "| --- | --- | --- | --- |"]
     if d:
         lines += [
-            f"| `{d['command']}`: wall time | {d['wall_s']:.1f} s ({d['epochs']} epochs) | <= 60 s | {_when(d)} |",
+            f"| `{d['command']}`: wall time, median of {len(d['wall_s_all'])} | {d['wall_s']:.1f} s ({d['epochs']} "
+            f"epochs; all: {', '.join(f'{w:.0f}' for w in d['wall_s_all'])} s) | <= 60 s | {_when(d)} |",
             f"| `{d['command']}`: MNIST-small test accuracy | {100 * d['test_acc']:.2f} % "
             f"({d['test_n']:,} images) | >= 98 % | same run |",
             f"| `{d['command']}`: peak RSS | {d['peak_rss_mb']:.0f} MB | < 1,500 MB | same run |"]
@@ -191,7 +203,8 @@ def main():
                    help=f"comma-separated subset of {','.join(PARTS)} (default: default,throughput, "
                         "plus full with --full); the others keep their last results")
     p.add_argument("--mnist", type=pathlib.Path, default=ROOT.parent / "shared" / "datasets" / "mnist")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="throughput measurements")
+    p.add_argument("--default-repeats", type=int, default=3, help="runs of `zoo train lenet`")
     p.add_argument("--epochs", type=int, default=3, help="epochs per throughput measurement")
     p.add_argument("--output", type=pathlib.Path, default=ROOT / "benchmarks")
     a = p.parse_args()
@@ -207,7 +220,7 @@ def main():
                        "loadavg_start": round(os.getloadavg()[0], 2),
                        "torch_threads_env": os.environ.get("OMP_NUM_THREADS", "default")}
             if part == "default":
-                r = bench_default(tmp)
+                r = bench_default(tmp, a.default_repeats)
             elif part == "full":
                 r = bench_full(tmp, a.mnist)
             else:
