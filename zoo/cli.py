@@ -16,11 +16,14 @@ from . import __version__
 COMMANDS = {
     "models": "zoo.commands.models:models",
     "summary": "zoo.commands.summary:summary",
-    "kernels": "zoo.commands.kernels:kernels",
-    "visualize": "zoo.commands.visualize:visualize",
+    "train": "zoo.commands.train:train",
+    "evaluate": "zoo.commands.evaluate:evaluate",
+    "augment-preview": "zoo.commands.augment_preview:augment_preview",
     "export": "zoo.commands.export:export",
     "classify": "zoo.commands.classify:classify",
     "serve": "zoo.commands.serve:serve",
+    "visualize": "zoo.commands.visualize:visualize",
+    "kernels": "zoo.commands.kernels:kernels",
 }
 
 

@@ -7,6 +7,7 @@
       checkpoint.pt        resumable training state (weights_only-safe tensors and plain types)
       history.csv / .json  one row per epoch
       curves.png           loss, accuracy and learning rate against epoch
+      epoch-005.safetensors  weight snapshots (`zoo train --snapshot-every 5`)
 
 Every file is written atomically (zoo.atomic).
 """
@@ -26,6 +27,7 @@ CHECKPOINT = "checkpoint.pt"
 HISTORY_CSV = "history.csv"
 HISTORY_JSON = "history.json"
 CURVES = "curves.png"
+SNAPSHOT = "epoch-{epoch:03d}.safetensors"
 
 
 class RunError(FileNotFoundError):

@@ -123,12 +123,20 @@ def normalize(arr: np.ndarray, mean, std) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def preprocess(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The model's input for one image: float32 array of shape card.input_shape ([C, H, W])."""
+def prepare(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode, convert and resize as the card says: uint8 HxW (grayscale) or HxWx3 (RGB), not normalized.
+
+    The first half of `preprocess`; training keeps images in this compact form (and normalizes them in
+    batches on its device, with the same arithmetic as `normalize`).
+    """
     h, w = card.input_size
     img = open_image(source, max_pixels=max_pixels, draft=(card.color_mode, (w, h)))
-    img = resize(to_mode(img, card.color_mode), (h, w), card.resize_mode)
-    return normalize(np.asarray(img), card.mean, card.std)
+    return np.asarray(resize(to_mode(img, card.color_mode), (h, w), card.resize_mode))
+
+
+def preprocess(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The model's input for one image: float32 array of shape card.input_shape ([C, H, W])."""
+    return normalize(prepare(source, card, max_pixels=max_pixels), card.mean, card.std)
 
 
 def preprocess_batch(sources, card, **kw) -> np.ndarray:

@@ -1,0 +1,237 @@
+"""Training benchmarks -> benchmarks/train.json and benchmarks/train.md.
+
+1. `zoo train lenet` with no options (MNIST-small): wall time, test accuracy, peak RSS of the process.
+2. With --full: LeNet on the full MNIST training set, the last 10,000 images held out as test
+   (FULL_COMMAND below), 15 epochs: test accuracy and wall time. Several minutes on 2 cores.
+3. Throughput of the trainer at batch 128 against a minimal hand-written PyTorch loop over the same
+   in-memory tensors (same model, optimizer, batch size and threads), alternated in one process;
+   the ratio is the trainer's overhead.
+
+    python scripts/bench_train.py [--full] [--parts default,full,throughput] [--repeats 3]
+
+Each part replaces its own entry of benchmarks/train.json; the parts not run keep their last results
+(so the minutes-long full-MNIST run need not be repeated), and train.md is redrawn from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo import atomic  # noqa: E402
+
+FULL_OPTIONS = ["--test-split", "10000", "--epochs", "15"]  # and the defaults of `zoo train`
+
+
+def run_zoo(args: list[str], cwd: pathlib.Path) -> dict:
+    """Run `python -m zoo ...` as a child; its wall time, peak RSS (from wait4) and output."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"zoo {' '.join(args)} failed:\n{out}")
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "output": out}
+
+
+def card_metrics(run: pathlib.Path) -> dict:
+    card = json.loads((run / "card.json").read_text())
+    return card["provenance"]
+
+
+def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
+    """`zoo train lenet` `repeats` times (the result is deterministic; the wall time is not, on a shared
+    machine): the median wall time, every wall time, and the seconds each epoch's loop took."""
+    runs = []
+    for k in range(repeats):
+        r = run_zoo(["train", "lenet", "--output", str(tmp / f"default{k}")], cwd=tmp)
+        history = json.loads((tmp / f"default{k}" / "history.json").read_text())
+        runs.append({**r, "prov": card_metrics(tmp / f"default{k}"),
+                     "train_seconds": [h["train_seconds"] for h in history]})
+    walls = sorted(r["wall_s"] for r in runs)
+    prov = runs[0]["prov"]
+    assert all(r["prov"]["metrics"] == prov["metrics"] for r in runs), "training was not deterministic"
+    return {"command": "zoo train lenet", "wall_s": walls[len(walls) // 2], "wall_s_all": [r["wall_s"] for r in runs],
+            "train_seconds_by_epoch": [r["train_seconds"] for r in runs],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "test_acc": prov["metrics"]["test_acc"], "test_n": prov["metrics"]["test_n"],
+            "best_val_acc": prov["metrics"]["best_val_acc"], "epochs": prov["epochs"],
+            "goal": "wall <= 60 s, test accuracy >= 98 %, peak RSS < 1.5 GB"}
+
+
+def bench_full(tmp: pathlib.Path, mnist_dir: pathlib.Path) -> dict:
+    args = ["train", "lenet", "--data", str(mnist_dir), *FULL_OPTIONS, "--output", str(tmp / "full")]
+    r = run_zoo(args, cwd=tmp)
+    prov = card_metrics(tmp / "full")
+    history = json.loads((tmp / "full" / "history.json").read_text())
+    return {"command": "zoo " + " ".join(a if a != str(mnist_dir) else "../shared/datasets/mnist"
+                                          for a in args[:-2]),
+            "data": prov["data"], "wall_s": r["wall_s"], "test_acc": prov["metrics"]["test_acc"],
+            "test_n": prov["metrics"]["test_n"], "best_val_acc": prov["metrics"]["best_val_acc"],
+            "best_epoch": prov["metrics"]["best_epoch"],
+            "val_acc_by_epoch": [h["val_acc"] for h in history],
+            "goal": "test accuracy >= 99.2 % within 15 epochs"}
+
+
+def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
+    """Images per second of a minimal loop and of the trainer, alternated, over MNIST-small's 10,000."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.card import ModelCard
+    from zoo.data.datasets import open_source, standardize, to_unit
+    from zoo.models import create
+    from zoo.train.trainer import TrainConfig, train
+
+    batch = 128
+    card = ModelCard.for_model("lenet")
+    images = open_source("mnist-small").load(card, progress=False)[0]["train"]
+    x_all, y_all = standardize(to_unit(images.images), card), images.labels  # float, normalized once
+
+    def minimal_loop() -> float:
+        torch.manual_seed(0)
+        model = create("lenet")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        model.train()
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            order = torch.randperm(len(x_all))
+            for i in range(0, len(order) - batch + 1, batch):
+                idx = order[i:i + batch]
+                loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return (len(x_all) // batch * batch * epochs) / (time.perf_counter() - start)
+
+    def trainer(k: int) -> tuple[float, float]:
+        cfg = TrainConfig(data="mnist-small", val_split=0, epochs=epochs, batch_size=batch, lr=0.05,
+                          schedule="constant", augment="none", label_smoothing=0.0, workers=0,
+                          output=str(tmp / f"throughput{k}"))
+        start = time.perf_counter()
+        result = train(cfg, log=lambda s: None)
+        whole = time.perf_counter() - start
+        seen = sum(h["images_per_s"] * h["train_seconds"] for h in result.history)
+        loop_seconds = sum(h["train_seconds"] for h in result.history)
+        return seen / loop_seconds, seen / whole
+
+    minimal_loop()  # warm up (first-call allocations) outside the measurement
+    base, loop, run = [], [], []
+    for k in range(repeats):
+        base.append(minimal_loop())
+        t_loop, t_run = trainer(k)
+        loop.append(t_loop)
+        run.append(t_run)
+    best = max(base)
+    return {"batch_size": batch, "images": len(x_all), "epochs_per_measure": epochs, "repeats": repeats,
+            "threads": torch.get_num_threads(),
+            "minimal_loop_img_s": round(best, 1), "trainer_loop_img_s": round(max(loop), 1),
+            "trainer_run_img_s": round(max(run), 1),
+            "ratio_loop": round(max(loop) / best, 3), "ratio_run": round(max(run) / best, 3),
+            "all": {"minimal": [round(v) for v in base], "trainer_loop": [round(v) for v in loop],
+                    "trainer_run": [round(v) for v in run]},
+            "goal": "trainer >= 0.9 x minimal loop"}
+
+
+def _when(r: dict) -> str:
+    return f"{r['measured']}, load average {r['loadavg_start']}-{r['loadavg_end']}"
+
+
+def write_markdown(results: dict, path: pathlib.Path) -> None:
+    d, t, f = results.get("default"), results.get("throughput"), results.get("full")
+    cores = os.cpu_count() or 1
+    loads = [r["loadavg_start"] for r in (d, t, f) if r] + [r["loadavg_end"] for r in (d, t, f) if r]
+    lines = ["# Training benchmarks", "",
+             f"Written by `python scripts/bench_train.py` ({results['machine']}).", ""]
+    if max(loads, default=0) > 0.5 * cores:
+        lines += [f"Taken on a shared machine: other jobs were running (load averages up to {max(loads)} on "
+                  f"{cores} cores), so times are pessimistic and throughput ratios noisy. Rerun on a quiet "
+                  "machine for the final figures.", ""]
+    lines += ["| benchmark | result | goal | measured |", "| --- | --- | --- | --- |"]
+    if d:
+        lines += [
+            f"| `{d['command']}`: wall time, median of {len(d['wall_s_all'])} | {d['wall_s']:.1f} s ({d['epochs']} "
+            f"epochs; all: {', '.join(f'{w:.0f}' for w in d['wall_s_all'])} s) | <= 60 s | {_when(d)} |",
+            f"| `{d['command']}`: MNIST-small test accuracy | {100 * d['test_acc']:.2f} % "
+            f"({d['test_n']:,} images) | >= 98 % | same run |",
+            f"| `{d['command']}`: peak RSS | {d['peak_rss_mb']:.0f} MB | < 1,500 MB | same run |"]
+    if f:
+        lines.append(f"| LeNet, full MNIST (last 10,000 held out as test), 15 epochs: test accuracy "
+                     f"| {100 * f['test_acc']:.2f} % (best val at epoch {f['best_epoch']}; "
+                     f"{f['wall_s'] / 60:.1f} min) | >= 99.2 % | {_when(f)}, threads: {f['torch_threads_env']} |")
+    if t:
+        lines += [
+            f"| trainer throughput, batch {t['batch_size']}, vs a minimal PyTorch loop (training loop) | "
+            f"{t['ratio_loop']:.2f}x ({t['trainer_loop_img_s']:,.0f} vs {t['minimal_loop_img_s']:,.0f} img/s) "
+            f"| >= 0.9x | {_when(t)} |",
+            f"| same, the whole `train()` call (start-up, per-epoch writes, final test) | "
+            f"{t['ratio_run']:.2f}x ({t['trainer_run_img_s']:,.0f} img/s) | | same run |"]
+    lines.append("")
+    if f:
+        lines += ["The full-MNIST command:", "", "```", f["command"], "```", ""]
+    if t:
+        lines += [f"Throughput: best of {t['repeats']} alternated measurements of {t['epochs_per_measure']} "
+                  f"epochs over MNIST-small's {t['images']:,} training images ({t['threads']} torch threads, "
+                  "no augmentation, constant learning rate). The trainer's loop figure covers what it does per "
+                  "batch (uint8 to float, standardize, forward, loss, backward, step, progress bar); the "
+                  "minimal loop indexes pre-normalized float tensors.", ""]
+    atomic.write_text(path, "\n".join(lines))
+
+
+PARTS = ("default", "full", "throughput")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="also train LeNet on the full MNIST (minutes)")
+    p.add_argument("--parts", default=None,
+                   help=f"comma-separated subset of {','.join(PARTS)} (default: default,throughput, "
+                        "plus full with --full); the others keep their last results")
+    p.add_argument("--mnist", type=pathlib.Path, default=ROOT.parent / "shared" / "datasets" / "mnist")
+    p.add_argument("--repeats", type=int, default=5, help="throughput measurements")
+    p.add_argument("--default-repeats", type=int, default=3, help="runs of `zoo train lenet`")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per throughput measurement")
+    p.add_argument("--output", type=pathlib.Path, default=ROOT / "benchmarks")
+    a = p.parse_args()
+    parts = a.parts.split(",") if a.parts else ["default", "throughput"] + (["full"] if a.full else [])
+    json_path = a.output / "train.json"
+    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        for part in PARTS:
+            if part not in parts:
+                continue
+            context = {"measured": datetime.datetime.now().isoformat(timespec="minutes"),
+                       "loadavg_start": round(os.getloadavg()[0], 2),
+                       "torch_threads_env": os.environ.get("OMP_NUM_THREADS", "default")}
+            if part == "default":
+                r = bench_default(tmp, a.default_repeats)
+            elif part == "full":
+                r = bench_full(tmp, a.mnist)
+            else:
+                r = bench_throughput(tmp, a.repeats, a.epochs)
+            results[part] = {**r, **context, "loadavg_end": round(os.getloadavg()[0], 2)}
+            print(part, json.dumps(results[part]), flush=True)
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    atomic.write_text(json_path, json.dumps(results, indent=2) + "\n")
+    write_markdown(results, a.output / "train.md")
+    print(f"wrote {json_path} and {a.output / 'train.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+import click
+
+from zoo.train.config import TrainConfig
+
+D = TrainConfig()  # the defaults live in one place
+
+
+def _amount(value):
+    """--val-split / --test-split: a fraction below 1 or a number of images."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a fraction nor a number of images") from None
+    if v < 0:
+        raise click.BadParameter("must not be negative")
+    return v
+
+
+@click.command()
+@click.argument("arch", required=False)
+@click.option("--data", default=D.data, show_default=True,
+              help="mnist-small (embedded), mnist ($ZOO_DATA/mnist, downloaded if missing), a directory of "
+                   "MNIST IDX files, or an image folder (one subfolder per class).")
+@click.option("--val-split", default=str(D.val_split), show_default=True,
+              help="Validation taken from train: a fraction, or a number of images (0: none).")
+@click.option("--val", "val_dir", type=click.Path(), help="A validation image folder (instead of --val-split).")
+@click.option("--test", "test_dir", type=click.Path(), help="A test image folder (never used for training).")
+@click.option("--test-split", help="Hold out a test split from train: a fraction or a number of images "
+                                   "(the last ones of MNIST IDX files, a stratified random pick of a folder).")
+@click.option("--input-size", type=click.IntRange(1), help="Input height and width (default: the model's).")
+@click.option("--in-channels", type=int, help="1 (grayscale) or 3 (RGB); default: 1 for MNIST, the model's "
+                                               "for image folders.")
+@click.option("--resize-mode", type=click.Choice(["squash", "crop", "fill", "half-crop"]), default=D.resize_mode,
+              show_default=True, help="How images are brought to the input size (DIGITS' modes).")
+@click.option("--augment", default=D.augment, show_default=True,
+              help="Augmentations on the training device, e.g. rotate=15,shift=0.1,shear=10,zoom=0.1,hflip,"
+                   "vflip,invert,crop=4 ('none' for none). See `zoo augment-preview`.")
+@click.option("--epochs", type=int, default=D.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=D.batch_size, show_default=True,
+              help="Images per batch (per process under torchrun).")
+@click.option("--lr", type=float, default=D.lr, show_default=True, help="Base learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]), default=D.optimizer,
+              show_default=True)
+@click.option("--momentum", type=float, default=D.momentum, show_default=True, help="sgd and rmsprop.")
+@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True)
+@click.option("--schedule", type=click.Choice(["constant", "step", "exp", "cosine", "plateau"]),
+              default=D.schedule, show_default=True,
+              help="step: lr*gamma**(epoch//step-size); exp: lr*gamma**epoch; cosine: down to --min-lr; "
+                   "plateau: lr*gamma after --patience epochs without a better val loss.")
+@click.option("--step-size", type=click.IntRange(1), default=D.step_size, show_default=True,
+              help="Epochs between decays (step).")
+@click.option("--gamma", type=float, help="Decay factor: default 0.1 for step and plateau, 0.6 for exp.")
+@click.option("--patience", type=click.IntRange(0), default=D.patience, show_default=True, help="plateau.")
+@click.option("--min-lr", type=float, default=D.min_lr, show_default=True, help="cosine's final rate.")
+@click.option("--warmup", type=click.FloatRange(0), default=D.warmup, show_default=True,
+              help="Epochs of linear learning-rate warmup.")
+@click.option("--label-smoothing", type=float, default=D.label_smoothing, show_default=True)
+@click.option("--accumulate", type=int, default=D.accumulate, show_default=True,
+              help="Batch accumulation: gradients of N batches per optimizer step.")
+@click.option("--seed", type=int, default=D.seed, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=D.device, show_default=True)
+@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
+              help="DataLoader processes decoding image folders.")
+@click.option("--output", type=click.Path(), help="Run directory (default runs/ARCH-YYYYmmdd-HHMMSS).")
+@click.option("--snapshot-every", type=click.IntRange(0), default=D.snapshot_every, show_default=True,
+              help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.")
+@click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N epochs.")
+@click.option("--resume", type=click.Path(), help="Continue the run in this directory (its options are kept; "
+                                                  "--epochs, --device and --workers may change).")
+@click.pass_context
+def train(ctx, arch, resume, **options):
+    """Train ARCH (e.g. lenet, resnet18) on --data and write a run directory.
+
+    \b
+    zoo train lenet                                  # MNIST-small, about half a minute on 2 CPU cores
+    zoo train resnet18 --data photos/ --input-size 64 --val-split 0.2 --augment hflip,crop=4
+    zoo train lenet --resume runs/lenet5-20261121-101500 --epochs 30
+    torchrun --nproc-per-node 2 -m zoo train lenet   # DistributedDataParallel (gloo on CPU)
+    """
+    from zoo.cli import UserError
+    from zoo.data.datasets import DataError
+    from zoo.models import UnknownModelError, resolve
+    from zoo.train.trainer import TrainError, train as run_training
+
+    try:
+        if resume:
+            given = [k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+            cfg = TrainConfig.resumed(resume, **{k: options[k] for k in given})  # only RESUME_OPTIONS
+            if arch and resolve(arch) != resolve(cfg.arch):
+                raise TrainError(f"{resume} trains {cfg.arch}, not {arch}")
+        else:
+            if not arch:
+                raise UserError("which model? e.g. `zoo train lenet` (`zoo models` lists them)", exit_code=2)
+            options["val_split"] = _amount(options["val_split"]) or 0.0
+            options["test_split"] = _amount(options["test_split"])
+            cfg = TrainConfig(arch=resolve(arch), **options)
+        run_training(cfg, log=click.echo)
+    except UnknownModelError as e:
+        raise UserError(str(e), exit_code=2) from None
+    except (TrainError, DataError) as e:
+        raise UserError(str(e)) from None

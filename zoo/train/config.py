@@ -1,0 +1,82 @@
+"""The training options (`zoo train --help`): one dataclass, with no heavy imports."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, fields, replace
+
+from .. import rundir
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "exp", "cosine", "plateau")
+DEFAULT_GAMMA = {"step": 0.1, "exp": 0.6, "plateau": 0.1}  # exp: the lecture's 0.01 * 0.6**epoch
+RESUME_OPTIONS = ("epochs", "device", "workers")  # what may change when a run is resumed
+HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                  "train_seconds", "images_per_s")
+
+
+class TrainError(ValueError):
+    """A bad option or a run that cannot go on; one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "lenet5"
+    # data (zoo/data/datasets.py)
+    data: str = "mnist-small"
+    val_split: float = 0.1  # fraction (< 1) or number of training images held out for validation
+    val_dir: str | None = None
+    test_dir: str | None = None
+    test_split: float | None = None
+    input_size: int | None = None  # square input side; None: the model's
+    in_channels: int | None = None  # None: 1 for MNIST, the model's for image folders
+    resize_mode: str = "squash"
+    augment: str = "rotate=10,shift=0.1,zoom=0.1"  # "none" (or "") for none
+    # optimization
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    step_size: int = 5  # epochs between decays (step)
+    gamma: float | None = None  # decay factor (step, exp, plateau); None: DEFAULT_GAMMA
+    patience: int = 2  # epochs without a better val loss before a plateau decay
+    min_lr: float = 0.0  # the end of the cosine
+    warmup: float = 0.0  # epochs of linear warmup
+    label_smoothing: float = 0.1
+    aux_weight: float = 0.3  # GoogLeNet's auxiliary losses (the paper's 0.3)
+    accumulate: int = 1
+    seed: int = 0
+    # machinery
+    device: str = "auto"
+    amp: bool = False
+    workers: int = 2
+    output: str | None = None  # default runs/ARCH-YYYYmmdd-HHMMSS
+    snapshot_every: int = 0
+    val_every: int = 1
+    resume: str | None = None
+
+    @classmethod
+    def resumed(cls, run: str | pathlib.Path, **overrides) -> "TrainConfig":
+        """The configuration a run was started with, to continue it (only RESUME_OPTIONS may change)."""
+        bad = sorted(set(overrides) - set(RESUME_OPTIONS))
+        if bad:
+            raise TrainError(f"--{bad[0].replace('_', '-')} is fixed by the run being resumed; "
+                             f"only {', '.join('--' + o for o in RESUME_OPTIONS)} may change")
+        stored = load_checkpoint(run)["config"]
+        known = {f.name for f in fields(cls)}
+        return replace(cls(**{k: v for k, v in stored.items() if k in known}), **overrides,
+                       resume=str(run), output=str(run))
+
+
+def load_checkpoint(run: str | pathlib.Path) -> dict:
+    path = pathlib.Path(run) / rundir.CHECKPOINT
+    if not path.is_file():
+        raise TrainError(f"nothing to resume in {run}: no {rundir.CHECKPOINT} (one is written after each epoch)")
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+

@@ -1,0 +1,94 @@
+"""Evaluation: accuracy, top-5, per-class accuracy, confusion matrix and mean loss of a model on data.
+
+    from zoo.train.evaluate import evaluate, evaluate_data
+    result = evaluate(model, card, image_set)                 # an ImageSet already at the card's shape
+    result = evaluate_data(model, card, "mnist-small")       # a --data value; its test split if it has one
+    result.to_dict()  # {"accuracy", "top5", "per_class", "confusion", "loss", "n"}
+
+`model` is anything that maps a float32 NCHW batch (standardized as the card says) to logits: a torch
+module, or a wrapper around another backend (e.g. `lambda x: torch.from_numpy(sess.run(x.numpy()))`).
+The trainer uses the same function for validation and test, sharded over processes under torchrun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.datasets import ImageSet, open_source, standardize, to_unit
+
+
+@dataclass
+class Evaluation:
+    n: int
+    loss: float
+    accuracy: float
+    top5: float | None  # only with more than 5 classes
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    class_names: list[str]
+
+    @property
+    def per_class(self) -> dict[str, dict]:
+        out = {}
+        for i, name in enumerate(self.class_names):
+            n = sum(self.confusion[i])
+            out[name] = {"accuracy": self.confusion[i][i] / n if n else None, "n": n}
+        return out
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "top5": self.top5, "per_class": self.per_class,
+                "confusion": self.confusion, "loss": self.loss, "n": self.n}
+
+
+@torch.no_grad()
+def evaluate(model, card, images: ImageSet, *, device: str | torch.device = "cpu", batch_size: int = 256,
+             rank: int = 0, world: int = 1, label_smoothing: float = 0.0) -> Evaluation:
+    """Evaluate on `images`; with world > 1 each process takes its share and the sums are all-reduced.
+
+    The loss is the mean cross-entropy (with the training's label smoothing when the trainer asks, so
+    its train and validation losses compare).
+    """
+    k = card.num_classes
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    confusion = torch.zeros(k * k, dtype=torch.int64, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, top-5 hits
+    for x, y in images.batches(batch_size, rank=rank, world=world):
+        x, y = standardize(to_unit(x.to(device)), card), y.to(device)
+        logits = model(x).float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).double()
+        confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k)
+        if k > 5:
+            sums[1] += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
+    if world > 1:
+        torch.distributed.all_reduce(confusion)
+        torch.distributed.all_reduce(sums)
+    if was_training:
+        model.train()
+    matrix = confusion.view(k, k).cpu()
+    n = int(matrix.sum())
+    return Evaluation(n=n, loss=float(sums[0]) / max(n, 1), accuracy=float(matrix.trace()) / max(n, 1),
+                      top5=float(sums[1]) / max(n, 1) if k > 5 else None,
+                      confusion=matrix.tolist(), class_names=list(card.class_names))
+
+
+def evaluate_data(model, card, data: str, *, split: str = "auto", device: str = "cpu", batch_size: int = 256,
+                  workers: int = 0) -> tuple[Evaluation, str, list[str]]:
+    """Evaluate on a `--data` value: (result, the split used, files that could not be decoded).
+
+    split "auto" takes the data's test split when it has one (MNIST-small, MNIST with its t10k files),
+    else all of it (an image folder). The data's classes are matched to the card's by name.
+    """
+    source = open_source(data, class_names=card.class_names)
+    if split == "auto":
+        split = "test" if "test" in source.splits else "train"
+    if split not in source.splits:
+        from ..data.datasets import DataError
+
+        raise DataError(f"{data} has no {split} split (it has {', '.join(source.splits)})")
+    source.splits = {split: source.splits[split]}
+    sets, skipped = source.load(card, workers=workers, progress=False)
+    return evaluate(model, card, sets[split], device=device, batch_size=batch_size), split, skipped
