@@ -125,7 +125,8 @@ def test_imagenet_offline_says_what_to_fetch(tmp_path, monkeypatch):
 
 
 def _train_steps(model, groups, steps=3, size=32, classes=4):
-    opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.9, weight_decay=1e-4)
+    groups = [{**g, "lr": 0.1 * g["lr_mult"]} for g in groups]
+    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
@@ -142,7 +143,7 @@ def test_frozen_backbone_never_changes_including_batchnorm_statistics():
     info = freeze(model, "resnet18", "backbone")
     assert info["trainable_stages"] == ["head"] and info["trainable_params"] == 512 * 4 + 4
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _train_steps(model, param_groups(model, "resnet18", lr=0.1))
+    _train_steps(model, param_groups(model, "resnet18"))
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"fc.weight", "fc.bias"}
@@ -153,8 +154,8 @@ def test_freeze_last_n_stages_and_lr_multiplier():
     model = create("resnet18", num_classes=4)
     info = freeze(model, "resnet18", 2)
     assert info["trainable_stages"] == ["layer4", "head"]
-    groups = param_groups(model, "resnet18", lr=0.1, backbone_lr_mult=0.1)
-    assert [g["lr"] for g in groups] == [0.1, pytest.approx(0.01)]
+    groups = param_groups(model, "resnet18", backbone_lr_mult=0.1)
+    assert [g["lr_mult"] for g in groups] == [1.0, 0.1] and [g["name"] for g in groups] == ["head", "backbone"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _train_steps(model, groups)
     after = model.state_dict()

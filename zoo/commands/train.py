@@ -37,6 +37,17 @@ def _amount(value):
 @click.option("--augment", default=D.augment, show_default=True,
               help="Augmentations on the training device, e.g. rotate=15,shift=0.1,shear=10,zoom=0.1,hflip,"
                    "vflip,invert,crop=4 ('none' for none). See `zoo augment-preview`.")
+@click.option("--pretrained", help="Start from these weights: a run directory or .safetensors made by zoo, a "
+                                   "torchvision-format .pth checkpoint, or 'imagenet' (torchvision's published "
+                                   "weights, downloaded once to ~/.cache/zoo/weights, SHA-256 checked). The head is "
+                                   "replaced for the data's classes; 3-channel filters are folded for grayscale.")
+@click.option("--pretrained-partial", is_flag=True,
+              help="Load the keys that fit and skip the rest (default: keys that do not match are an error).")
+@click.option("--freeze", default=D.freeze, show_default=True,
+              help="none (full fine-tuning), backbone (train the new head only: feature extraction), or N "
+                   "(only the last N stages train, the head included). Frozen batch norm keeps its statistics.")
+@click.option("--backbone-lr-mult", type=click.FloatRange(0), default=D.backbone_lr_mult, show_default=True,
+              help="Learning rate of everything but the head, as a multiple of --lr (discriminative rates).")
 @click.option("--epochs", type=int, default=D.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=D.batch_size, show_default=True,
               help="Images per batch (per process under torchrun).")
@@ -78,12 +89,14 @@ def train(ctx, arch, resume, **options):
     zoo train lenet                                  # MNIST-small, about half a minute on 2 CPU cores
     zoo train resnet18 --data photos/ --input-size 64 --val-split 0.2 --augment hflip,crop=4
     zoo train lenet --resume runs/lenet5-20261121-101500 --epochs 30
+    zoo train resnet18 --data photos/ --pretrained imagenet --freeze backbone
     torchrun --nproc-per-node 2 -m zoo train lenet   # DistributedDataParallel (gloo on CPU)
     """
     from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.models import UnknownModelError, resolve
     from zoo.train.trainer import TrainError, train as run_training
+    from zoo.train.transfer import PretrainedError
 
     try:
         if resume:
@@ -100,5 +113,5 @@ def train(ctx, arch, resume, **options):
         run_training(cfg, log=click.echo)
     except UnknownModelError as e:
         raise UserError(str(e), exit_code=2) from None
-    except (TrainError, DataError) as e:
+    except (TrainError, DataError, PretrainedError) as e:
         raise UserError(str(e)) from None

@@ -31,7 +31,12 @@ class TrainConfig:
     input_size: int | None = None  # square input side; None: the model's
     in_channels: int | None = None  # None: 1 for MNIST, the model's for image folders
     resize_mode: str = "squash"
-    augment: str = "rotate=10,shift=0.1,zoom=0.1"  # "none" (or "") for none
+    augment: str = "rotate=10,shift=0.1,zoom=0.1"
+    # transfer learning (zoo/train/transfer.py)
+    pretrained: str | None = None  # a run dir, .safetensors, torchvision .pth, or "imagenet"
+    pretrained_partial: bool = False
+    freeze: str = "none"  # "none", "backbone" or N (the last N stages train)
+    backbone_lr_mult: float = 1.0  # "none" (or "") for none
     # optimization
     epochs: int = 20
     batch_size: int = 64

@@ -33,7 +33,7 @@ from ..card import ModelCard
 from ..data import augment as augmentation
 from ..data.datasets import open_source, standardize, to_unit
 from ..models import create, get_spec
-from . import distributed
+from . import distributed, transfer
 from .config import (DEFAULT_GAMMA, HISTORY_FIELDS, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
                      TrainError, load_checkpoint)
 from .evaluate import Evaluation, evaluate
@@ -49,14 +49,15 @@ class Result:
 
 
 def build_model(arch: str, card: ModelCard, cfg: TrainConfig) -> torch.nn.Module:
-    """The network to train, from the card (the place for pretrained weights and frozen layers)."""
+    """The network to train, from the card (pretrained weights and freezing are applied by `_train`)."""
     extra = {"aux_logits": True} if get_spec(arch).family == "googlenet" else {}
     return create(arch, num_classes=card.num_classes, in_channels=card.in_channels, **extra)
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Parameter groups; a group's "lr_mult" scales the schedule's learning rate for it."""
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_mult": 1.0}]
+    """Parameter groups; a group's "lr_mult" scales the schedule's learning rate for it (the head at 1,
+    the rest at --backbone-lr-mult)."""
+    return transfer.param_groups(model, cfg.arch, cfg.backbone_lr_mult)
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
@@ -122,9 +123,20 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
         spec.name, in_channels=cfg.in_channels or source.channels or spec.input_size[0],
         input_size=[cfg.input_size] * 2 if cfg.input_size else None, class_names=source.class_names,
         resize_mode=cfg.resize_mode)
+    norm = transfer.normalization(spec.name, cfg.pretrained)
+    if norm:
+        card.mean, card.std = norm
     torch.manual_seed(cfg.seed)
     model = build_model(spec.name, card, cfg)
     _check_input(model, card)
+    weights = "trained from scratch"
+    if cfg.pretrained and checkpoint is None:  # a resumed run's weights come from its checkpoint
+        weights = transfer.load_pretrained(model, spec.name, cfg.pretrained, partial=cfg.pretrained_partial,
+                                           log=(lambda s: log(f"pretrained: {s}")) if dist.main else (lambda s: None))
+    frozen = transfer.freeze(model, spec.name, cfg.freeze)
+    if dist.main and cfg.freeze != "none":
+        log(f"frozen: {', '.join(frozen['frozen_stages']) or 'nothing'} ({frozen['frozen_params']:,} parameters); "
+            f"training {', '.join(frozen['trainable_stages'])} ({frozen['trainable_params']:,})")
     augment = augmentation.build(augmentation.parse(cfg.augment), card.input_size)
     run_dir = _run_dir(cfg, spec.name, dist)
     sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
@@ -135,7 +147,7 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [],
-             "plateau": {"scale": 1.0, "best": math.inf, "bad": 0}}
+             "plateau": {"scale": 1.0, "best": math.inf, "bad": 0}, "weights": weights, "frozen": frozen}
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -270,7 +282,8 @@ def _write_card(run_dir, cfg, card, source, state, test: Evaluation | None, fini
     card.provenance = {"data": source.describe(), "epochs": state["epoch"], "seed": cfg.seed,
                        "augment": augmentation.describe(augmentation.parse(cfg.augment)),
                        "metrics": metrics, "training": training, "finished": finished,
-                       "weights": "trained from scratch", "cnnzoo": __version__}
+                       "weights": state.get("weights", "trained from scratch"),
+                       "frozen": state.get("frozen"), "cnnzoo": __version__}
     card.save(run_dir / rundir.CARD)
 
 

@@ -2,7 +2,7 @@
 
     provenance = load_pretrained(model, "resnet18", "imagenet")      # or a run dir / .safetensors / .pth
     frozen = freeze(model, "resnet18", "backbone")                     # or "none", or N last stages
-    groups = param_groups(model, "resnet18", lr=0.01, backbone_lr_mult=0.1)
+    groups = param_groups(model, "resnet18", backbone_lr_mult=0.1)  # "lr_mult" per group
 
 Weights are never unpickled: torchvision checkpoints go through `torch.load(weights_only=True)`, our own
 through safetensors.
@@ -248,13 +248,18 @@ def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
             "frozen_params": n_frozen, "trainable_params": sum(p.numel() for p in model.parameters()) - n_frozen}
 
 
-def param_groups(model: nn.Module, arch: str, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
-    """Optimizer parameter groups of the trainable parameters: the head at `lr`, the rest at
-    `lr * backbone_lr_mult` (discriminative learning rates)."""
+def param_groups(model: nn.Module, arch: str, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups of the trainable parameters, each with an "lr_mult" that scales the
+    schedule's learning rate: 1 for the head, `backbone_lr_mult` for the rest (discriminative rates)."""
     head_ids = {id(p) for _, ms in stages(model, arch)[-1:] for p in _params(ms)}
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head, "lr": lr, "name": "head"}]
+    groups = [{"params": head, "lr_mult": 1.0, "name": "head"}]
     if body:
-        groups.append({"params": body, "lr": lr * backbone_lr_mult, "name": "backbone"})
+        groups.append({"params": body, "lr_mult": backbone_lr_mult, "name": "backbone"})
     return groups
+
+
+def normalization(arch: str, source: str | None) -> tuple[list[float], list[float]] | None:
+    """The input mean/std that pretrained weights from `source` expect, where it differs from the model's."""
+    return IMAGENET_NORMALIZATION.get(get_spec(arch).name) if source == "imagenet" else None
