@@ -15,6 +15,7 @@ memory; large ones are decoded batch by batch in DataLoader workers.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -342,6 +343,11 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 def standardize(x: torch.Tensor, card) -> torch.Tensor:
     """Subtract the card's mean and divide by its std, per channel (the rest of `normalize`)."""
-    mean = torch.tensor(card.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(card.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    mean, std = _mean_std(tuple(card.mean), tuple(card.std), x.device)
     return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+    return as_tensor(mean).view(-1, 1, 1), as_tensor(std).view(-1, 1, 1)

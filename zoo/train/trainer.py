@@ -169,7 +169,7 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
         torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + dist.rank)  # augmentation, dropout
         net.train()
         started = time.perf_counter()
-        sums = torch.zeros(3, device=device)  # loss * n, correct, n
+        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", dist.main)
         batches = train_set.batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
                                     rank=dist.rank, world=dist.world, drop_last=True)
@@ -192,15 +192,17 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-            sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
-                                 torch.tensor(float(len(y)), device=device)])
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
             if bar is not None:
                 bar.update()
                 if i % 20 == 0:
-                    bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.4f}",
-                                    img_s=f"{sums[2].item() / (time.perf_counter() - started):.0f}")
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                    img_s=f"{seen * dist.world / (time.perf_counter() - started):.0f}")
         if bar is not None:
             bar.close()
+        sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
         if dist.world > 1:
             torch.distributed.all_reduce(sums)
         train_seconds = time.perf_counter() - started
