@@ -118,7 +118,8 @@ def mnist_part(tmp: pathlib.Path, seeds: int, shots: list[int]) -> dict:
             write_folder(few, x[pick], y[pick], pick)
             for k, (method, extra) in enumerate(METHODS.items()):
                 args = ["train", "lenet", "--data", f"{{{n} per class}}", *extra, *FEW, "--seed", str(seed)]
-                commands[method] = "zoo " + " ".join(args).replace(f"{{{n} per class}}", "{N per class}")
+                commands[method] = ("zoo " + " ".join(args[:-1]) + " {seed}").replace(f"{{{n} per class}}",
+                                                                                     "{N per class}")
                 run = tmp / f"run-{n}-{seed}-{k}"
                 start = time.perf_counter()
                 run_zoo([*fill(args, {f"{n} per class": few, "pretrained": tmp / "pre"}), "--output", str(run)],
@@ -189,7 +190,7 @@ def markdown(res: dict) -> str:
                   f"(`{m['few_shot_options']}`; with 5 images per class there are none to spare), the other "
                   "options `zoo train`'s defaults (SGD lr 0.05, cosine, label smoothing 0.1, augmentation "
                   "rotate=10,shift=0.1,zoom=0.1). Commands ({N per class}: a PNG folder of the N images of each "
-                  "of the classes 5..9; {pretrained}: the pretraining run directory):", ""]
+                  "of the classes 5..9; {pretrained}: the pretraining run directory; {seed}: 0, 1, 2):", ""]
     lines += [f"- {k}: `{v}`" for k, v in m["commands"].items()]
     h = res.get("hymenoptera")
     if h:
