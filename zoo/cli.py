@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "zoo.commands.train:train",
     "evaluate": "zoo.commands.evaluate:evaluate",
     "augment-preview": "zoo.commands.augment_preview:augment_preview",
+    "features": "zoo.commands.features:features",
     "export": "zoo.commands.export:export",
     "classify": "zoo.commands.classify:classify",
     "serve": "zoo.commands.serve:serve",
