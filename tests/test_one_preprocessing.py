@@ -20,7 +20,17 @@ def via_classify(path, card):
     return x[0]
 
 
-WAYS = {"classify": via_classify}
+def via_training_evaluation(path, card):
+    """What training-time evaluation feeds the model: the dataset's file decoding (uint8, kept compact),
+    then to_unit + standardize in batches on the training device."""
+    from zoo.data.datasets import _Files, standardize, to_unit
+
+    x, _, error = _Files([str(path)], np.zeros(1, np.int64), card)[0]
+    assert error is None, error
+    return standardize(to_unit(x[None]), card)[0].numpy()
+
+
+WAYS = {"classify": via_classify, "training_evaluation": via_training_evaluation}
 
 
 @pytest.fixture(scope="module")
