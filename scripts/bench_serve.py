@@ -506,7 +506,7 @@ def markdown(r: dict) -> str:
         "# zoo serve under load (127.0.0.1)", "",
         f"{m['cpus']} CPUs, onnxruntime {m['onnxruntime']}, uvicorn {m['uvicorn']}, load generator "
         f"{m['generator']}, {r['duration_s']:.0f} s per run, load average {m['load_average_start']:.1f} at the "
-        f"start and {m['load_average_end']:.1f} at the end (the machine was shared). Random weights; servers at "
+        f"start and {m['load_average_end']:.1f} at the end (the server and the load generator share the 2 cores). Random weights; servers at "
         "--log-level warning, default --max-delay-ms 5.", "",
         "| measurement | zoo serve | baseline | ratio | goal |", "| --- | --- | --- | --- | --- |",
         f"| LeNet ONNX, 32 clients, PNG to /predict | {le['server']['rps']:.0f} req/s, p50 "

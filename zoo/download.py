@@ -15,7 +15,12 @@ from . import atomic
 
 
 class DownloadError(RuntimeError):
-    """A download failed or its checksum did not match; the message says what to do instead."""
+    """A download failed or its checksum did not match; the message says what to do instead,
+    `reasons` why each URL failed."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None):
+        super().__init__(message)
+        self.reasons = reasons or []
 
 
 def cache_dir(*parts: str) -> pathlib.Path:
@@ -34,7 +39,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | None = None,
              algorithm: str = "sha256", progress: bool = True, timeout: float = 30.0) -> pathlib.Path:
-    """Fetch the first of `urls` that answers into `dest` (atomically) and check its digest.
+    """Fetch the first of `urls` that serves the right file into `dest` (atomically), checking its digest.
 
     `digest` may be a prefix of the hex digest (torchvision names its files `name-<sha256[:8]>.pth`).
     """
@@ -56,15 +61,13 @@ def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | No
                 if digest:
                     got = file_digest(tmp, algorithm)
                     if not got.startswith(digest.lower()):
-                        raise DownloadError(f"{url}: {algorithm} is {got[:16]}..., expected "
-                                            f"{digest[:16]}...: the file is corrupt or not the right one")
+                        raise ValueError(f"checksum mismatch ({algorithm} {got[:16]}..., expected "
+                                         f"{digest[:16]}...): the file is corrupt or not the right one")
             return dest
-        except DownloadError:
-            raise
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, OSError, ValueError) as e:  # try the next mirror
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
     raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); fetch it by hand "
-                        f"from {urls[0]} and put it at {dest}")
+                        f"from {urls[0]} and put it at {dest}", errors)
 
 
 def fetch(urls: str | list[str], dest: str | os.PathLike, **kw) -> pathlib.Path:

@@ -5,21 +5,18 @@
     ensure_downloaded(mnist_root())         -> the directory, with the four files in it
     load_small()                            -> the embedded stratified subset (train and test)
 
-NumPy only (the download uses urllib and tqdm); nothing here imports torch.
+NumPy only (the download is zoo.download's); nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pathlib
-import urllib.error
-import urllib.request
 
 import numpy as np
 
-from .. import atomic
+from .. import download
 
 # The files of the MNIST distribution and their MD5 checksums (as published with the data set).
 FILES = {
@@ -104,30 +101,6 @@ def load_dir(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nda
     return splits
 
 
-def _md5(path: pathlib.Path) -> str:
-    h = hashlib.md5()  # integrity of the published files, not security
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fetch(url: str, dest: pathlib.Path, md5: str, timeout: float) -> None:
-    """Download `url` to `dest` atomically, with a progress bar; raise on a checksum mismatch."""
-    from tqdm import tqdm
-
-    with urllib.request.urlopen(url, timeout=timeout) as response, atomic.atomic_path(dest) as tmp:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                                        leave=False) as bar:
-            for block in iter(lambda: response.read(1 << 16), b""):
-                f.write(block)
-                bar.update(len(block))
-        got = _md5(tmp)
-        if got != md5:
-            raise MnistError(f"{url}: checksum mismatch (md5 {got}, expected {md5})")
-
-
 def ensure_downloaded(directory: str | os.PathLike, mirrors: list[str] | tuple[str, ...] | None = None,
                       files: dict[str, str] | None = None, timeout: float = 30.0) -> pathlib.Path:
     """Download the MNIST files missing from `directory`, trying each mirror in turn.
@@ -142,16 +115,12 @@ def ensure_downloaded(directory: str | os.PathLike, mirrors: list[str] | tuple[s
         mirrors = [m.strip() for m in env.split(",") if m.strip()] if env else MIRRORS
     missing = [name for name in files if _find(directory, name) is None]
     for name in missing:
-        errors = []
-        for mirror in mirrors:
-            try:
-                _fetch(mirror.rstrip("/") + "/" + name, directory / name, files[name], timeout)
-                break
-            except (urllib.error.URLError, OSError, MnistError) as e:
-                errors.append(f"{mirror}: {getattr(e, 'reason', e)}")
-        else:
-            raise MnistError(f"cannot download {name} ({'; '.join(errors)}); put the MNIST files "
-                             f"({', '.join(files)}) in {directory} (or set ZOO_DATA)")
+        try:
+            download.download([m.rstrip("/") + "/" + name for m in mirrors], directory / name,
+                              digest=files[name], algorithm="md5", timeout=timeout)
+        except download.DownloadError as e:
+            raise MnistError(f"cannot download {name} ({'; '.join(e.reasons)}); put the MNIST files "
+                             f"({', '.join(files)}) in {directory} (or set ZOO_DATA)") from None
     return directory
 
 
