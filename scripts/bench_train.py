@@ -163,9 +163,8 @@ def write_markdown(results: dict, path: pathlib.Path) -> None:
     lines = ["# Training benchmarks", "",
              f"Written by `python scripts/bench_train.py` ({results['machine']}).", ""]
     if max(loads, default=0) > 0.5 * cores:
-        lines += [f"Taken on a shared machine: other jobs were running (load averages up to {max(loads)} on "
-                  f"{cores} cores), so times are pessimistic and throughput ratios noisy. Rerun on a quiet "
-                  "machine for the final figures.", ""]
+        lines += [f"Some rows were measured while other jobs were running (load averages up to {max(loads)} on "
+                  f"{cores} cores; the measured column gives each row's): their times are pessimistic.", ""]
     lines += ["| benchmark | result | goal | measured |", "| --- | --- | --- | --- |"]
     if d:
         lines += [
