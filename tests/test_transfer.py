@@ -66,6 +66,11 @@ def test_wrong_architecture_names_keys_unless_partial(reference, tmp_path):
     assert torch.equal(model.layer1[0].conv1.weight, ckpt["layer1.0.conv1.weight"])
 
 
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    with pytest.raises(PretrainedError, match="model.safetensors is missing"):
+        load_pretrained(create("lenet"), "lenet", str(tmp_path))
+
+
 def test_not_a_checkpoint_is_refused(tmp_path):
     (tmp_path / "x.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedError, match="not a loadable weights file"):

@@ -73,10 +73,10 @@ def read_state_dict(source: str | pathlib.Path, arch: str) -> tuple[dict, pathli
         if path.is_dir() or path.suffix == ".safetensors":
             try:
                 path, card_path = rundir.resolve_weights(path)
-            except rundir.RunError:
+            except rundir.RunError as e:
                 if not (path.suffix == ".safetensors" and path.is_file()):
-                    raise
-                card_path = None
+                    raise PretrainedError(str(e)) from None
+                card_path = None  # a bare weights file: nothing says which architecture it was
             if card_path is not None:
                 made_for = ModelCard.load(card_path).architecture
                 if made_for != get_spec(arch).name:
