@@ -133,6 +133,10 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        try:  # what the server started and left behind (LitServe's workers outlive their parent)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.reader.join(5)
         return self.proc.returncode
 
