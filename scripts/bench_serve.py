@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gzip
 import io
 import json
 import os
@@ -76,9 +75,9 @@ def export(name: str, out: pathlib.Path, **card_kwargs) -> pathlib.Path:
 def mnist_pngs(count: int) -> list[bytes]:
     from PIL import Image
 
-    with gzip.open(SHARED / "datasets/mnist/train-images-idx3-ubyte.gz") as f:
-        f.read(16)
-        images = np.frombuffer(f.read(count * 784), np.uint8).reshape(count, 28, 28)
+    from zoo.data.mnist import read_idx
+
+    images = read_idx(SHARED / "datasets/mnist/train-images-idx3-ubyte.gz")[:count]
     out = []
     for im in images:
         buf = io.BytesIO()

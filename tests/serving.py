@@ -4,7 +4,6 @@ its answers mean something), the digits as PNG files, and a real uvicorn server 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import pathlib
 import socket
@@ -18,16 +17,12 @@ HELD_OUT = 50_000  # digits sent to the server come from index 50,000 on, which 
 
 
 def read_mnist(shared: pathlib.Path, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [N, 28, 28] images, uint8 [N] labels) from the IDX gz files in the shared datasets."""
+    """(uint8 [N, 28, 28] images, uint8 [N] labels): the first `count` of the shared MNIST training set."""
+    from zoo.data.mnist import read_idx
+
     root = shared / "datasets" / "mnist"
-    with gzip.open(root / "train-images-idx3-ubyte.gz") as f:
-        f.read(16)
-        data = f.read(None if count is None else count * 784)
-    with gzip.open(root / "train-labels-idx1-ubyte.gz") as f:
-        f.read(8)
-        labels = f.read(None if count is None else count)
-    images = np.frombuffer(data, np.uint8).reshape(-1, 28, 28)
-    return images, np.frombuffer(labels, np.uint8)[:len(images)]
+    images = read_idx(root / "train-images-idx3-ubyte.gz")[:count]
+    return images, read_idx(root / "train-labels-idx1-ubyte.gz")[:count]
 
 
 def png(image: np.ndarray) -> bytes:
