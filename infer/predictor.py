@@ -182,13 +182,14 @@ _HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt`",
 
 
 def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None = None,
-         threads: int | None = None, providers: list | None = None) -> Predictor:
+         threads: int | None = None, providers: list | None = None, spin_wait: bool = True) -> Predictor:
     """A Predictor for a run directory, .safetensors, .onnx or .engine file.
 
     backend: "auto" (the fastest that is present, usable here and not older than the run's weights:
     tensorrt > onnxruntime > torch), or one of BACKENDS. device: "cpu" or "cuda" for torch (default: cuda where available).
     threads: intra-op threads for torch / ONNX Runtime (default: the library's). providers: ONNX Runtime
     execution providers, overriding the default order (TensorRT, CUDA, CPU: those installed).
+    spin_wait=False: ONNX Runtime's threads sleep between runs rather than spin (what a server wants).
     The chosen backend and why is logged, and kept in `predictor.selection`.
     """
     path = pathlib.Path(path)
@@ -227,7 +228,8 @@ def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None =
         from .backend_ort import OrtPredictor as cls
     else:
         from .backend_trt import TensorRTPredictor as cls
-    predictor = cls(file, device=device, threads=threads, providers=providers)
+    options = {"spin_wait": spin_wait} if backend == "onnxruntime" else {}
+    predictor = cls(file, device=device, threads=threads, providers=providers, **options)
     if path.is_dir():
         predictor.name = path.resolve().name
     predictor.selection = selection

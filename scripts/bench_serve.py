@@ -427,18 +427,26 @@ def main():
         lenet = export("lenet", tmp)
         digits = mnist_pngs(256)
 
-        # 1. LeNet: 32 clients against the in-process batched throughput
+        # 1. LeNet: 32 clients against the in-process batched throughput, with the defaults (one process,
+        #    5 ms batching delay) and with two worker processes (a shorter delay: 16 clients per process
+        #    never fill a batch of 32, so each batch would wait out the whole delay)
         base = in_process(lenet, digits, 32, min(seconds, 10))
-        server, url = zoo_serve(lenet)
-        try:
-            served = load(url, "/predict", digits, "image/png", 32, seconds)
-        finally:
-            code = server.stop()
-        served["exit_code_after_sigterm"] = code
-        ratio = served["rps"] / base["decode_and_predict_images_per_s"]
-        result["lenet_32_clients"] = {"server": served, "in_process": base, "ratio": ratio, "goal": 0.5}
-        print(f"lenet: {served['rps']:.0f} req/s (p99 {served['p99_ms']:.1f} ms) vs in-process "
-              f"{base['decode_and_predict_images_per_s']:.0f} img/s: {ratio:.2f}x", flush=True)
+        configs = {"defaults": [], "workers_2": ["--workers", 2, "--max-delay-ms", 1]}
+        served = {}
+        for label, options in configs.items():
+            server, url = zoo_serve(lenet, *options)
+            try:
+                served[label] = load(url, "/predict", digits, "image/png", 32, seconds)
+            finally:
+                code = server.stop()
+            served[label].update(options=" ".join(map(str, options)) or "(defaults)", exit_code_after_sigterm=code,
+                                 ratio=served[label]["rps"] / base["decode_and_predict_images_per_s"])
+            print(f"lenet {label}: {served[label]['rps']:.0f} req/s (p99 {served[label]['p99_ms']:.1f} ms) vs "
+                  f"in-process {base['decode_and_predict_images_per_s']:.0f} img/s: {served[label]['ratio']:.2f}x",
+                  flush=True)
+        best = max(served.values(), key=lambda r: r["rps"])
+        result["lenet_32_clients"] = {"server": best, "configurations": served, "in_process": base,
+                                      "ratio": best["ratio"], "goal": 0.5}
 
         # 4. LitServe, same model and batching, multipart uploads to both
         bodies = [multipart(d) for d in digits]
@@ -512,10 +520,11 @@ def markdown(r: dict) -> str:
         f"start and {m['load_average_end']:.1f} at the end (the server and the load generator share the 2 cores). Random weights; servers at "
         "--log-level warning, default --max-delay-ms 5.", "",
         "| measurement | zoo serve | baseline | ratio | goal |", "| --- | --- | --- | --- | --- |",
-        f"| LeNet ONNX, 32 clients, PNG to /predict | {le['server']['rps']:.0f} req/s, p50 "
-        f"{le['server']['p50_ms']:.1f} ms, p99 {le['server']['p99_ms']:.1f} ms | in-process decode + predict, "
-        f"batches of 32: {le['in_process']['decode_and_predict_images_per_s']:.0f} img/s (model alone "
-        f"{le['in_process']['predict_only_images_per_s']:.0f} img/s) | {le['ratio']:.2f}x | >= 0.5x |",
+        *(f"| LeNet ONNX, 32 clients, PNG to /predict, `zoo serve {c['options']}` | {c['rps']:.0f} req/s, p50 "
+          f"{c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms | in-process decode + predict, batches of 32: "
+          f"{le['in_process']['decode_and_predict_images_per_s']:.0f} img/s (model alone "
+          f"{le['in_process']['predict_only_images_per_s']:.0f} img/s) | {c['ratio']:.2f}x | >= 0.5x |"
+          for c in le["configurations"].values()),
         f"| resnet18 ONNX, 16 clients, photos to /predict | dynamic batching: "
         f"{rn['dynamic_batching']['rps']:.1f} req/s, p99 {rn['dynamic_batching']['p99_ms']:.0f} ms | "
         f"--max-batch-size 1: {rn['max_batch_size_1']['rps']:.1f} req/s, p99 "

@@ -26,9 +26,11 @@ import contextlib
 import functools
 import hmac
 import importlib.resources
+import json
 import logging
 import os
 import time
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -38,7 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from zoo.data.preprocess import DEFAULT_MAX_PIXELS, ImageError, preprocess
+from zoo.data.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image, preprocess
 
 from . import protocol
 from .batcher import Batcher, BatcherBusy, BatcherClosed
@@ -50,6 +52,7 @@ HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
 SERVER_NAME = "cnnzoo"
 EXTENSIONS = ["binary_tensor_data"]  # the KServe v2 / Triton extensions this server speaks
 ERROR_RESPONSES = {status: {"model": protocol.ErrorResponse} for status in (400, 401, 404, 413, 415, 503)}
+INLINE_PIXELS = 128 * 128  # images up to this size decode on the event loop: quicker than a thread hop
 IMAGE_HELP = "send an image as multipart/form-data (field 'file') or as the request body with an image/* content type"
 
 
@@ -80,12 +83,25 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is over the limit of {limit:,} bytes (--max-body-mb)")
 
 
-class _Edge:
-    """Pure ASGI middleware: drain, auth, body size, metrics and the request log."""
+class ZooApp(FastAPI):
+    """A FastAPI app with `_Edge` in front of all of it (FastAPI's own middleware included)."""
 
-    def __init__(self, app, *, state: ServeState, routes: list, api_key: str | None, max_body: int):
+    edge: "_Edge"
+
+    async def __call__(self, scope, receive, send):
+        await self.edge(scope, receive, send)
+
+
+class _Edge:
+    """Pure ASGI middleware in front of the app: drain, auth, body size, metrics and the request log,
+    and the hot path (POST /predict with an image body) answered right here."""
+
+    def __init__(self, app, *, state: ServeState, routes: list, api_key: str | None, max_body: int,
+                 predict_image):
         self.app = app
         self.routes = routes  # the app's routes: to label requests refused here by their route too
+        self.predict_route = next(r for r in routes if getattr(r, "path", None) == "/predict")
+        self.predict_image = predict_image  # POST /predict with an image body, answered here (see create_app)
         self.state = state
         self.max_body = max_body
         self.auth = f"Bearer {api_key}".encode() if api_key else None
@@ -95,25 +111,34 @@ class _Edge:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = 500  # what an exception that escapes the app becomes
+        answered = False
 
         async def send_status(message):
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            headers = dict(scope["headers"])
+            refusal = self._refusal(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, send_status)
+            elif (scope["path"] == "/predict" and scope["method"] == "POST"
+                  and headers.get(b"content-type", b"").lstrip().lower().startswith(b"image/")):
+                scope["route"] = self.predict_route
+                await self.predict_image(scope, self._limited(receive), send_status)
             else:
                 await self.app(scope, self._limited(receive), send_status)
+            if not answered:
+                status = 499  # the client went away before its answer (nginx's code for it)
         finally:
             seconds = time.perf_counter() - started
             self.state.metrics.request(scope["method"], self._route(scope), status, seconds)
-            client = scope.get("client")
-            log.info("%s %s %s %d %.1f ms", f"{client[0]}:{client[1]}" if client else "-", scope["method"],
-                     scope["path"], status, seconds * 1000)
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                log.info("%s %s %s %d %.1f ms", f"{client[0]}:{client[1]}" if client else "-", scope["method"],
+                         scope["path"], status, seconds * 1000)
 
     def _route(self, scope) -> str:
         """The route's path template (bounded label values, whatever paths clients send)."""
@@ -122,13 +147,12 @@ class _Edge:
             route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
         return getattr(route, "path", "unmatched")
 
-    def _refusal(self, scope) -> JSONResponse | None:
+    def _refusal(self, scope, headers: dict) -> JSONResponse | None:
         path = scope["path"]
         if path in HEALTH_PATHS:
             return None
         if self.state.draining:
             return error(503, "the server is shutting down", {"Connection": "close"})
-        headers = dict(scope["headers"])
         if self.auth is not None and not hmac.compare_digest(headers.get(b"authorization", b""), self.auth):
             return error(401, "missing or wrong API key: send the header `Authorization: Bearer KEY`",
                          {"WWW-Authenticate": "Bearer"})
@@ -162,15 +186,61 @@ def _page() -> str:
     return importlib.resources.files("serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def top_predictions(logits: np.ndarray, class_names: list[str], k: int) -> list[list[dict]]:
-    z = logits.astype(np.float64)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
+def _top(logits: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Softmax over each row (float64), and the indices of its k largest, highest first (ties: lower index)."""
+    p = logits.astype(np.float64)
+    p -= p.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
     p /= p.sum(axis=1, keepdims=True)
-    out = []
-    for row in p:
-        top = np.argsort(-row, kind="stable")[:k]
-        out.append([{"label": class_names[i], "index": int(i), "score": float(row[i])} for i in top])
-    return out
+    return np.argsort(-p, axis=1, kind="stable")[:, :k].tolist(), p.tolist()
+
+
+def top_predictions(logits: np.ndarray, class_names: list[str], k: int) -> list[list[dict]]:
+    """[N, classes] logits -> per row the k most likely {"label", "index", "score"} (softmax), best first."""
+    top, p = _top(logits, k)
+    return [[{"label": class_names[i], "index": i, "score": row[i]} for i in order] for order, row in zip(top, p)]
+
+
+class _Answers:
+    """The /predict answer as JSON bytes, written directly: the same text `_json` gives for
+    {"model": name, "predictions": top_predictions(...)} (a test holds the two equal), with the label
+    strings encoded once instead of per request; it is the hot path of the server."""
+
+    def __init__(self, name: str, class_names: list[str]):
+        self.head = b'{"model":' + _json(name) + b',"predictions":'
+        self.labels = [_json(c).decode() for c in class_names]
+
+    def encode(self, logits: np.ndarray, k: int) -> bytes:
+        if not np.isfinite(logits).all():  # a NaN score, which json.dumps(allow_nan=False) would refuse
+            raise ValueError("the model's output is not finite (NaN or infinity)")
+        top, p = _top(logits, k)
+        rows = ["[" + ",".join(f'{{"label":{self.labels[i]},"index":{i},"score":{row[i]!r}}}' for i in order) + "]"
+                for order, row in zip(top, p)]
+        body = rows[0] if len(rows) == 1 else "[" + ",".join(rows) + "]"
+        return self.head + body.encode() + b"}"
+
+
+def _json(payload) -> bytes:
+    """JSON bytes as Starlette's JSONResponse writes them."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _query_int(scope, key: str, *, default: int, low: int, high: int) -> int:
+    """An integer query parameter, checked as FastAPI's Query(ge=low, le=high) would (422 otherwise)."""
+    values = [v for k, v in urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+              if k == key] if scope["query_string"] else []
+    if not values:
+        return default
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise HTTPException(422, f"query.{key}: Input should be a valid integer, unable to parse string as an "
+                                 "integer") from None
+    if value < low:
+        raise HTTPException(422, f"query.{key}: Input should be greater than or equal to {low}")
+    if value > high:
+        raise HTTPException(422, f"query.{key}: Input should be less than or equal to {high}")
+    return value
 
 
 def _media_type(request: Request) -> str:
@@ -217,6 +287,7 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
     decode_threads = decode_threads or min(4, os.cpu_count() or 1)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="zoo-decode")
     page = _page()
+    answers = _Answers(name, card.class_names)
 
     async def off_loop(fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
@@ -247,12 +318,11 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
             await batcher.stop()
             pool.shutdown(wait=True)
 
-    app = FastAPI(title=f"cnnzoo: {name}", version="1", lifespan=lifespan,
+    app = ZooApp(title=f"cnnzoo: {name}", version="1", lifespan=lifespan,
                   description=f"{card.architecture} ({card.num_classes} classes, input "
                               f"{'x'.join(map(str, card.input_shape))}) on {predictor.backend}. "
                               "KServe v2 / Open Inference Protocol under /v2; images to /predict.")
     app.state.zoo = state
-    app.add_middleware(_Edge, state=state, routes=app.router.routes, api_key=api_key, max_body=max_body)
 
     # ---- errors: always JSON {"error": ...} ---------------------------------------------------------
     @app.exception_handler(HTTPException)
@@ -288,16 +358,63 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
         except BatcherClosed as e:
             raise HTTPException(503, str(e)) from None
 
+    async def decode(data: bytes) -> np.ndarray:
+        """One image -> the model's input. The header is read here; an image of at most INLINE_PIXELS
+        decodes on the spot (cheaper than a hop to a thread), a larger one on the decode pool."""
+        img = open_image(data, max_pixels=max_image_pixels, load=False)
+        if img.width * img.height <= INLINE_PIXELS:
+            return preprocess(img, card, max_pixels=max_image_pixels)
+        return await off_loop(preprocess, img, card, max_pixels=max_image_pixels)
+
     async def preprocess_all(images: list[bytes]) -> np.ndarray:
-        results = await asyncio.gather(
-            *(off_loop(preprocess, data, card, max_pixels=max_image_pixels) for data in images),
-            return_exceptions=True)
+        if len(images) == 1:
+            try:
+                return (await decode(images[0]))[None]
+            except ImageError as e:
+                raise HTTPException(400, str(e)) from None
+        results = await asyncio.gather(*(decode(data) for data in images), return_exceptions=True)
         for i, r in enumerate(results):
             if isinstance(r, ImageError):
-                raise HTTPException(400, f"image {i + 1} of {len(images)}: {r}" if len(images) > 1 else str(r))
+                raise HTTPException(400, f"image {i + 1} of {len(images)}: {r}")
             if isinstance(r, BaseException):
                 raise r
         return np.stack(results)
+
+    async def classify(images: list[bytes], top_k: int) -> bytes:
+        """The /predict answer (JSON) for encoded images."""
+        check_ready()
+        x = await preprocess_all(images)
+        logits = await infer(x)
+        return answers.encode(logits, min(top_k, card.num_classes))
+
+    async def predict_image(scope, receive, send):
+        """POST /predict with the image as the body, as plain ASGI: the hot path of the server, answered
+        without FastAPI's routing and validation (the same checks, errors and answer as the route below,
+        which serves multipart forms and documents both)."""
+        try:
+            top_k = _query_int(scope, "top_k", default=5, low=1, high=1000)
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            if not body:
+                raise HTTPException(400, "empty request body: " + IMAGE_HELP)
+            status, content, headers = 200, await classify([body], top_k), None
+        except HTTPException as e:
+            status, content, headers = e.status_code, _json({"error": str(e.detail)}), e.headers
+        except Exception as e:
+            log.error("POST /predict failed: %s: %s", type(e).__name__, e)
+            status, content, headers = 500, _json({"error": f"internal server error ({type(e).__name__}); "
+                                                            "the server log has the details"}), None
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
 
     async def read_images(request: Request) -> list[bytes]:
         media = _media_type(request)
@@ -312,11 +429,6 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
                         raise HTTPException(400, "the 'file' field must be a file upload, not text")
                     images.append(await part.read())
                 return images
-        if media.startswith("image/"):
-            body = await request.body()
-            if not body:
-                raise HTTPException(400, "empty request body: " + IMAGE_HELP)
-            return [body]
         if not media:
             raise HTTPException(415, "no Content-Type: " + IMAGE_HELP)
         raise HTTPException(415, f"Content-Type {media!r} is not taken: " + IMAGE_HELP)
@@ -329,12 +441,8 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
                   "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000, description="labels per image")):
         """Classify one image (or several `file` parts): the top-k labels with softmax scores."""
-        check_ready()
         images = await read_images(request)
-        x = await preprocess_all(images)
-        logits = await infer(x)
-        preds = top_predictions(logits, card.class_names, min(top_k, card.num_classes))
-        return JSONResponse({"model": name, "predictions": preds[0] if len(preds) == 1 else preds})
+        return Response(await classify(images, top_k), media_type="application/json")
 
     def check_model(model: str):
         if model != name:
@@ -435,4 +543,6 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
         return schema
 
     app.openapi = openapi
+    app.edge = _Edge(functools.partial(FastAPI.__call__, app), state=state, routes=app.router.routes,
+                     api_key=api_key, max_body=max_body, predict_image=predict_image)
     return app

@@ -5,17 +5,20 @@
     logits = await batcher.submit(x)        # x: float32 [n, C, H, W] -> [n, num_classes], its own rows
     await batcher.stop()                    # refuses new work, finishes what is queued
 
-One collector task on the event loop takes requests from an asyncio queue: the first one opens a batch,
-which then takes whatever else arrives until it holds `max_batch_size` rows or `max_delay_ms` have
-passed. The batch runs on ONE inference worker thread (a single-thread executor), so the event loop
-never waits on the model and the model never runs twice at once. Each caller gets back its own rows.
-A request with more rows than `max_batch_size` runs as a batch of its own. If a batch fails, its
+Requests wait in a queue. A batch closes when it holds `max_batch_size` rows or when its oldest request
+has waited `max_delay_ms` (Triton's max queue delay), whichever comes first; while the model runs a
+batch, the next one fills, so under load batches run back to back. One collector task on the event loop
+forms the batches; it sleeps on one timer per batch, not per request, so a request costs a list append
+and a future. The batch runs on ONE inference worker thread (a single-thread executor), so the event
+loop never waits on the model and the model never runs twice at once. Each caller gets back its own
+rows. A request with more rows than `max_batch_size` runs as a batch of its own. If a batch fails, its
 requests are run one by one, so one bad request fails alone; the worker carries on either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
@@ -39,10 +42,7 @@ class BatcherBusy(RuntimeError):
 class _Item:
     x: np.ndarray
     future: asyncio.Future
-    queued_at: float
-
-
-_STOP = object()
+    queued_at: float  # loop.time() when it was submitted
 
 
 class Batcher:
@@ -60,17 +60,19 @@ class Batcher:
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.on_batch = on_batch
-        self.depth = 0  # rows waiting for the model (queued, or in a batch that is still filling)
-        self._queue: asyncio.Queue | None = None
+        self.depth = 0  # rows waiting for the model (queued, not yet in a running batch)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Future | None = None  # what the collector sleeps on, when it sleeps
         self._task: asyncio.Task | None = None
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = True
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-infer")
         self._closed = False
-        self._task = asyncio.get_running_loop().create_task(self._collect(), name="zoo-batcher")
+        self._task = self._loop.create_task(self._collect(), name="zoo-batcher")
 
     async def run_in_worker(self, fn: Callable, *args):
         """Run `fn(*args)` on the inference worker thread (for warm-up: the same thread the model runs on)."""
@@ -80,14 +82,16 @@ class Batcher:
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """The model's output for `x` (float32 [n, ...], n >= 1), run in a batch with others."""
-        if self._closed or self._queue is None:
+        if self._closed:
             raise BatcherClosed("the server is shutting down")
-        if self._queue.qsize() >= self.max_queue:
-            raise BatcherBusy(f"{self._queue.qsize()} requests are already waiting; try again shortly")
-        loop = asyncio.get_running_loop()
-        item = _Item(x, loop.create_future(), time.perf_counter())
-        self._queue.put_nowait(item)
+        if len(self._queue) >= self.max_queue:
+            raise BatcherBusy(f"{len(self._queue)} requests are already waiting; try again shortly")
+        loop = self._loop
+        item = _Item(x, loop.create_future(), loop.time())
+        self._queue.append(item)
         self.depth += len(x)
+        if len(self._queue) == 1 or self.depth >= self.max_batch_size:  # a batch opens, or is full
+            self._wake()
         return await item.future
 
     async def stop(self) -> None:
@@ -95,43 +99,53 @@ class Batcher:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(_STOP)
+        self._wake()
         await self._task
         self._worker.shutdown(wait=True)
 
-    async def _next(self, timeout: float | None):
-        """The next queued item, waiting at most `timeout` seconds (None: forever); None on timeout."""
+    def _wake(self, *_) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _sleep(self, until: float | None) -> None:
+        """Sleep until `_wake()` is called or the loop's clock reaches `until` (None: no time limit)."""
+        self._wakeup = self._loop.create_future()
+        timer = self._loop.call_at(until, self._wake) if until is not None else None
         try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            if timeout is not None and timeout <= 0:
-                return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self) -> list[_Item]:
+        """The next batch off the queue: at least one request, at most max_batch_size rows otherwise."""
+        batch, rows = [], 0
+        while self._queue:
+            n = len(self._queue[0].x)
+            if batch and rows + n > self.max_batch_size:
+                break
+            item = self._queue.popleft()
+            self.depth -= n
+            rows += n
+            if not item.future.done():  # a caller that went away is dropped here
+                batch.append(item)
+        return batch
 
     async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
-        carry = None
+        loop = self._loop
         while True:
-            first = carry if carry is not None else await self._next(None)
-            carry = None
-            if first is _STOP:
-                return
-            batch, rows = [first], len(first.x)
-            deadline = loop.time() + self.max_delay
-            while rows < self.max_batch_size:
-                item = await self._next(deadline - loop.time())
-                if item is None:
-                    break
-                if item is _STOP or rows + len(item.x) > self.max_batch_size:
-                    carry = item  # opens the next batch (or ends the loop after this batch)
-                    break
-                batch.append(item)
-                rows += len(item.x)
-            self.depth -= rows
-            batch = [it for it in batch if not it.future.done()]  # callers that went away
+            if not self._queue:
+                if self._closed:
+                    return
+                await self._sleep(None)
+                continue
+            # the batch is ready when it is full or its oldest request has waited max_delay (or on stop)
+            deadline = self._queue[0].queued_at + self.max_delay
+            if self.depth < self.max_batch_size and not self._closed and loop.time() < deadline:
+                await self._sleep(deadline)
+                continue  # look again: full, due, or stopping
+            batch = self._take()
             if not batch:
                 continue
             started = time.perf_counter()

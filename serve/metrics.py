@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})  # any other: "other"
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -28,14 +29,25 @@ class Metrics:
         self.batch_seconds = Histogram("zoo_batch_duration_seconds", "Model time per batch",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("zoo_queue_depth", "Rows waiting for the model", registry=r)
+        self._series: dict[tuple, tuple] = {}  # (method, route, status) -> its labelled metrics
         self.warmup_seconds = Gauge("zoo_warmup_seconds", "Time the start-up warm-up took (0 until done)",
                                     registry=r)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        if method not in METHODS:
+            method = "other"
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:  # label values are bounded (methods, route templates, statuses): cache them
+            series = self._series[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.errors.labels(route, str(status)) if status >= 400 else None,
+                self.latency.labels(route))
+        requests, errors, latency = series
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def batch(self, rows: int, seconds: float) -> None:
         self.batch_size.observe(rows)

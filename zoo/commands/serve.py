@@ -23,8 +23,12 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
               help="Larger images are refused as decompression bombs (400).")
 @click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(1),
               help="Requests that may wait for the model; more are answered 503.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server processes, each with its own copy of the model and its own batcher, sharing "
+                   "the port: more requests per second where one process keeps a core busy.")
 @click.option("--threads", default=None, type=click.IntRange(1),
-              help="Threads the model uses (ONNX Runtime / torch intra-op) [default: the library's].")
+              help="Threads the model uses (ONNX Runtime / torch intra-op) [default: the library's; "
+                   "with --workers N, CPUs / N each].")
 @click.option("--api-key", envvar="ZOO_API_KEY", default=None, show_envvar=True,
               help="Require `Authorization: Bearer KEY` on everything but the health endpoints.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
@@ -32,30 +36,37 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 @click.option("--timeout-graceful-shutdown", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to let requests in flight finish.")
 def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_body_mb, max_image_pixels,
-          max_queue, threads, api_key, log_level, timeout_graceful_shutdown):
+          max_queue, workers, threads, api_key, log_level, timeout_graceful_shutdown):
     """Serve MODEL (a run directory, .onnx or .engine file) over HTTP: /predict, KServe v2, a page at /.
 
     Requests that arrive within --max-delay-ms run as one batch. SIGTERM (or Ctrl+C) drains: requests
-    in flight finish, new ones are refused, then the server exits 0.
+    in flight finish, new ones are refused, then the server exits 0. With --workers N, N processes
+    share the port (each its own model and batcher; /metrics and readiness are per process).
     """
+    import json
     import logging
+    import os
     import signal
     import socket
 
     import uvicorn
 
     import infer
-    from serve.app import create_app
+    from serve import worker
     from zoo.cli import UserError
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        predictor = infer.load(model, backend=backend, threads=threads)
+    logging.basicConfig(level=log_level.upper(), format=worker.LOG_FORMAT)
+    if threads is None and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    settings = {"model": str(model), "backend": backend, "threads": threads, "log_level": log_level,
+                "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_body_mb": max_body_mb,
+                "max_image_pixels": max_image_pixels, "api_key": api_key, "model_name": name,
+                "max_queue": max_queue}
+    try:  # loaded here with one process; with several, loaded once here to fail early, then in each worker
+        predictor = worker.load_predictor(settings)
     except (infer.ModelFileError, infer.BackendUnavailable, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    limits = {"max_image_pixels": max_image_pixels} if max_image_pixels else {}
-    app = create_app(predictor, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                     max_body_mb=max_body_mb, api_key=api_key, model_name=name, max_queue=max_queue, **limits)
+    shown, backend_name = name or predictor.name, predictor.backend
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -68,8 +79,26 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
     sock.listen(2048)
     bound = sock.getsockname()[1]
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=timeout_graceful_shutdown, server_header=False)
+    options = dict(log_level=log_level, access_log=False, lifespan="on", server_header=False,
+                   timeout_graceful_shutdown=timeout_graceful_shutdown)
+    url_host = f"[{host}]" if family == socket.AF_INET6 else host
+    click.echo(f"Serving {shown} ({backend_name}) on http://{url_host}:{bound} "
+               f"(page at /, API docs at /docs){f', {workers} worker processes' if workers > 1 else ''}",
+               err=True)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        click.echo("Warning: listening beyond this machine without --api-key", err=True)
+
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        del predictor  # each worker loads its own
+        os.environ[worker.SETTINGS_ENV] = json.dumps(settings)
+        config = uvicorn.Config("serve.worker:app_from_environment", factory=True, workers=workers, **options)
+        Multiprocess(config, sockets=[sock]).run()  # SIGTERM / SIGINT: each worker drains, then exit 0
+        return
+
+    app = worker.build(settings, predictor)
+    config = uvicorn.Config(app, **options)
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: refuse new requests from now on
@@ -79,9 +108,4 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler makes that a clean exit 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    click.echo(f"Serving {name or predictor.name} ({predictor.backend}) on http://{url_host}:{bound} "
-               f"(page at /, API docs at /docs)", err=True)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        click.echo("Warning: listening beyond this machine without --api-key", err=True)
     DrainingServer(config).run(sockets=[sock])

@@ -32,34 +32,42 @@ class ImageError(ValueError):
 
 
 def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
+               draft: tuple[str, tuple[int, int]] | None = None, load: bool = True) -> Image.Image:
     """Decode `source` fully, refusing non-images, truncated files and decompression bombs.
 
     `draft=(mode, (w, h))` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding, to no
     less than (w, h): a 12-megapixel photo for a 224x224 model decodes eight times faster.
+    `load=False` reads only the header (format, size; the pixel limit is checked): the image decodes
+    when it is passed back here, or to `prepare` / `preprocess`, with the same checks. The server uses
+    it to decode small images on the spot and large ones on a thread.
     """
-    if isinstance(source, Image.Image):
-        return source
     name = source if isinstance(source, (str, os.PathLike)) else "image"
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError("empty image data")
-        source = io.BytesIO(source)
-    try:
-        img = Image.open(source)
-        w, h = img.size
-        if max_pixels and w * h > max_pixels:
-            raise ImageError(f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
-                             f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels")
-        if draft and img.format == "JPEG":
-            img.draft(*draft)
-        img.load()  # decode now, so truncated files fail here and not later
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a readable image (no known image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: not a readable image ({e})") from None
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ImageError("empty image data")
+            source = io.BytesIO(source)
+        try:
+            img = Image.open(source)
+            w, h = img.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
+                                 f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels")
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a readable image (no known image format)") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(f"{name}: not a readable image ({e})") from None
+    if load and isinstance(img, ImageFile.ImageFile) and img.tile:  # opened, not decoded yet
+        try:
+            if draft and img.format == "JPEG":
+                img.draft(*draft)
+            img.load()  # decode now, so truncated files fail here and not later
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(f"{name}: not a readable image ({e})") from None
     return img
 
 
