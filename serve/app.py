@@ -220,6 +220,17 @@ class _Answers:
         return self.head + body.encode() + b"}"
 
 
+async def decode(data: bytes, card, max_pixels: int | None, pool: concurrent.futures.Executor) -> np.ndarray:
+    """One encoded image -> the model's input, as zoo.data.preprocess.preprocess gives it. The header is
+    read here; an image of at most INLINE_PIXELS decodes on the spot (cheaper than a hop to a thread),
+    a larger one on `pool`, so the event loop never waits on a big decode."""
+    img = open_image(data, max_pixels=max_pixels, load=False)
+    if img.width * img.height <= INLINE_PIXELS:
+        return preprocess(img, card, max_pixels=max_pixels)
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, functools.partial(preprocess, img, card, max_pixels=max_pixels))
+
+
 def _json(payload) -> bytes:
     """JSON bytes as Starlette's JSONResponse writes them."""
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
@@ -358,21 +369,13 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
         except BatcherClosed as e:
             raise HTTPException(503, str(e)) from None
 
-    async def decode(data: bytes) -> np.ndarray:
-        """One image -> the model's input. The header is read here; an image of at most INLINE_PIXELS
-        decodes on the spot (cheaper than a hop to a thread), a larger one on the decode pool."""
-        img = open_image(data, max_pixels=max_image_pixels, load=False)
-        if img.width * img.height <= INLINE_PIXELS:
-            return preprocess(img, card, max_pixels=max_image_pixels)
-        return await off_loop(preprocess, img, card, max_pixels=max_image_pixels)
-
     async def preprocess_all(images: list[bytes]) -> np.ndarray:
         if len(images) == 1:
             try:
-                return (await decode(images[0]))[None]
+                return (await decode(images[0], card, max_image_pixels, pool))[None]
             except ImageError as e:
                 raise HTTPException(400, str(e)) from None
-        results = await asyncio.gather(*(decode(data) for data in images), return_exceptions=True)
+        results = await asyncio.gather(*(decode(data, card, max_image_pixels, pool) for data in images), return_exceptions=True)
         for i, r in enumerate(results):
             if isinstance(r, ImageError):
                 raise HTTPException(400, f"image {i + 1} of {len(images)}: {r}")
@@ -510,9 +513,11 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
     # ---- the rest ------------------------------------------------------------------------------------
     @app.get("/health", tags=["operation"])
     async def health():
-        """200 once the model is loaded and warmed up; 503 while warming up or shutting down."""
+        """200 once the model is loaded and warmed up; 503 while warming up or shutting down. `pid`: the
+        process that answered (with --workers N, each has its own model and batcher)."""
         status = "draining" if state.draining else "ready" if state.ready else "warming up"
-        return JSONResponse({"status": status, "model": name}, status_code=200 if status == "ready" else 503)
+        return JSONResponse({"status": status, "model": name, "pid": os.getpid()},
+                            status_code=200 if status == "ready" else 503)
 
     @app.get("/models", response_model=protocol.ModelsResponse, tags=["operation"])
     async def models():

@@ -45,3 +45,92 @@ def app_from_environment():
     logging.basicConfig(level=settings.get("log_level", "info").upper(),
                         format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]"))
     return build(settings)
+
+
+def listening_sockets(host: str, port: int, count: int, family) -> list:
+    """`count` sockets listening on host:port (0: any free port). Several are bound with SO_REUSEPORT,
+    one per worker, so that the kernel spreads new connections evenly over the workers; with one socket
+    shared by all, the first worker to wake accepts a whole burst of connections while the others idle.
+    The port is first bound without SO_REUSEPORT, so a port already in use is still an error (and never
+    silently shared with another server). OSError when the port is taken."""
+    import socket
+
+    def bound(reuse_port: bool) -> socket.socket:
+        s = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        sockets = [bound(False)]
+    else:
+        with bound(False) as probe:  # the port is free (or pick one), then the group takes it
+            port = probe.getsockname()[1]
+        sockets = []
+        try:
+            for _ in range(count):
+                sockets.append(bound(True))
+        except OSError:
+            for s in sockets:
+                s.close()
+            raise
+    for s in sockets:
+        s.listen(2048)
+    return sockets
+
+
+def supervise(config, sockets: list) -> None:
+    """Run a worker process per socket under uvicorn's supervisor (restarts, SIGTERM, SIGHUP), each worker
+    given only its own socket; one socket (no SO_REUSEPORT here): all `config.workers` share it."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+    log = logging.getLogger("uvicorn.error")
+
+    class OneSocketEach(Multiprocess):
+        def start(self, i: int) -> Process:
+            process = Process(self.config, [self.sockets[i]])
+            process.start()
+            return process
+
+        def init_processes(self) -> None:
+            self.processes = [self.start(i % len(self.sockets)) for i in range(self.processes_num)]
+
+        def keep_subprocess_alive(self) -> None:
+            for i, process in enumerate(self.processes):
+                if self.should_exit.is_set():
+                    return
+                if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                    continue
+                process.kill()
+                process.join()
+                if process.exitcode == STARTUP_FAILURE:  # it would fail the same way again
+                    log.error("worker process [%s] failed to start; stopping", process.pid)
+                    self.should_exit.set()
+                    return
+                log.info("worker process [%s] died; starting another", process.pid)
+                self.processes[i] = self.start(i % len(self.sockets))
+
+        def restart_all(self) -> None:  # SIGHUP: replace each worker once its replacement is ready
+            for i, old in enumerate(self.processes):
+                new = self.start(i % len(self.sockets))
+                if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                    new.kill()
+                    new.join()
+                    return
+                old.terminate()
+                old.join()
+                self.processes[i] = new
+
+        def handle_ttin(self) -> None:  # the sockets were made for --workers processes
+            log.info("SIGTTIN ignored: the number of workers is fixed by --workers")
+
+        handle_ttou = handle_ttin
+
+    OneSocketEach(config, sockets=sockets).run()

@@ -30,7 +30,18 @@ def via_training_evaluation(path, card):
     return standardize(to_unit(x[None]), card)[0].numpy()
 
 
-WAYS = {"classify": via_classify, "training_evaluation": via_training_evaluation}
+def via_server(path, card):
+    """The server's decoding of a request body: small images on the event loop, large ones on its pool."""
+    import asyncio
+    import concurrent.futures
+
+    from serve.app import decode
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return asyncio.run(decode(path.read_bytes(), card, 64_000_000, pool))
+
+
+WAYS = {"classify": via_classify, "training_evaluation": via_training_evaluation, "server": via_server}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,8 @@ def images(tmp_path_factory, shared):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (31, 45), dtype=np.uint8), "L").save(d / "gray.png")
     Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
-    return [*photos, *palette, d / "gray.png", d / "rgba.png"]
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(d / "digit.png")
+    return [*photos, *palette, d / "gray.png", d / "rgba.png", d / "digit.png"]
 
 
 CARDS = [ModelCard("resnet18", 2, 3, [64, 80], ["ants", "bees"], [0.485, 0.456, 0.406],
@@ -59,3 +71,15 @@ def test_every_way_gives_the_reference_tensor(way, card, images):
         got = WAYS[way](path, card)
         assert got.dtype == np.float32 and got.shape == tuple(card.input_shape)
         assert np.array_equal(got, reference), f"{way} differs from preprocess on {path.name}"
+
+
+def test_an_image_opened_header_only_is_checked_when_it_decodes(images):
+    from zoo.data.preprocess import ImageError, open_image
+
+    data = images[0].read_bytes()  # a JPEG photo
+    lazy = open_image(data[: len(data) // 2], load=False)  # the header is whole: opening works
+    with pytest.raises(ImageError, match="not a readable image"):
+        preprocess(lazy, CARDS[0])  # the decode finds the truncation, and says so as an ImageError
+    with pytest.raises(ImageError, match="over the limit"):
+        open_image(data, max_pixels=100, load=False)  # the pixel limit is checked on the header
+    assert np.array_equal(preprocess(open_image(data, load=False), CARDS[0]), preprocess(data, CARDS[0]))

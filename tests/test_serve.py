@@ -5,6 +5,7 @@ health, models, metrics, docs, the page, the API key."""
 import asyncio
 import base64
 import io
+import os
 import re
 
 import httpx
@@ -155,7 +156,7 @@ def test_v2_bytes_as_base64_json_and_nested_fp32(server, predictor, served_lenet
 
 
 def test_health_models_metrics_docs_page(server, predictor):
-    assert httpx.get(f"{server}/health").json() == {"status": "ready", "model": predictor.name}
+    assert httpx.get(f"{server}/health").json() == {"status": "ready", "model": predictor.name, "pid": os.getpid()}
     assert httpx.get(f"{server}/v2/health/live").status_code == 200
     models = httpx.get(f"{server}/models").json()["models"]
     assert models[0]["name"] == predictor.name and models[0]["backend"] == "onnxruntime"
@@ -188,3 +189,32 @@ def test_api_key_guards_everything_but_health(predictor, served_lenet):
         assert httpx.post(**post, headers={"Content-Type": "image/png",
                                            "Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.post(**post, headers={"Content-Type": "image/png", **key}).status_code == 200
+
+
+def test_the_answer_writer_gives_the_same_json_as_json_dumps():
+    from serve.app import _Answers, _json, top_predictions
+
+    names = ["zero", 'say "one"', "två", "three\\", "4", "5", "6", "7", "8", "9"]
+    answers = _Answers("lenet5-ü", names)
+    rng = np.random.default_rng(0)
+    for rows in (1, 3):
+        for k in (1, 5, 10):
+            logits = (rng.standard_normal((rows, 10)) * 10).astype(np.float32)
+            preds = top_predictions(logits, names, k)
+            want = _json({"model": "lenet5-ü", "predictions": preds[0] if rows == 1 else preds})
+            assert answers.encode(logits, k) == want
+    with pytest.raises(ValueError, match="not finite"):
+        answers.encode(np.full((1, 10), np.nan, np.float32), 5)
+
+
+def test_metrics_label_unknown_methods_as_other():
+    from serve.metrics import Metrics
+
+    m = Metrics("m", "onnxruntime", "cpu")
+    m.request("BREW", "unmatched", 405, 0.001)
+    m.request("POST", "/predict", 200, 0.001)
+    m.request("POST", "/predict", 200, 0.002)
+    text = m.render().decode()
+    assert 'zoo_requests_total{method="other",route="unmatched",status="405"} 1.0' in text
+    assert 'zoo_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
+    assert "BREW" not in text

@@ -100,3 +100,47 @@ def test_a_full_queue_refuses_new_work(predictor):
     results = asyncio.run(main())
     assert isinstance(results[2], BatcherBusy)
     assert all(isinstance(r, np.ndarray) for r in results[:2])
+
+
+def test_a_full_batch_runs_without_waiting_out_the_delay_and_a_lone_request_waits(predictor):
+    xs = inputs([1, 1, 1, 1, 1], seed=4)
+
+    async def main():
+        batches = []
+        b = Batcher(predictor.predict, max_batch_size=4, max_delay_ms=600_000, on_batch=lambda n, s: batches.append(n))
+        await b.start()
+        try:
+            # four rows fill the batch: it runs now (the 10-minute delay would fail the wait_for)
+            full = await asyncio.wait_for(asyncio.gather(*(b.submit(x) for x in xs[:4])), timeout=60)
+            # one row alone waits for company until the delay has passed
+            lone = asyncio.ensure_future(b.submit(xs[4]))
+            await asyncio.sleep(0.2)
+            waiting = not lone.done() and b.depth == 1
+        finally:
+            await b.stop()  # stop() runs what is queued without waiting out the delay
+        return full, await lone, waiting, batches
+
+    full, lone, waiting, batches = asyncio.run(main())
+    assert waiting and batches == [4, 1]
+    for x, y in zip(xs, [*full, lone]):
+        assert np.allclose(y, predictor.predict(x), atol=1e-5)
+
+
+def test_requests_that_arrive_within_the_delay_share_a_batch(predictor):
+    xs = inputs([1] * 3, seed=5)
+
+    async def main():
+        batches = []
+        b = Batcher(predictor.predict, max_batch_size=32, max_delay_ms=2000, on_batch=lambda n, s: batches.append(n))
+        await b.start()
+        try:
+            first = asyncio.ensure_future(b.submit(xs[0]))
+            await asyncio.sleep(0.1)
+            later = [asyncio.ensure_future(b.submit(x)) for x in xs[1:]]
+            await asyncio.wait_for(first, timeout=60)
+            return batches, [await f for f in later]
+        finally:
+            await b.stop()
+
+    batches, _ = asyncio.run(main())
+    assert batches == [3]  # the two later requests rode along in the first one's batch

@@ -98,3 +98,62 @@ def test_user_errors_are_one_line(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert out.strip().count("\n") == 0 and "nothing-here.onnx" in out and "Traceback" not in out
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lenet):
+    import infer
+
+    predictor = infer.load(served_lenet.onnx)
+    digits = [d for d, _ in served_lenet.digits[:24]]
+    proc = zoo_serve(served_lenet.onnx, "--port", 0, "--workers", 2, "--max-delay-ms", 20)
+    out = Output(proc)
+    try:
+        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
+        assert "2 worker processes" in "".join(out.lines)
+        # each worker process loads and warms up its own model: ask on fresh connections (which land on
+        # either worker) until both have said they are ready
+        deadline, ready = time.monotonic() + 120, set()
+        while len(ready) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+            try:
+                r = httpx.get(f"{url}/health", headers={"Connection": "close"})
+            except httpx.TransportError:
+                continue
+            if r.status_code == 200:
+                ready.add(r.json()["pid"])
+            time.sleep(0.02)
+        workers = sorted(ready)
+        assert set(workers) <= set(children(proc.pid))  # (multiprocessing may add a helper process too)
+
+        answers = [None] * len(digits)
+
+        def post(i):
+            answers[i] = httpx.post(f"{url}/predict?top_k=10", content=digits[i],
+                                    headers={"Content-Type": "image/png"}, timeout=60)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        for pid in workers:
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out.thread.join(10)
+    from zoo.data.preprocess import preprocess
+
+    for data, answer in zip(digits, answers):
+        assert answer.status_code == 200
+        want = predictor.predict(preprocess(data, predictor.card)[None])[0]
+        got = [p["index"] for p in answer.json()["predictions"]]
+        assert got[0] == int(want.argmax())
+    assert "Traceback" not in "".join(out.lines)

@@ -69,14 +69,11 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
     shown, backend_name = name or predictor.name, predictor.backend
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sockets = worker.listening_sockets(host, port, workers, family)
     except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
-    sock.listen(2048)
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
+    sock = sockets[0]
     bound = sock.getsockname()[1]
 
     options = dict(log_level=log_level, access_log=False, lifespan="on", server_header=False,
@@ -89,12 +86,10 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
         click.echo("Warning: listening beyond this machine without --api-key", err=True)
 
     if workers > 1:
-        from uvicorn.supervisors import Multiprocess
-
         del predictor  # each worker loads its own
         os.environ[worker.SETTINGS_ENV] = json.dumps(settings)
         config = uvicorn.Config("serve.worker:app_from_environment", factory=True, workers=workers, **options)
-        Multiprocess(config, sockets=[sock]).run()  # SIGTERM / SIGINT: each worker drains, then exit 0
+        worker.supervise(config, sockets)  # SIGTERM / SIGINT: each worker drains, then exit 0
         return
 
     app = worker.build(settings, predictor)
