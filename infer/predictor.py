@@ -182,7 +182,8 @@ _HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt`",
 
 
 def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None = None,
-         threads: int | None = None, providers: list | None = None, spin_wait: bool = True) -> Predictor:
+         threads: int | None = None, providers: list | None = None,
+         spin_wait: bool = True) -> Predictor:
     """A Predictor for a run directory, .safetensors, .onnx or .engine file.
 
     backend: "auto" (the fastest that is present, usable here and not older than the run's weights:

@@ -375,7 +375,8 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
                 return (await decode(images[0], card, max_image_pixels, pool))[None]
             except ImageError as e:
                 raise HTTPException(400, str(e)) from None
-        results = await asyncio.gather(*(decode(data, card, max_image_pixels, pool) for data in images), return_exceptions=True)
+        results = await asyncio.gather(*(decode(data, card, max_image_pixels, pool) for data in images),
+                                       return_exceptions=True)
         for i, r in enumerate(results):
             if isinstance(r, ImageError):
                 raise HTTPException(400, f"image {i + 1} of {len(images)}: {r}")

@@ -127,9 +127,10 @@ class Batcher:
                 break
             item = self._queue.popleft()
             self.depth -= n
+            if item.future.done():  # a caller that went away is dropped here
+                continue
+            batch.append(item)
             rows += n
-            if not item.future.done():  # a caller that went away is dropped here
-                batch.append(item)
         return batch
 
     async def _collect(self) -> None:
