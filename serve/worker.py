@@ -3,8 +3,9 @@
 `zoo serve` calls `build(settings)` itself for one process. With `--workers N` it puts the settings in
 the environment and hands uvicorn's process supervisor the factory `serve.worker:app_from_environment`:
 every worker is a fresh (spawned) interpreter that loads its own copy of the model and runs its own
-batcher and event loop on the one listening socket the parent bound, so HTTP parsing, image decoding
-and the model run in parallel on several cores. The supervisor restarts a worker that dies and, on
+batcher and event loop on its own listening socket (`listening_sockets`: one SO_REUSEPORT socket per
+worker, all bound by the parent to the one port), so HTTP parsing, image decoding and the model run
+in parallel on several cores. The supervisor restarts a worker that dies and, on
 SIGTERM, stops each one the way a single server stops (requests in flight finish).
 """
 
