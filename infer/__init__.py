@@ -3,5 +3,6 @@
 Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backend that needs them.
 """
 
-from .predictor import (BACKENDS, ENGINE_FILE, ONNX_FILE, ONNX_FP16_FILE, BackendUnavailable,  # noqa: F401
-                        ModelFileError, Predictor, engine_card_path, load, tensorrt_missing)
+from .predictor import (BACKENDS, ENGINE_FILE, ENGINE_INT8_FILE, ONNX_FILE, ONNX_FP16_FILE,  # noqa: F401
+                        ONNX_INT8_FILE, PRECISIONS, BackendUnavailable, ModelFileError, Option, Predictor,
+                        engine_card_path, load, options, tensorrt_missing)

@@ -62,7 +62,7 @@ class OrtPredictor(Predictor):
     backend = "onnxruntime"
 
     def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 providers: list | None = None, spin_wait: bool = True):
+                 providers: list | None = None, spin_wait: bool = True, precision: str | None = None):
         import onnxruntime as ort
 
         providers = list(providers) if providers else default_providers()
@@ -78,6 +78,7 @@ class OrtPredictor(Predictor):
         self.output_name = self.session.get_outputs()[0].name
         used = self.session.get_providers()
         super().__init__(path, card, ",".join(p.replace("ExecutionProvider", "") for p in used))
+        self.precision = card.precision
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]

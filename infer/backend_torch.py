@@ -1,4 +1,8 @@
-"""The torch backend: a run directory's weights on CPU or CUDA, eager mode."""
+"""The torch backend: a run directory's weights on CPU or CUDA, eager mode.
+
+Precision fp32, or bf16 / fp16 through `torch.autocast` with channels_last memory (the layout the
+reduced-precision convolution kernels want); `infer.load` only asks for those where they are native.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ class TorchPredictor(Predictor):
     backend = "torch"
 
     def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 providers=None):
+                 precision: str = "fp32", **_):
         import torch
 
         if device is None:
@@ -26,9 +30,17 @@ class TorchPredictor(Predictor):
             torch.set_num_threads(threads)
         self._torch = torch
         self.model, card = rundir.load_model(path, device=device)
+        self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if self._autocast is not None:
+            self.model = self.model.to(memory_format=torch.channels_last)
         super().__init__(path, card, device)
+        self.precision = precision
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
+        x = torch.from_numpy(x).to(self.device)
         with torch.inference_mode():
-            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            if self._autocast is None:
+                return self.model(x).float().cpu().numpy()
+            with torch.autocast(torch.device(self.device).type, dtype=self._autocast):
+                return self.model(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()

@@ -21,7 +21,7 @@ class TensorRTPredictor(Predictor):
     backend = "tensorrt"
 
     def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 providers=None):
+                 providers=None, precision: str | None = None):
         why = tensorrt_missing()
         if why:
             raise BackendUnavailable(why)

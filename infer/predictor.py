@@ -1,17 +1,24 @@
-"""One Predictor over three backends, and `load`, which picks the file and the backend.
+"""One Predictor over four runtimes and four precisions, and `load`, which picks the file, the runtime
+and the precision, and says why.
 
     >>> import infer
-    >>> p = infer.load("runs/lenet5-20261121-101500")        # auto: engine > ONNX > weights
+    >>> p = infer.load("runs/lenet5-20261121-101500")        # auto: fastest verified precision, fastest runtime
+    >>> p.precision, p.backend, p.selection                   # "int8", "openvino", "auto chose int8 on ..."
     >>> logits = p.predict(batch)                              # float32 NCHW -> float32 [N, classes]
 
 A model is a run directory (weights + card.json, and whatever `zoo export` wrote beside them:
-model.onnx, model.engine), a `.safetensors` file with card.json beside it, a `.onnx` file (the card
-rides in its metadata) or a `.engine` file (with `model.engine.json` beside it).
+model.onnx, model.fp16.onnx, model.int8.onnx, model.engine, model.int8.engine), a `.safetensors` file
+with card.json beside it, a `.onnx` file (the card rides in its metadata) or a `.engine` file (with
+`model.engine.json` beside it).
 
-Backends, fastest first: `tensorrt` (an engine; needs tensorrt and a CUDA device), `onnxruntime`
-(TensorRT and CUDA execution providers first where installed, CPU otherwise), `torch` (CPU or CUDA).
-This module imports neither torch nor onnxruntime: each backend imports its own library when used,
-so the ONNX Runtime path runs where torch is not installed.
+Precisions (PRECISIONS): fp32; bf16 and fp16 (computed by the runtime from the float32 model, where the
+hardware has them natively, or an fp16 file on a GPU); int8 (a quantize-dequantize file from
+`zoo export --int8`, verified for accuracy). Runtimes (BACKENDS): `tensorrt` (an engine; NVIDIA GPU),
+`openvino` (CPU), `onnxruntime` (TensorRT and CUDA execution providers first where installed, CPU
+otherwise), `torch` (CPU or CUDA). RUNTIMES gives, per precision, the order `auto` tries them in
+(measured: benchmarks/infer.md; the rule and its reasons: DESIGN.md).
+This module imports neither torch, onnxruntime nor openvino at import time: each backend imports its
+own library when used, so the ONNX Runtime path runs where torch is not installed.
 """
 
 from __future__ import annotations
@@ -20,22 +27,44 @@ import importlib.util
 import logging
 import os
 import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from zoo import rundir
-from zoo.card import ModelCard
+from zoo.card import PRECISIONS, ModelCard
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "onnxruntime", "torch")  # the order `auto` tries them in
+BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")
 ONNX_FILE = "model.onnx"
 ONNX_FP16_FILE = "model.fp16.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 ENGINE_FILE = "model.engine"
+ENGINE_INT8_FILE = "model.int8.engine"
 ENGINE_SUFFIX = ".engine"
 CARD_SUFFIX = ".json"  # an engine's card: model.engine -> model.engine.json
 
 GPU_HINT = "pip install 'cnnzoo[gpu]' on a machine with an NVIDIA GPU"
+
+# What `zoo export` writes into a run directory, by kind.
+FILES = {"engine": ENGINE_FILE, "engine_int8": ENGINE_INT8_FILE, "onnx": ONNX_FILE,
+         "onnx_fp16": ONNX_FP16_FILE, "onnx_int8": ONNX_INT8_FILE, "weights": rundir.WEIGHTS}
+# `auto`: the fastest precision first (int8 kernels beat bf16 ones on AMX, and fp16 on a GPU; a reduced
+# precision is taken only where the export verified it), then per precision the fastest runtime first.
+AUTO_PRECISIONS = ("int8", "bf16", "fp16", "fp32")
+RUNTIMES = {"int8": ("tensorrt", "openvino", "onnxruntime"),
+            "bf16": ("openvino", "torch"),
+            "fp16": ("tensorrt", "onnxruntime", "openvino", "torch"),
+            "fp32": ("tensorrt", "onnxruntime", "openvino", "torch")}
+UNSUPPORTED = {("onnxruntime", "bf16"): "ONNX Runtime has no bfloat16 convolutions on the CPU; use openvino",
+               ("tensorrt", "bf16"): "export an fp16 or int8 engine instead",
+               ("torch", "int8"): "export with `zoo export --int8` and run onnxruntime or openvino"}
+_HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt{flag}`",
+                "onnxruntime": "export one with `zoo export {path}{flag}`",
+                "openvino": "export one with `zoo export {path}{flag}`",
+                "torch": "train one with `zoo train` (a .onnx or .engine file runs on its own backend)"}
+_FLAG = {"fp16": " --fp16", "int8": " --int8"}  # the export flag that writes a precision's file
 
 
 class ModelFileError(ValueError):
@@ -57,6 +86,7 @@ class Predictor:
     """
 
     backend = "?"
+    precision = "fp32"  # the arithmetic it computes in: one of PRECISIONS
     max_batch_size: int | None = None
 
     def __init__(self, path: pathlib.Path, card: ModelCard, device: str):
@@ -90,8 +120,9 @@ class Predictor:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def describe(self) -> str:
-        """One line: model, backend, device, file."""
-        return f"{self.name}: {self.card.architecture} on {self.backend} ({self.device}) from {self.path}"
+        """One line: model, precision, backend, device, file."""
+        return (f"{self.name}: {self.card.architecture} in {self.precision} on {self.backend} ({self.device}) "
+                f"from {self.path}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
@@ -140,32 +171,99 @@ def tensorrt_missing() -> str | None:
     return f"TensorRT needs an NVIDIA GPU and the tensorrt package ({reason}): {GPU_HINT}"
 
 
-def _candidates(path: pathlib.Path) -> dict[str, pathlib.Path]:
-    """backend -> the file it would run, for what exists at `path`."""
+def _found(path: pathlib.Path) -> dict[str, pathlib.Path]:
+    """file kind ("engine", "engine_int8", "onnx", "onnx_fp16", "onnx_int8", "weights") -> the file, for
+    what exists at `path`. A single file is one kind, named after its precision."""
     if path.is_dir():
-        found = {"tensorrt": path / ENGINE_FILE, "onnxruntime": path / ONNX_FILE,
-                 "torch": path / rundir.WEIGHTS}
-        return {b: f for b, f in found.items() if f.is_file()}
+        found = {kind: path / name for kind, name in FILES.items()}
+        return {k: f for k, f in found.items() if f.is_file()}
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
-    if suffix == ENGINE_SUFFIX or suffix == ".plan":
-        return {"tensorrt": path}
+    if suffix in (ENGINE_SUFFIX, ".plan"):
+        return {"engine_int8" if _engine_precision(path) == "int8" else "engine": path}
     if suffix == ".onnx":
-        return {"onnxruntime": path}
+        precision = _onnx_card(path).precision
+        return {{"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}.get(precision, "onnx"): path}
     if suffix == ".safetensors":
-        return {"torch": path}
+        return {"weights": path}
     raise ModelFileError(f"{path}: expected a run directory, a .safetensors, .onnx or .engine file")
 
 
-def _usable(backend: str) -> str | None:
-    """None where `backend` can run here, otherwise why not."""
+def _onnx_card(path: pathlib.Path) -> ModelCard:
+    """The card in an ONNX file's metadata (onnx reads the file; weights are not kept)."""
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _CARDS:
+        import onnx
+
+        from zoo.card import ONNX_METADATA_KEY
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # a truncated or foreign file: onnx raises DecodeError and others
+            raise ModelFileError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0]})") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if ONNX_METADATA_KEY not in meta:
+            raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
+                                 "export it with `zoo export RUN --onnx`")
+        _CARDS[key] = ModelCard.from_json(meta[ONNX_METADATA_KEY])
+    return _CARDS[key]
+
+
+_CARDS: dict = {}
+
+
+def _engine_precision(engine: pathlib.Path) -> str:
+    import json
+
+    try:
+        return json.loads(engine_card_path(engine).read_text()).get("precision", "fp32")
+    except (OSError, ValueError, AttributeError):
+        return "fp32"
+
+
+def _library_missing(backend: str) -> str | None:
+    """None where `backend`'s library (and, for TensorRT, a GPU) is here, otherwise why not."""
     if backend == "tensorrt":
         return tensorrt_missing()
-    module = {"onnxruntime": "onnxruntime", "torch": "torch"}[backend]
-    if not installed(module):
-        extra = "pip install 'cnnzoo[cpu]' (or [gpu])" if module == "onnxruntime" else "pip install torch"
-        return f"{module} is not installed: {extra}"
+    if not installed(_MODULES[backend]):
+        return f"{_MODULES[backend]} is not installed: {_INSTALL[backend]}"
+    return None
+
+
+_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
+_INSTALL = {"onnxruntime": "pip install 'cnnzoo[cpu]' (or [gpu])", "openvino": "pip install 'cnnzoo[openvino]'",
+            "torch": "pip install torch"}
+
+
+def _ort_has(providers: set[str]) -> bool:
+    """Whether the installed onnxruntime build has any of these execution providers."""
+    if not installed("onnxruntime"):
+        return False
+    import onnxruntime as ort
+
+    return bool(providers & set(ort.get_available_providers()))
+
+
+def _hardware_missing(backend: str, precision: str, device: str | None) -> str | None:
+    """Why `backend` cannot compute `precision` natively here (None: it can)."""
+    from .hardware import native_missing
+
+    if backend == "openvino" and device and device.startswith("cuda"):
+        return "openvino runs on the CPU here (device cuda asked for)"
+    if backend == "tensorrt" and device == "cpu":
+        return "TensorRT runs on a GPU (device cpu asked for)"
+    if precision == "bf16" and backend == "openvino":
+        return native_missing("bf16")
+    if precision == "fp16" and backend == "openvino":
+        return native_missing("fp16")
+    if backend == "torch" and precision in ("bf16", "fp16"):
+        import torch
+
+        on_gpu = torch.cuda.is_available() and device != "cpu"
+        if precision == "fp16" and not on_gpu:
+            return "torch computes fp16 on a GPU only; use openvino on a CPU with native fp16"
+        return None if on_gpu else native_missing("bf16")
     return None
 
 
@@ -176,63 +274,188 @@ def _stale(exported: pathlib.Path, weights: pathlib.Path | None) -> str | None:
     return f"older than {weights.name} (run `zoo export` again)"
 
 
-_HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt`",
-                "onnxruntime": "export one with `zoo export {path} --onnx`",
-                "torch": "train one with `zoo train` (a .onnx or .engine file runs on its own backend)"}
+def _verified(option: "Option", found: dict[str, pathlib.Path]) -> str | None:
+    """For `auto`: None where the export verified `option`'s precision, else why it is not taken.
+
+    fp32 needs nothing; an int8 file exists only once its accuracy passed at export; bf16 and fp16
+    computed from the float32 model need the accuracy `zoo export --int8` measured for them (the ONNX
+    card's provenance["verification"]); an fp16 file is verified at export, and pays on a GPU only."""
+    p = option.precision
+    if p == "fp32":
+        return None
+    if p == "int8":
+        if "quantization" not in _card_of(option).provenance:
+            return "no quantization record in its card (write it with `zoo export --int8`)"
+        if option.backend == "onnxruntime" and _ort_has({"CUDAExecutionProvider"}) \
+                and not _ort_has({"TensorrtExecutionProvider"}):
+            return "ONNX Runtime's CUDA provider runs int8 files dequantized (its TensorRT provider does not)"
+        return None
+    if option.backend in ("openvino", "torch"):  # computed from the float32 model
+        onnx_file = found.get("onnx")
+        if onnx_file is not None and p in verified_precisions(_onnx_card(onnx_file)):
+            return None
+        return "accuracy not verified at export (`zoo export --int8` measures it where it is native)"
+    if option.backend == "onnxruntime" and not _ort_has({"CUDAExecutionProvider", "TensorrtExecutionProvider"}):
+        return "an fp16 file pays on a GPU only (ONNX Runtime's CPU provider computes it through float32)"
+    return None
 
 
-def load(path: str | os.PathLike, backend: str = "auto", *, device: str | None = None,
-         threads: int | None = None, providers: list | None = None,
-         spin_wait: bool = True) -> Predictor:
-    """A Predictor for a run directory, .safetensors, .onnx or .engine file.
+def _verification(option: "Option", found: dict[str, pathlib.Path]) -> dict:
+    """The accuracies `zoo export` measured for the model `option` runs (empty where none)."""
+    if option.precision == "int8":
+        card = _card_of(option)
+    elif "onnx" in found:
+        card = _onnx_card(found["onnx"])
+    else:
+        return {}
+    return card.provenance.get("verification", {})
 
-    backend: "auto" (the fastest that is present, usable here and not older than the run's weights:
-    tensorrt > onnxruntime > torch), or one of BACKENDS. device: "cpu" or "cuda" for torch (default: cuda where available).
-    threads: intra-op threads for torch / ONNX Runtime (default: the library's). providers: ONNX Runtime
-    execution providers, overriding the default order (TensorRT, CUDA, CPU: those installed).
-    spin_wait=False: ONNX Runtime's threads sleep between runs rather than spin (what a server wants).
-    The chosen backend and why is logged, and kept in `predictor.selection`.
+
+def _card_of(option: "Option") -> ModelCard:
+    if option.file.suffix == ".onnx":
+        return _onnx_card(option.file)
+    if option.file.suffix in (ENGINE_SUFFIX, ".plan"):
+        return ModelCard.load(engine_card_path(option.file))
+    return ModelCard.load(option.file.parent / rundir.CARD)
+
+
+def verified_precisions(card: ModelCard) -> list[str]:
+    """The precisions `zoo export` verified for this card's model, within its accuracy limit."""
+    return list(card.provenance.get("verification", {}).get("verified", ["fp32"]))
+
+
+def _file_for(backend: str, precision: str, found: dict[str, pathlib.Path]) -> pathlib.Path | None:
+    """The file `backend` runs to compute in `precision`, among those found (None: there is none)."""
+    if backend == "tensorrt":
+        kind = "engine_int8" if precision == "int8" else "engine"
+        engine = found.get(kind)
+        return engine if engine is not None and _engine_precision(engine) == precision else None
+    kinds = {"onnxruntime": {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"},
+             "openvino": {"fp32": "onnx", "bf16": "onnx", "fp16": "onnx", "int8": "onnx_int8"},
+             "torch": {"fp32": "weights", "bf16": "weights", "fp16": "weights"}}[backend]
+    return found.get(kinds.get(precision, ""))
+
+
+@dataclass
+class Option:
+    """One way to run a model here: a runtime computing in a precision from a file, and, where it cannot
+    run, why (`problem`)."""
+
+    backend: str
+    precision: str
+    file: pathlib.Path | None
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.precision} on {self.backend}" + (f" ({self.file.name})" if self.file else "")
+
+
+def options(path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *,
+            device: str | None = None) -> list[Option]:
+    """Every way to run `path` that the arguments allow, in `auto`'s order of preference (the fastest
+    precision first, then the fastest runtime for it), each with the reason it cannot run here, if any.
+
+    With precision "auto", a reduced precision is taken only where the export verified its accuracy.
     """
     path = pathlib.Path(path)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use auto, {', '.join(BACKENDS)}")
-    found = _candidates(path)
-    if backend == "auto":
-        skipped = []
-        for b in BACKENDS:
-            if b not in found:
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}")
+    found = _found(path)
+    weights = found.get("weights")
+    result = []
+    for prec in (AUTO_PRECISIONS if precision == "auto" else (precision,)):
+        for b in (RUNTIMES[prec] if backend == "auto" else (backend,)):
+            if (b, prec) in UNSUPPORTED:
+                result.append(Option(b, prec, None, f"{b} does not compute {prec}: {UNSUPPORTED[b, prec]}"))
                 continue
-            why = _usable(b) or _stale(found[b], found.get("torch"))
-            if why is None:
-                backend = b
-                break
-            skipped.append(f"{found[b].name} skipped: {why}")
-        else:
-            if not found:
-                raise ModelFileError(f"{path}: no {ENGINE_FILE}, {ONNX_FILE} or {rundir.WEIGHTS} "
-                                     "(is this a finished `zoo train` run?)")
-            raise BackendUnavailable("; ".join(skipped))
-        selection = f"auto chose {backend} ({found[backend].name})" + (
-            f"; {'; '.join(skipped)}" if skipped else "")
-    else:
-        why = _usable(backend)
-        if why:
-            raise BackendUnavailable(why)
-        if backend not in found:
-            raise ModelFileError(f"{path}: nothing for the {backend} backend here; "
-                                 + _HOW_TO_MAKE[backend].format(path=path))
-        selection = f"{backend} ({found[backend].name}, asked for)"
-    file = found[backend]
-    if backend == "torch":
-        from .backend_torch import TorchPredictor as cls
-    elif backend == "onnxruntime":
-        from .backend_ort import OrtPredictor as cls
-    else:
-        from .backend_trt import TensorRTPredictor as cls
-    options = {"spin_wait": spin_wait} if backend == "onnxruntime" else {}
-    predictor = cls(file, device=device, threads=threads, providers=providers, **options)
+            file = _file_for(b, prec, found)
+            option = Option(b, prec, file)
+            if file is None:
+                how = _HOW_TO_MAKE[b].format(path=path, flag=_FLAG.get(prec, "" if b == "tensorrt" else " --onnx"))
+                option.problem = f"no file for {prec} on {b}: {how}"
+            else:
+                option.problem = ((_verified(option, found) if precision == "auto" else None)
+                                  or _library_missing(b) or _hardware_missing(b, prec, device)
+                                  or (_stale(file, weights) if backend == "auto" else None))
+            result.append(option)
+    return result
+
+
+def _explain(chosen: Option, skipped: list[Option], asked: bool, verification: dict) -> str:
+    """One line: what runs, and why (the accuracy that verified a reduced precision; faster options
+    present here and why they were passed over)."""
+    text = ("" if asked else "auto chose ") + str(chosen) + (", asked for" if asked else "")
+    acc = verification.get("accuracy", {})
+    if chosen.precision != "fp32" and chosen.precision in acc and "fp32" in acc:
+        text += (f"; {chosen.precision} verified at export: {100 * acc[chosen.precision]:.2f}% top-1 vs fp32 "
+                 f"{100 * acc['fp32']:.2f}% on {verification.get('n', '?')} {verification.get('split', '')} images")
+    passed: dict[str, list[str]] = {}  # problem -> the options it ruled out, in order
+    for o in skipped:
+        if o.file is not None:  # an option with no file here is no news
+            passed.setdefault(o.problem, []).append(str(o))
+    return text + "".join(f"; {', '.join(opts)} skipped: {problem}" for problem, opts in passed.items())
+
+
+def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "auto",
+         device: str | None = None, threads: int | None = None, providers: list | None = None,
+         spin_wait: bool = True) -> Predictor:
+    """A Predictor for a run directory, .safetensors, .onnx or .engine file.
+
+    backend: "auto" (the fastest runtime installed for the precision) or one of BACKENDS.
+    precision: "auto" (the fastest precision whose accuracy the export verified and that this machine
+    computes natively: int8 > bf16 > fp16 > fp32) or one of PRECISIONS; a precision this machine cannot
+    compute natively (bf16 without AVX512-BF16/AMX, say) is refused, never emulated.
+    device: "cpu" or "cuda" (default: a GPU where the runtime has one). threads: intra-op threads.
+    providers: ONNX Runtime execution providers, overriding the default order (TensorRT, CUDA, CPU:
+    those installed). spin_wait=False: ONNX Runtime's threads sleep between runs (what a server wants).
+    The choice and why is logged and kept in `predictor.selection`.
+    """
+    path = pathlib.Path(path)
+    found = options(path, backend, precision, device=device)
+    chosen = next((o for o in found if o.problem is None), None)
+    if chosen is None:
+        _refuse(path, found, backend, precision)
+    asked = backend != "auto" and precision != "auto"
+    skipped = found[:found.index(chosen)]
+    selection = _explain(chosen, skipped, asked, _verification(chosen, _found(path)))
+    cls = _predictor_class(chosen.backend)
+    kwargs = {"device": device, "threads": threads, "providers": providers, "precision": chosen.precision}
+    if chosen.backend == "onnxruntime":
+        kwargs["spin_wait"] = spin_wait
+    predictor = cls(chosen.file, **kwargs)
+    predictor.precision = chosen.precision
     if path.is_dir():
         predictor.name = path.resolve().name
     predictor.selection = selection
     log.info("%s: %s", predictor.name, selection)
     return predictor
+
+
+def _refuse(path: pathlib.Path, found: list[Option], backend: str, precision: str) -> None:
+    """Raise the one error that says best why nothing the arguments allow can run `path` here."""
+    if not _found(path):
+        raise ModelFileError(f"{path}: no {ENGINE_FILE}, {ONNX_FILE} or {rundir.WEIGHTS} "
+                             "(is this a finished `zoo train` run?)")
+    if backend != "auto" and _library_missing(backend):
+        raise BackendUnavailable(_library_missing(backend))
+    present = [o for o in found if o.file is not None]
+    if not present:  # the last option is the plainest one asked for (fp32 when the precision is auto)
+        error = ModelFileError if found[-1].problem.startswith("no file") else BackendUnavailable
+        raise error(f"{path}: {found[-1].problem}")
+    what = " on ".join(w for w in (precision, backend) if w != "auto") or "it"
+    reasons = "; ".join(dict.fromkeys(f"{o}: {o.problem}" for o in present))
+    raise BackendUnavailable(f"{path}: cannot run {what} here: {reasons}")
+
+
+def _predictor_class(backend: str):
+    if backend == "torch":
+        from .backend_torch import TorchPredictor as cls
+    elif backend == "onnxruntime":
+        from .backend_ort import OrtPredictor as cls
+    elif backend == "openvino":
+        from .backend_ov import OpenVINOPredictor as cls
+    else:
+        from .backend_trt import TensorRTPredictor as cls
+    return cls

@@ -18,6 +18,7 @@ from . import atomic
 CARD_FORMAT = "cnnzoo.card/1"
 ONNX_METADATA_KEY = "cnnzoo.card"
 RESIZE_MODES = ("squash", "crop", "fill", "half-crop")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # the arithmetic a model file or a runtime computes in
 
 
 @dataclass
@@ -31,6 +32,9 @@ class ModelCard:
     std: list[float]
     resize_mode: str = "squash"
     provenance: dict[str, Any] = field(default_factory=dict)  # data, epochs, metrics, weights source
+    # The file's own arithmetic: "fp32" (weights, card.json, model.onnx), "fp16" (model.fp16.onnx),
+    # "int8" (model.int8.onnx, quantize-dequantize; provenance["quantization"] says how it was made).
+    precision: str = "fp32"
     format: str = CARD_FORMAT
 
     def __post_init__(self):
@@ -41,6 +45,8 @@ class ModelCard:
             raise ValueError("card mean/std must have one value per input channel")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
     @property
     def color_mode(self) -> str:

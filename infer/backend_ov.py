@@ -1,0 +1,52 @@
+"""The OpenVINO backend: a .onnx file from `zoo export` compiled for the CPU by OpenVINO.
+
+OpenVINO reads our ONNX files directly (the card comes through as the model's runtime info). The
+precision is OpenVINO's inference precision hint: fp32 computes in float32 (OpenVINO's own default on a
+CPU with AMX is bf16, so fp32 is set explicitly), bf16 / fp16 in reduced precision where the CPU has it
+natively, int8 runs a quantize-dequantize file (`model.int8.onnx`) with int8 kernels and float32 for
+the rest. Imports openvino and NumPy only.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+
+import numpy as np
+
+from zoo.card import ONNX_METADATA_KEY, ModelCard
+
+from .predictor import ModelFileError, Predictor
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+class OpenVINOPredictor(Predictor):
+    backend = "openvino"
+
+    def __init__(self, path: pathlib.Path, *, precision: str = "fp32", threads: int | None = None,
+                 **_):
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
+            raise ModelFileError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0]})") from None
+        if not model.has_rt_info(["framework", ONNX_METADATA_KEY]):
+            raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
+                                 "export it with `zoo export RUN --onnx`")
+        card = ModelCard.from_json(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str))
+        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._local = threading.local()  # one infer request per calling thread
+        super().__init__(path, card, f"CPU {self.compiled.get_property('INFERENCE_PRECISION_HINT')}")
+        self.precision = precision
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request.infer({0: x}, share_inputs=True)[0].copy()
