@@ -115,10 +115,17 @@ def to_onnx(model, card: ModelCard, opset: int | None = None):
     proto = program.model_proto
     proto.producer_name = "cnnzoo"
     proto.doc_string = f"{card.architecture}, {card.num_classes} classes, input {card.input_shape}"
+    set_card(proto, card)
+    return proto
+
+
+def set_card(proto, card: ModelCard) -> None:
+    """Put `card` into the ModelProto's metadata (replacing what was there)."""
+    import onnx
+
     del proto.metadata_props[:]
     proto.metadata_props.append(onnx.StringStringEntryProto(key=ONNX_METADATA_KEY,
                                                             value=card.to_json(indent=None)))
-    return proto
 
 
 def card_of(path: str | os.PathLike) -> ModelCard:
@@ -183,8 +190,27 @@ def export_model(model, card: ModelCard, path: str | os.PathLike, *, opset: int 
     with atomic.atomic_path(path) as tmp:
         tmp.write_bytes(data)
         v = verify(tmp, reference, x, tolerance, name=path)
+        ov = verify_openvino(tmp, x, tolerance, name=path)
     if log:
-        log(f"wrote {path} (opset {proto.opset_import[0].version}); verified against PyTorch on {v}")
+        log(f"wrote {path} (opset {proto.opset_import[0].version}); verified against PyTorch on {v}"
+            + (f"; OpenVINO fp32 agrees with ONNX Runtime ({ov})" if ov else ""))
+    return v
+
+
+def verify_openvino(path: str | os.PathLike, x: np.ndarray, tolerance: tuple[float, float] = FP32_TOLERANCE,
+                    name: str | os.PathLike | None = None) -> Verification | None:
+    """Where openvino is installed: its float32 logits for `x` against ONNX Runtime's on the same file
+    (ExportError if over the tolerance); None where it is not installed."""
+    from infer.predictor import installed
+
+    if not installed("openvino"):
+        return None
+    from infer.backend_ov import OpenVINOPredictor
+
+    got = OpenVINOPredictor(pathlib.Path(path), precision="fp32").predict(x)
+    v = compare(got, ort_logits(path, x), tolerance)
+    if not v.ok:
+        raise ExportError(f"{name or path}: OpenVINO's float32 logits differ from ONNX Runtime's: {v}")
     return v
 
 
@@ -202,6 +228,8 @@ def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model=None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns about every weight it clamps to the fp16 range
         half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    card.precision = "fp16"
+    set_card(half, card)
     data = checked(half, f"{card.architecture} (float16)")
     x = random_batch(card, verify_batch, seed=2)
     reference = torch_logits(model, x) if model is not None else ort_logits(src, x)

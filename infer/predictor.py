@@ -156,16 +156,23 @@ def installed(module: str) -> bool:
 
 
 def tensorrt_missing() -> str | None:
-    """None where TensorRT engines can be built and run here; otherwise why not, in one line."""
+    """None where TensorRT engines can be built and run here; otherwise why not, in one line. Imports
+    tensorrt only where it is installed (its libraries missing is a reason, not a crash)."""
     if not installed("tensorrt"):
         reason = "the tensorrt package is not installed"
     else:
         try:
-            import torch
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as e:  # e.g. libnvinfer.so.10: cannot open shared object file
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = f"the tensorrt package cannot be imported: {detail}"
+        else:
+            try:
+                import torch
 
-            reason = None if torch.cuda.is_available() else "no CUDA device is visible"
-        except ImportError:
-            reason = "torch (for CUDA buffers) is not installed"
+                reason = None if torch.cuda.is_available() else "no CUDA device is visible"
+            except ImportError:
+                reason = "torch (for CUDA buffers) is not installed"
     if reason is None:
         return None
     return f"TensorRT needs an NVIDIA GPU and the tensorrt package ({reason}): {GPU_HINT}"
@@ -220,6 +227,15 @@ def _engine_precision(engine: pathlib.Path) -> str:
         return json.loads(engine_card_path(engine).read_text()).get("precision", "fp32")
     except (OSError, ValueError, AttributeError):
         return "fp32"
+
+
+def _own_precision(file: pathlib.Path) -> str:
+    """The precision a model file computes in by itself (an engine's, an ONNX file's card's)."""
+    if file.suffix.lower() in (ENGINE_SUFFIX, ".plan"):
+        return _engine_precision(file)
+    if file.suffix.lower() == ".onnx":
+        return _onnx_card(file).precision
+    return "fp32"
 
 
 def _library_missing(backend: str) -> str | None:
@@ -376,7 +392,9 @@ def options(path: str | os.PathLike, backend: str = "auto", precision: str = "au
                 how = _HOW_TO_MAKE[b].format(path=path, flag=_FLAG.get(prec, "" if b == "tensorrt" else " --onnx"))
                 option.problem = f"no file for {prec} on {b}: {how}"
             else:
-                option.problem = ((_verified(option, found) if precision == "auto" else None)
+                # a file named by itself is run in its own precision: the user chose it
+                chosen_file = path.is_file() and file == path and prec == _own_precision(file)
+                option.problem = ((_verified(option, found) if precision == "auto" and not chosen_file else None)
                                   or _library_missing(b) or _hardware_missing(b, prec, device)
                                   or (_stale(file, weights) if backend == "auto" else None))
             result.append(option)

@@ -27,12 +27,13 @@ def load_predictor(settings: dict):
     """The Predictor the settings name (infer.load's errors pass through)."""
     import infer
 
-    return infer.load(settings["model"], backend=settings.get("backend", "auto"), threads=settings.get("threads"),
+    return infer.load(settings["model"], backend=settings.get("backend", "auto"),
+                      precision=settings.get("precision", "auto"), threads=settings.get("threads"),
                       spin_wait=False)  # between batches the CPU belongs to the event loop
 
 
 def build(settings: dict, predictor=None):
-    """The app for `settings`: {"model": path, "backend", "threads", and create_app's options}."""
+    """The app for `settings`: {"model": path, "backend", "precision", "threads", and create_app's options}."""
     from .app import create_app
 
     if predictor is None:

@@ -2,7 +2,8 @@ import os
 
 import click
 
-BACKEND_CHOICES = ["auto", "tensorrt", "onnxruntime", "torch"]
+from infer.predictor import BACKENDS
+from zoo.card import PRECISIONS
 
 
 def _default_workers() -> int:
@@ -12,9 +13,12 @@ def _default_workers() -> int:
 @click.command()
 @click.argument("model", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="Inference backend; auto takes the fastest usable one (TensorRT engine > ONNX Runtime > "
-                   "torch) among the files MODEL has, and says which.")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="Inference runtime; auto takes the fastest one installed for the precision among the files "
+                   "MODEL has, and says which and why.")
+@click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
+              help="Arithmetic to run in; auto takes the fastest one the export verified for accuracy that this "
+                   "machine computes natively (int8 > bf16 > fp16 > fp32). bf16/fp16 are refused where not native.")
 @click.option("--top-k", "-k", type=click.IntRange(1), default=5, show_default=True,
               help="Labels (with softmax probabilities) per image.")
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=32, show_default=True,
@@ -28,7 +32,7 @@ def _default_workers() -> int:
               help="Where results go; - is stdout.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default=None,
               help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]")
-def classify(model, paths, backend, top_k, batch_size, workers, threads, output, fmt):
+def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt):
     """Classify images with MODEL (a run directory, .onnx or .engine file).
 
     PATHS are image files and folders; folders are read recursively in sorted order, skipping hidden
@@ -55,8 +59,8 @@ def classify(model, paths, backend, top_k, batch_size, workers, threads, output,
         raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(_extensions()))}"
                         + (f"; {skipped} other files skipped" if skipped else "") + ")")
     try:
-        predictor = infer.load(model, backend, threads=threads)
-    except (infer.ModelFileError, infer.BackendUnavailable, rundir.RunError) as e:
+        predictor = infer.load(model, backend, precision=precision, threads=threads)
+    except (infer.ModelFileError, infer.BackendUnavailable, rundir.RunError, ValueError) as e:
         raise UserError(str(e)) from None
     click.echo(f"{predictor.name}: {predictor.selection}; {predictor.device}", err=True)
 
@@ -80,7 +84,7 @@ def classify(model, paths, backend, top_k, batch_size, workers, threads, output,
         with atomic.atomic_path(pathlib.Path(output)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             run(f)
     elapsed = time.perf_counter() - start
-    line = f"{tally.images} images in {elapsed:.1f} s ({tally.images / elapsed:.1f} img/s, {predictor.backend})"
+    line = f"{tally.images} images in {elapsed:.1f} s ({tally.images / elapsed:.1f} img/s, {predictor.precision} on {predictor.backend})"
     if tally.errors:
         line += f"; {tally.errors} unreadable"
     if skipped:

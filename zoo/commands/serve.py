@@ -1,5 +1,8 @@
 import click
 
+from infer.predictor import BACKENDS
+from zoo.card import PRECISIONS
+
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
@@ -9,8 +12,10 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
               help="Address to bind; 0.0.0.0 exposes the server to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port; the log says which).")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
-              show_default=True, help="Backend to run the model on (auto: the fastest available).")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
+              show_default=True, help="Runtime to run the model on (auto: the fastest installed for the precision).")
+@click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
+              help="Arithmetic to run in (auto: the fastest one the export verified and this machine has natively).")
 @click.option("--name", default=None, help="Model name in URLs and answers [default: the model's].")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
               help="Most images the dynamic batcher runs as one batch.")
@@ -35,7 +40,7 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
               help="info logs one line per request.")
 @click.option("--timeout-graceful-shutdown", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to let requests in flight finish.")
-def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_body_mb, max_image_pixels,
+def serve(model, host, port, backend, precision, name, max_batch_size, max_delay_ms, max_body_mb, max_image_pixels,
           max_queue, workers, threads, api_key, log_level, timeout_graceful_shutdown):
     """Serve MODEL (a run directory, .onnx or .engine file) over HTTP: /predict, KServe v2, a page at /.
 
@@ -58,7 +63,7 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
     logging.basicConfig(level=log_level.upper(), format=worker.LOG_FORMAT)
     if threads is None and workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
-    settings = {"model": str(model), "backend": backend, "threads": threads, "log_level": log_level,
+    settings = {"model": str(model), "backend": backend, "precision": precision, "threads": threads, "log_level": log_level,
                 "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_body_mb": max_body_mb,
                 "max_image_pixels": max_image_pixels, "api_key": api_key, "model_name": name,
                 "max_queue": max_queue}
@@ -66,7 +71,8 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
         predictor = worker.load_predictor(settings)
     except (infer.ModelFileError, infer.BackendUnavailable, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    shown, backend_name = name or predictor.name, predictor.backend
+    shown = name or predictor.name
+    click.echo(f"{predictor.name}: {predictor.selection}; {predictor.device}", err=True)
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -79,7 +85,7 @@ def serve(model, host, port, backend, name, max_batch_size, max_delay_ms, max_bo
     options = dict(log_level=log_level, access_log=False, lifespan="on", server_header=False,
                    timeout_graceful_shutdown=timeout_graceful_shutdown)
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    click.echo(f"Serving {shown} ({backend_name}) on http://{url_host}:{bound} "
+    click.echo(f"Serving {shown} ({predictor.precision} on {predictor.backend}) on http://{url_host}:{bound} "
                f"(page at /, API docs at /docs){f', {workers} worker processes' if workers > 1 else ''}",
                err=True)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

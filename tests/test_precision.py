@@ -1,0 +1,125 @@
+"""Precision as a first-class choice: infer.load(..., precision=...), the OpenVINO backend, and the
+refusals where a precision is not native (never emulated)."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import infer
+from export.onnx import export_run, set_card
+from infer import hardware
+from infer.predictor import installed
+from zoo.cli import main
+
+needs_openvino = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+BF16_MISSING = hardware.native_missing("bf16")
+needs_bf16 = pytest.mark.skipif(BF16_MISSING is not None, reason=str(BF16_MISSING))
+PLAIN_CPU = hardware.Cpu("Plain CPU without reduced precision", frozenset({"avx2", "fma"}), 2)
+
+
+@pytest.fixture
+def exported(make_run):
+    run = make_run("lenet", dirname="lenet5-precision")
+    export_run(run, log=None)
+    return run
+
+
+@pytest.fixture
+def plain_cpu(monkeypatch):
+    """This process sees a CPU with AVX2 only (no AVX512-BF16, AMX or AVX512-FP16)."""
+    monkeypatch.setattr(hardware, "cpu", lambda: PLAIN_CPU)
+
+
+def batch(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def verify_bf16(run):
+    """What `zoo export --int8` writes into model.onnx's card where bf16 passed its accuracy check."""
+    import onnx
+
+    path = run / infer.ONNX_FILE
+    proto = onnx.load(str(path))
+    card = infer.load(path, "onnxruntime").card
+    card.provenance["verification"] = {"split": "test", "n": 100, "accuracy": {"fp32": 0.9, "bf16": 0.9},
+                                       "verified": ["fp32", "bf16"]}
+    set_card(proto, card)
+    onnx.save(proto, str(path))
+
+
+def test_native_flags():
+    amx = hardware.Cpu("Xeon", frozenset({"avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16"}), 2)
+    assert hardware.native_missing("bf16", amx) is None and hardware.native_missing("fp16", amx) is None
+    assert hardware.native_missing("int8", PLAIN_CPU) is None and hardware.native_missing("fp32", PLAIN_CPU) is None
+    why = hardware.native_missing("bf16", PLAIN_CPU)
+    assert "bf16 is not native on this CPU (Plain CPU" in why and "avx512_bf16" in why
+    assert hardware.cpu().name and isinstance(hardware.cpu().to_dict()["flags"], list)
+
+
+@needs_openvino
+def test_openvino_and_onnxruntime_agree_on_fp32_logits(exported):
+    ov = infer.load(exported, "openvino", precision="fp32")
+    ort = infer.load(exported, "onnxruntime", precision="fp32")
+    assert (ov.backend, ov.precision, ort.backend) == ("openvino", "fp32", "onnxruntime")
+    assert ov.card == ort.card and ov.name == "lenet5-precision"
+    for n in (1, 5):  # the batch axis stays dynamic
+        x = batch(n, seed=n)
+        a, b = ov.predict(x), ort.predict(x)
+        assert a.shape == (n, 10) and a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@needs_bf16
+@needs_openvino
+def test_bf16_runs_natively_and_stays_close_to_fp32(exported):
+    ref = infer.load(exported, "onnxruntime").predict(batch(8))
+    for backend in ("openvino", "torch"):
+        p = infer.load(exported, backend, precision="bf16")
+        assert p.precision == "bf16" and "bf16" in p.selection
+        got = p.predict(batch(8))
+        scale = np.abs(ref).max()
+        assert np.abs(got - ref).max() <= 0.05 * scale and not np.array_equal(got, ref)
+
+
+def test_bf16_is_refused_where_not_native(exported, plain_cpu):
+    for backend in ("auto", "openvino", "torch"):
+        with pytest.raises(infer.BackendUnavailable, match="bf16 is not native on this CPU"):
+            infer.load(exported, backend, precision="bf16")
+    with pytest.raises(infer.BackendUnavailable, match="ONNX Runtime has no bfloat16"):
+        infer.load(exported, "onnxruntime", precision="bf16")
+    with pytest.raises(infer.BackendUnavailable, match="torch does not compute int8"):
+        infer.load(exported, "torch", precision="int8")
+    with pytest.raises(infer.ModelFileError, match=r"zoo export .* --int8"):
+        infer.load(exported, "onnxruntime", precision="int8")
+    with pytest.raises(ValueError, match="unknown precision"):
+        infer.load(exported, precision="int4")
+
+
+@needs_openvino
+def test_auto_takes_bf16_only_where_verified_and_native(exported, monkeypatch):
+    p = infer.load(exported)
+    assert p.precision == "fp32" and "accuracy not verified at export" in p.selection
+    verify_bf16(exported)
+    if BF16_MISSING is None:
+        p = infer.load(exported)
+        assert (p.precision, p.backend) == ("bf16", "openvino")
+        assert p.selection.startswith("auto chose bf16 on openvino (model.onnx); bf16 verified at export: "
+                                      "90.00% top-1 vs fp32 90.00% on 100 test images")
+    monkeypatch.setattr(hardware, "cpu", lambda: PLAIN_CPU)
+    p = infer.load(exported)
+    assert p.precision == "fp32" and "bf16 is not native on this CPU" in p.selection
+
+
+def test_cli_says_which_precision_and_runtime_run_and_refuses_in_one_line(exported, plain_cpu, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "digit.png")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["classify", str(exported), str(tmp_path / "digit.png"), "--workers", "0"])
+    assert ok.exit_code == 0, ok.output
+    assert "lenet5-precision: auto chose fp32 on onnxruntime (model.onnx)" in ok.output
+    assert "img/s, fp32 on onnxruntime)" in ok.output
+    bad = runner.invoke(main, ["classify", str(exported), str(tmp_path / "digit.png"), "--precision", "bf16"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "bf16 is not native on this CPU" in lines[0]
