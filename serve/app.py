@@ -524,6 +524,8 @@ def create_app(predictor, *, max_batch_size: int = 32, max_delay_ms: float = 5.0
     async def models():
         """The model this server runs, with its card (classes, input size, preprocessing, provenance)."""
         return {"models": [{"name": name, "backend": predictor.backend,
+                            "precision": getattr(predictor, "precision", "fp32"),
+                            "selection": getattr(predictor, "selection", ""),
                             "device": str(getattr(predictor, "device", "")), "card": card.to_dict()}]}
 
     @app.get("/metrics", tags=["operation"], response_class=Response)

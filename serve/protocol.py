@@ -126,6 +126,8 @@ class PredictResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     backend: str
+    precision: str  # the arithmetic the runtime computes in (fp32, bf16, fp16, int8)
+    selection: str  # why this runtime and precision (infer.load's line)
     device: str
     card: dict[str, Any]
 

@@ -123,3 +123,12 @@ def test_cli_says_which_precision_and_runtime_run_and_refuses_in_one_line(export
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     lines = [line for line in bad.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "bf16 is not native on this CPU" in lines[0]
+
+
+@needs_openvino
+def test_serve_settings_carry_the_precision_and_runtime(exported):
+    from serve import worker
+
+    p = worker.load_predictor({"model": str(exported), "backend": "openvino", "precision": "fp32"})
+    assert (p.backend, p.precision) == ("openvino", "fp32")
+    assert worker.load_predictor({"model": str(exported)}).backend == "onnxruntime"

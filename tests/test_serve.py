@@ -160,6 +160,7 @@ def test_health_models_metrics_docs_page(server, predictor):
     assert httpx.get(f"{server}/v2/health/live").status_code == 200
     models = httpx.get(f"{server}/models").json()["models"]
     assert models[0]["name"] == predictor.name and models[0]["backend"] == "onnxruntime"
+    assert models[0]["precision"] == "fp32" and models[0]["selection"] == predictor.selection
     assert models[0]["card"] == predictor.card.to_dict()
     text = httpx.get(f"{server}/metrics").text
     for metric in ("zoo_requests_total", "zoo_request_errors_total", "zoo_request_duration_seconds_bucket",
