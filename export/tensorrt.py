@@ -1,10 +1,14 @@
 """Build a TensorRT engine from an exported ONNX file (TensorRT 10 and 11 Python API).
 
-ONNX parser -> strongly typed network (the precision is the ONNX file's: export with --fp16 for a
-half-precision engine; TensorRT 11 has no FP16 builder flag) -> one optimization profile over the
-batch axis (min:opt:max) -> serialized engine `model.engine`, and beside it `model.engine.json`: the
-model card plus the TensorRT version, GPU and batch profile the engine was built for (an engine runs
-only on the TensorRT version and GPU model it was built with).
+ONNX parser -> strongly typed network -> one optimization profile over the batch axis (min:opt:max)
+-> serialized engine, and beside it `<engine>.json`: the model card plus the precision, TensorRT
+version, GPU and batch profile the engine was built for (an engine runs only on the TensorRT version
+and GPU compute capability it was built with, unless built version-compatible).
+
+The precision is the ONNX file's (`card.precision`), never a builder flag: model.onnx -> fp32,
+model.fp16.onnx -> fp16 (float32 I/O), model.int8.onnx -> int8 through its QuantizeLinear /
+DequantizeLinear nodes (explicit quantization: no INT8 flag, no calibrator; TensorRT 11 has neither).
+fp32/fp16 engines are `model.engine`, int8 ones `model.int8.engine` (`engine_file`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,40 @@ from zoo.card import ModelCard
 from .onnx import INPUT_NAME, ExportError
 
 DEFAULT_BATCH = (1, 8, 32)
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def engine_file(precision: str) -> str:
+    """The engine's file name for a card precision: model.int8.engine for int8, model.engine otherwise."""
+    from infer.predictor import ENGINE_FILE, ENGINE_INT8_FILE
+
+    return ENGINE_INT8_FILE if precision == "int8" else ENGINE_FILE
+
+
+def qdq_problem(onnx_path: str | os.PathLike) -> str | None:
+    """Why TensorRT cannot build an int8 engine from this file, or None: it must have Q/DQ nodes, and
+    their zero points must be int8 zeros (TensorRT's quantization is symmetric: its ONNX parser
+    refuses a non-zero zero point and uint8 Q/DQ outside DLA)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS]
+    if not nodes:
+        return f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: not an int8 (QDQ) model"
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in nodes:
+        zero_point = initializers.get(node.input[2]) if len(node.input) > 2 else None
+        if zero_point is None:
+            continue
+        if zero_point.data_type != onnx.TensorProto.INT8:
+            kind = onnx.TensorProto.DataType.Name(zero_point.data_type).lower()
+            return (f"{onnx_path}: {node.op_type} {node.name!r} quantizes to {kind}; TensorRT takes "
+                    "symmetric int8 only (quantize activations and weights as QInt8, symmetric)")
+        if numpy_helper.to_array(zero_point).any():
+            return (f"{onnx_path}: {node.op_type} {node.name!r} has a non-zero zero point; TensorRT takes "
+                    "symmetric int8 only (quantize activations and weights as QInt8, symmetric)")
+    return None
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -37,9 +75,14 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, card: ModelCard,
-                 batch: tuple[int, int, int] = DEFAULT_BATCH, *,
+                 batch: tuple[int, int, int] = DEFAULT_BATCH, *, version_compatible: bool = False,
                  log: Callable[[str], None] | None = print) -> pathlib.Path:
-    """Build and write `engine_path` and its card `engine_path + ".json"`; returns the engine path."""
+    """Build and write `engine_path` and its card `engine_path + ".json"`; returns the engine path.
+
+    version_compatible: build with BuilderFlag.VERSION_COMPATIBLE (the lean runtime goes into the plan),
+    so a later TensorRT runs it, e.g. a Triton server's (started with
+    `--backend-config=tensorrt,version-compatible=true`); such engines may be a little slower.
+    """
     from infer.predictor import engine_card_path, tensorrt_missing
 
     why = tensorrt_missing()
@@ -52,8 +95,17 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     if major < 10:
         raise ExportError(f"TensorRT {trt.__version__} is too old: this needs TensorRT 10 or 11 "
                           "(pip install 'cnnzoo[gpu]')")
+    precision = card.precision
+    if precision == "int8":
+        why = qdq_problem(onnx_path)
+        if why:
+            raise ExportError(why)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:  # pybind's "factory function returned nullptr": TensorRT could not start CUDA
+        raise ExportError(f"TensorRT {trt.__version__} could not start CUDA (is the NVIDIA driver installed "
+                          "and a GPU visible?)") from None
     # TensorRT 10: strongly typed is a flag; TensorRT 11: always on (the flag is kept, ignored, and
     # may go): set it where it exists.
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -68,16 +120,19 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     shape = tuple(card.input_shape)
     profile.set_shape(INPUT_NAME, (lo, *shape), (opt, *shape), (hi, *shape))
     config.add_optimization_profile(profile)
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if log:
-        log(f"building a TensorRT {trt.__version__} engine from {onnx_path} (batch {lo}:{opt}:{hi}); "
-            "this takes a while")
+        log(f"building a TensorRT {trt.__version__} {precision} engine from {onnx_path} (batch {lo}:{opt}:{hi}"
+            f"{', version-compatible' if version_compatible else ''}); this takes a while")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT could not build an engine (its log above says why)")
     engine_path = pathlib.Path(engine_path)
     atomic.write_bytes(engine_path, bytes(memoryview(serialized)))
     info = card.to_dict()  # the card's fields, then what the engine is bound to
-    info.update({"tensorrt_version": trt.__version__, "gpu_name": torch.cuda.get_device_name(),
+    info.update({"precision": precision, "version_compatible": version_compatible,
+                 "tensorrt_version": trt.__version__, "gpu_name": torch.cuda.get_device_name(),
                  "compute_capability": ".".join(map(str, torch.cuda.get_device_capability())),
                  "batch_profile": {"min": lo, "opt": opt, "max": hi},
                  "onnx": pathlib.Path(onnx_path).name})

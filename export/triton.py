@@ -8,10 +8,16 @@
 
 The same layout serves on KServe's Triton runtime. config.pbtxt is protobuf text format of Triton's
 `inference.ModelConfig` message.
+
+A TensorRT plan runs only on the server's TensorRT if it was built version-compatible (the server then
+needs `--backend-config=tensorrt,version-compatible=true`) or with the same TensorRT version, and only
+on a GPU of the compute capability it was built for. Its batch profile must start at 1: Triton's
+dynamic batcher sends batches of any size up to max_batch_size and does not pad them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -21,7 +27,7 @@ from typing import Callable
 from zoo import atomic
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
-from .onnx import INPUT_NAME, OUTPUT_NAME
+from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError
 
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
              ".plan": ("tensorrt_plan", "model.plan")}
@@ -38,6 +44,14 @@ def _quote(text: str) -> str:
 def triton_name(name: str) -> str:
     """A model name Triton accepts as a directory and in URLs: letters, digits, '_', '-', '.'."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "model"
+
+
+def check_plan_batch(batch: tuple[int, int, int]) -> None:
+    """ExportError unless a TensorRT plan for Triton takes batches from 1 (MIN of --batch is 1)."""
+    if batch[0] > 1:
+        raise ExportError(f"--batch {':'.join(map(str, batch))}: a TensorRT plan for Triton needs MIN 1 "
+                          f"(Triton sends batches smaller than {batch[0]} unpadded and the engine would "
+                          f"refuse them); use --batch 1:{batch[1]}:{batch[2]}")
 
 
 def config_pbtxt(name: str, card: ModelCard, platform: str, batch: tuple[int, int, int]) -> str:
@@ -83,6 +97,8 @@ def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.Pa
     returns the model's directory."""
     model_file = pathlib.Path(model_file)
     platform, target = PLATFORMS[model_file.suffix.lower()]
+    if platform == "tensorrt_plan":
+        check_plan_batch(batch)
     model_dir = pathlib.Path(repo) / triton_name(name)
     dst = model_dir / "1" / target
     atomic.write_with(dst, lambda tmp: shutil.copyfile(model_file, tmp))
@@ -90,4 +106,22 @@ def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.Pa
     atomic.write_text(model_dir / "config.pbtxt", config_pbtxt(model_dir.name, card, platform, batch))
     if log:
         log(f"wrote Triton model {model_dir} ({platform}, max batch {batch[2]}, dynamic batching)")
+        if platform == "tensorrt_plan":
+            log(plan_note(model_file))
     return model_dir
+
+
+def plan_note(plan: pathlib.Path) -> str:
+    """One line on what Triton server can run this TensorRT plan, from the engine's card beside it."""
+    from infer.predictor import engine_card_path
+
+    try:
+        info = json.loads(engine_card_path(plan).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    version, cc = info.get("tensorrt_version", "?"), info.get("compute_capability", "?")
+    if info.get("version_compatible"):
+        return (f"the plan is version-compatible (built with TensorRT {version}): start tritonserver with "
+                f"--backend-config=tensorrt,version-compatible=true, on a GPU of compute capability {cc}")
+    return (f"the plan runs only on a Triton server with TensorRT {version} and a GPU of compute capability "
+            f"{cc} (`zoo export RUN --trt --triton DIR` builds a version-compatible one)")

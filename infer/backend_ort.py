@@ -16,11 +16,35 @@ from zoo.card import ONNX_METADATA_KEY, ModelCard
 from .predictor import ModelFileError, Predictor
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-TRT_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "cnnzoo" / "ort-trt"
+TRT_CACHE = "ort-trt"  # under the project's cache root: $ZOO_CACHE/ort-trt/<sha256 of the .onnx file>/
 
 
-def default_providers() -> list:
-    """The preferred execution providers this onnxruntime build has, fastest first."""
+def trt_cache_dir(path: str | os.PathLike) -> pathlib.Path:
+    """The TensorRT provider's engine cache for this ONNX file: a folder per content hash. The provider
+    names its engines after the file and node names, not the weights, so one shared folder would hand a
+    re-exported or retrained model of the same architecture the first model's engine."""
+    from zoo.download import cache_dir, file_digest
+
+    return cache_dir(TRT_CACHE, file_digest(path)[:16])
+
+
+def trt_provider_options(path: str | os.PathLike | None) -> dict:
+    """TensorRT provider options: an engine cache keyed by the file's bytes, created before the session
+    (a missing folder makes the provider fail and ONNX Runtime print its fall-back notice on stdout);
+    no cache where there is no file to key it by or the folder cannot be made."""
+    if path is None:
+        return {}
+    try:
+        folder = trt_cache_dir(path)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return {}
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder)}
+
+
+def default_providers(path: str | os.PathLike | None = None) -> list:
+    """The preferred execution providers this onnxruntime build has, fastest first; `path` is the .onnx
+    file the session will run (it keys TensorRT's engine cache)."""
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
@@ -29,7 +53,7 @@ def default_providers() -> list:
         if p not in have:
             continue
         if p == "TensorrtExecutionProvider":  # building an engine is slow: keep it between runs
-            providers.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(TRT_CACHE)}))
+            providers.append((p, trt_provider_options(path)))
         else:
             providers.append(p)
     return providers
@@ -65,7 +89,7 @@ class OrtPredictor(Predictor):
                  providers: list | None = None, spin_wait: bool = True, precision: str | None = None):
         import onnxruntime as ort
 
-        providers = list(providers) if providers else default_providers()
+        providers = list(providers) if providers else default_providers(path)
         if device == "cpu":
             providers = ["CPUExecutionProvider"]
         try:

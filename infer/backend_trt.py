@@ -2,11 +2,14 @@
 
 Written against the TensorRT 10/11 Python API (named I/O tensors, `execute_async_v3`); device buffers
 are torch CUDA tensors. The engine's first optimization profile bounds the batch: larger batches are
-split into chunks of its maximum, smaller ones than its minimum are padded.
+split into chunks of its maximum, smaller ones than its minimum are padded. `engine_mismatch` says,
+from the engine's card alone, whether an engine can run here (TensorRT version, GPU).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import threading
 
@@ -15,6 +18,59 @@ import numpy as np
 from zoo.card import ModelCard
 
 from .predictor import BackendUnavailable, ModelFileError, Predictor, engine_card_path, tensorrt_missing
+
+REBUILD = "rebuild it here with `zoo export RUN --trt`"
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    try:
+        major, minor = str(version).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def engine_mismatch(engine_path: str | os.PathLike, *, tensorrt_version: str | None = None,
+                    compute_capability: str | tuple[int, int] | None = None) -> str | None:
+    """Why this engine cannot run here, or None, from its card `<engine>.json` alone (the engine is not
+    deserialized). It can run where the installed TensorRT has the major.minor version it was built
+    with (or a later one, for an engine built version-compatible) and the GPU has its compute
+    capability. `tensorrt_version` ("10.14.1") and `compute_capability` ("8.6" or (8, 6)) default to
+    the installed tensorrt's and the current CUDA device's, looked up only when needed."""
+    card_path = engine_card_path(engine_path)
+    try:
+        info = json.loads(card_path.read_text(encoding="utf-8"))
+        built_version, built_cc = info["tensorrt_version"], str(info["compute_capability"])
+    except FileNotFoundError:
+        return f"its card {card_path.name} is missing ({REBUILD})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its card {card_path.name} does not say which TensorRT and GPU it was built for ({REBUILD})"
+    if tensorrt_version is None:
+        try:
+            import tensorrt
+
+            tensorrt_version = tensorrt.__version__
+        except (ImportError, OSError) as e:
+            return f"tensorrt cannot be imported ({type(e).__name__})"
+    built, here = _major_minor(built_version), _major_minor(tensorrt_version)
+    if built is None or here is None:
+        return f"its TensorRT version {built_version!r} is not comparable to {tensorrt_version!r} ({REBUILD})"
+    runs_here = here >= built if info.get("version_compatible") else here == built
+    if not runs_here:
+        return f"built with TensorRT {built_version}, this machine has TensorRT {tensorrt_version} ({REBUILD})"
+    if compute_capability is None:
+        try:
+            import torch
+
+            compute_capability = torch.cuda.get_device_capability()
+        except Exception:  # no torch, or torch without CUDA: it raises AssertionError or RuntimeError
+            return "no CUDA device is visible"
+    if not isinstance(compute_capability, str):
+        compute_capability = ".".join(map(str, compute_capability))
+    if built_cc != compute_capability:
+        return (f"built for a GPU of compute capability {built_cc}, this one has {compute_capability} "
+                f"({REBUILD})")
+    return None
 
 
 class TensorRTPredictor(Predictor):
@@ -32,10 +88,23 @@ class TensorRTPredictor(Predictor):
         if not card_path.is_file():
             raise ModelFileError(f"{path}: the engine's card {card_path.name} is missing beside it "
                                  "(rebuild with `zoo export RUN --trt`)")
-        card = ModelCard.load(card_path)
+        try:
+            info = json.loads(card_path.read_text(encoding="utf-8"))
+            card = ModelCard.from_dict(info)
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(f"{path}: the engine's card {card_path.name} is not a model card ({e})") from None
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        try:
+            self._runtime = trt.Runtime(self._logger)
+        except TypeError:  # pybind's "factory function returned nullptr": TensorRT could not start CUDA
+            raise BackendUnavailable(f"TensorRT {trt.__version__} could not start CUDA (is the NVIDIA driver "
+                                     "installed and a GPU visible?)") from None
+        why = engine_mismatch(path, tensorrt_version=trt.__version__)
+        if why:
+            raise ModelFileError(f"{path}: {why}")
+        if info.get("version_compatible"):  # the plan carries its lean runtime: code from our own export
+            self._runtime.engine_host_code_allowed = True
         self.engine = self._runtime.deserialize_cuda_engine(pathlib.Path(path).read_bytes())
         if self.engine is None:
             raise ModelFileError(f"{path}: TensorRT {trt.__version__} cannot load this engine "
@@ -52,6 +121,7 @@ class TensorRTPredictor(Predictor):
         self._stream = torch.cuda.Stream()
         self._lock = threading.Lock()  # one execution context: one batch at a time
         super().__init__(path, card, f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}")
+        self.precision = card.precision
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:

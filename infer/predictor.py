@@ -261,14 +261,18 @@ def _ort_has(providers: set[str]) -> bool:
     return bool(providers & set(ort.get_available_providers()))
 
 
-def _hardware_missing(backend: str, precision: str, device: str | None) -> str | None:
-    """Why `backend` cannot compute `precision` natively here (None: it can)."""
+def _hardware_missing(backend: str, precision: str, device: str | None, file: pathlib.Path) -> str | None:
+    """Why `backend` cannot compute `precision` natively here, or run `file` (None: it can)."""
     from .hardware import native_missing
 
     if backend == "openvino" and device and device.startswith("cuda"):
         return "openvino runs on the CPU here (device cuda asked for)"
     if backend == "tensorrt" and device == "cpu":
         return "TensorRT runs on a GPU (device cpu asked for)"
+    if backend == "tensorrt":  # an engine runs on the TensorRT version and GPU it was built for
+        from .backend_trt import engine_mismatch
+
+        return engine_mismatch(file)
     if precision == "bf16" and backend == "openvino":
         return native_missing("bf16")
     if precision == "fp16" and backend == "openvino":
@@ -395,7 +399,7 @@ def options(path: str | os.PathLike, backend: str = "auto", precision: str = "au
                 # a file named by itself is run in its own precision: the user chose it
                 chosen_file = path.is_file() and file == path and prec == _own_precision(file)
                 option.problem = ((_verified(option, found) if precision == "auto" and not chosen_file else None)
-                                  or _library_missing(b) or _hardware_missing(b, prec, device)
+                                  or _library_missing(b) or _hardware_missing(b, prec, device, file)
                                   or (_stale(file, weights) if backend == "auto" else None))
             result.append(option)
     return result

@@ -156,3 +156,59 @@ def test_tensorrt_engine_matches_onnxruntime(make_run, tmp_path):
     config = parse_config(tmp_path / "repo" / run.name / "config.pbtxt")
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 8
     assert (tmp_path / "repo" / run.name / "1" / "model.plan").is_file()
+
+
+@pytest.mark.tensorrt
+@needs_tensorrt
+def test_tensorrt_int8_engine_from_a_qdq_file(make_run, tmp_path):
+    """A symmetric int8 QDQ file builds a strongly typed int8 engine (no precision flag, no
+    calibrator), recorded as int8, that computes what the QDQ file computes in ONNX Runtime."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from export.onnx import ort_logits
+    from export.tensorrt import build_engine, engine_file
+    from infer.backend_trt import TensorRTPredictor, engine_mismatch
+
+    model, card = rundir.load_model(make_run("lenet"))
+    fp32 = tmp_path / "model.onnx"
+    export_model(model, card, fp32, log=None)
+    x = random_batch(card, 16)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": x[i:i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    int8 = tmp_path / "model.int8.onnx"
+    quantize_static(str(fp32), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    int8_card = ModelCard.from_dict({**card.to_dict(), "precision": "int8"})
+    engine = build_engine(int8, tmp_path / engine_file("int8"), int8_card, (1, 4, 16), log=None)
+    assert engine.name == infer.ENGINE_INT8_FILE and engine_mismatch(engine) is None
+    info = json.loads((tmp_path / (infer.ENGINE_INT8_FILE + ".json")).read_text())
+    assert info["precision"] == "int8" and info["version_compatible"] is False
+    predictor = TensorRTPredictor(engine)
+    reference = ort_logits(int8, x)
+    assert predictor.precision == "int8"
+    np.testing.assert_allclose(predictor.predict(x), reference, atol=0.05 * np.abs(reference).max() + 1e-3)
+
+
+@pytest.mark.tensorrt
+@needs_tensorrt
+def test_tensorrt_version_compatible_engine_runs_here(make_run, tmp_path):
+    """An engine built for a Triton server (version-compatible: the lean runtime inside the plan)
+    loads here too, with engine_host_code_allowed, and matches PyTorch."""
+    from export.tensorrt import build_engine
+    from infer.backend_trt import TensorRTPredictor
+
+    model, card = rundir.load_model(make_run("lenet"))
+    onnx_file = tmp_path / "model.onnx"
+    export_model(model, card, onnx_file, log=None)
+    engine = build_engine(onnx_file, tmp_path / "model.engine", card, (1, 4, 8), version_compatible=True,
+                          log=None)
+    assert json.loads((tmp_path / "model.engine.json").read_text())["version_compatible"] is True
+    x = random_batch(card, 11)
+    np.testing.assert_allclose(TensorRTPredictor(engine).predict(x), torch_logits(model, x), atol=1e-3, rtol=1e-3)

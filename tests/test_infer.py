@@ -115,3 +115,22 @@ def test_auto_skips_an_export_older_than_the_weights(exported):
     p = infer.load(exported)
     assert p.backend == "torch" and "(model.onnx) skipped: older than model.safetensors" in p.selection
     assert infer.load(exported, "onnxruntime").backend == "onnxruntime"  # asked for: taken as is
+
+
+def test_auto_skips_an_engine_built_for_another_tensorrt(exported, monkeypatch):
+    """An engine whose card names another TensorRT version is passed over, with its reason, for ONNX."""
+    import sys
+    import types
+
+    import infer.predictor as predictor
+
+    engine = exported / infer.ENGINE_FILE
+    engine.write_bytes(b"\0")
+    info = ModelCard.load(exported / CARD).to_dict() | {"tensorrt_version": "10.14.1", "compute_capability": "9.0"}
+    (exported / "model.engine.json").write_text(json.dumps(info))
+    monkeypatch.setattr(predictor, "tensorrt_missing", lambda: None)  # as if TensorRT and a GPU were here
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.0.0"))
+    p = infer.load(exported)
+    assert p.backend == "onnxruntime"
+    assert ("fp32 on tensorrt (model.engine) skipped: built with TensorRT 10.14.1, this machine has "
+            "TensorRT 11.0.0") in p.selection
