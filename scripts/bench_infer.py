@@ -1,13 +1,19 @@
-"""Inference benchmark: torch eager against ONNX Runtime on this CPU, `zoo classify` end to end, and the
-achieved GFLOP/s of resnet50 against this machine's measured matrix-multiply peak. All in one run, so
-the ratios compare like with like.
+"""Inference benchmark: every runtime and precision this machine can run (`zoo bench`'s library,
+infer/bench.py) for lenet5, resnet18, resnet50, vgg16 and googlenet at batch 1 and 32, against ONNX
+Runtime fp32 measured in the same run; `zoo classify` end to end (JPEG decoding included) against the
+model's own batch-32 throughput; resnet50's achieved GFLOP/s against this machine's measured fp32
+matrix-multiply peak; torch on a CUDA device where one is visible.
 
-    python scripts/bench_infer.py                 # -> benchmarks/infer.json, benchmarks/infer.md
-    python scripts/bench_infer.py --models lenet resnet18 --classify-images 200   # a quick look
+    python scripts/bench_infer.py                     # -> benchmarks/infer.json, benchmarks/infer.md
+    python scripts/bench_infer.py --quick             # smoke run: lenet5, tiny budgets, writes nothing
+    python scripts/bench_infer.py --models resnet18 --classify-images 200 --out /tmp/bench   # a look
 
-Weights are random (throughput does not depend on them). Each (model, batch) is timed after warm-up
-for at least --min-time seconds and 3 batches; the median batch time is reported. Where a CUDA device
-is visible, the torch CUDA backend is also timed in fp32 and fp16 at batch 1, 32 and 256.
+Each model is a run directory with random weights (speed does not depend on them) and two classes
+(ants, bees), exported with `zoo export RUN` (model.onnx; model.fp16.onnx too where a CUDA device is
+visible) and `zoo export RUN --int8 --calibration <ants/bees photos> --max-accuracy-drop 100`
+(model.int8.onnx: calibrated on real photos; the accuracy limit is off because random weights have no
+accuracy to keep). Measuring rules (warm-up, budget, percentiles): infer/bench.py. The machine's load
+average at the start and end is recorded: other work on the machine slows every column.
 """
 
 from __future__ import annotations
@@ -16,9 +22,7 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,16 +33,22 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from infer.bench import BASELINE, cpu_line, run_bench, versions  # noqa: E402
 from zoo import atomic, rundir  # noqa: E402
 from zoo.card import ModelCard  # noqa: E402
 
-MODELS = ["lenet", "alexnet", "vgg16", "googlenet", "resnet18", "resnet50"]
-HEADLINE = ("resnet18", 32)  # ONNX Runtime / torch eager, goal >= 1.2
+MODELS = ["lenet5", "resnet18", "resnet50", "vgg16", "googlenet"]
+CLASSES = ["ants", "bees"]
+HEADLINE = ("resnet18", 32)  # `auto` vs ONNX Runtime fp32: goal >= 5x with AMX / AVX512-VNNI, else 2.5x
 FLOPS_MODEL = ("resnet50", 32)
+CLASSIFY_GOAL = 0.7  # `zoo classify` img/s over the model's own batch throughput (int8)
+PAIR_NAMES = {"onnxruntime": "ORT", "openvino": "OpenVINO", "torch": "torch", "tensorrt": "TensorRT"}
 
 
 def timed(fn, min_time: float, min_runs: int = 3, warmup: int = 1) -> float:
-    """Median seconds per call of fn()."""
+    """Median seconds per call of fn() (the GPU table and the matmul peak)."""
+    import statistics
+
     for _ in range(warmup):
         fn()
     times, start = [], time.perf_counter()
@@ -47,16 +57,6 @@ def timed(fn, min_time: float, min_runs: int = 3, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak(n: int = 4096, repeats: int = 3) -> dict:
@@ -69,55 +69,84 @@ def matmul_peak(n: int = 4096, repeats: int = 3) -> dict:
     return {"n": n, "seconds": best, "gflops": 2 * n**3 / best / 1e9}
 
 
-def forward_flops(model, x) -> int:
+def forward_flops(model, input_shape) -> int:
+    """FLOPs of one image's forward pass (torch.utils.flop_counter)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        model(x)
+        model(torch.zeros(1, *input_shape))
     return counter.get_total_flops()
 
 
-def bench_cpu(names, batches, min_time, threads, workdir) -> list[dict]:
+def zoo(*args, cwd=None) -> subprocess.CompletedProcess:
+    """Run `zoo ARGS` in a fresh interpreter (as a user would), this checkout importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def make_run(name: str, workdir: pathlib.Path, fp16: bool) -> tuple[pathlib.Path, int]:
+    """A run directory for model `name` with random weights (seeded), exported to ONNX; and the
+    FLOPs of one image's forward pass."""
     import torch
 
-    from export.onnx import export_model
-    from infer.backend_ort import OrtPredictor
+    from export.onnx import export_run
     from zoo.models import create
 
-    rows = []
-    for name in names:
-        card = ModelCard.for_model(name)
-        torch.manual_seed(0)
-        model = create(card.architecture).eval()
-        path = workdir / f"{card.architecture}.onnx"
-        export_model(model, card, path, log=None)
-        ort = OrtPredictor(path, device="cpu", threads=threads)
-        for batch in batches:
-            x = np.random.default_rng(0).standard_normal((batch, *card.input_shape)).astype(np.float32)
-            xt = torch.from_numpy(x)
-            with torch.inference_mode():
-                t_torch = timed(lambda: model(xt), min_time)
-            t_ort = timed(lambda: ort.predict(x), min_time)
-            row = {"model": card.architecture, "batch": batch, "input": card.input_shape,
-                   "torch_ms": t_torch * 1e3, "onnxruntime_ms": t_ort * 1e3,
-                   "torch_img_s": batch / t_torch, "onnxruntime_img_s": batch / t_ort,
-                   "speedup": t_torch / t_ort}
-            if (card.architecture, batch) == (FLOPS_MODEL[0], FLOPS_MODEL[1]):
-                row["flops"] = forward_flops(model, xt)
-            rows.append(row)
-            print(f"{card.architecture:10s} batch {batch:3d}: torch {t_torch * 1e3:9.1f} ms  "
-                  f"onnxruntime {t_ort * 1e3:9.1f} ms  x{t_torch / t_ort:.2f}", flush=True)
-        del model, ort
-    return rows
+    card = ModelCard.for_model(name, class_names=CLASSES)
+    run = workdir / card.architecture
+    run.mkdir()
+    torch.manual_seed(0)
+    model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels).eval()
+    rundir.save_weights(run / rundir.WEIGHTS, model)
+    card.save(run / rundir.CARD)
+    flops = forward_flops(model, card.input_shape)
+    del model
+    export_run(run, fp16=fp16, log=None)
+    return run, flops
 
 
-def make_jpegs(shared: pathlib.Path, out: pathlib.Path, count: int) -> None:
+def export_int8(run: pathlib.Path, calibration: pathlib.Path | None) -> dict:
+    """`zoo export RUN --int8` calibrated on the ants/bees photos; what happened, in one line."""
+    if calibration is None:
+        return {"ok": False, "error": "no calibration photos (--shared/datasets/hymenoptera/train missing)"}
+    start = time.perf_counter()
+    out = zoo("export", run, "--int8", "--calibration", calibration, "--max-accuracy-drop", "100")
+    result = {"ok": out.returncode == 0 and (run / "model.int8.onnx").is_file(),
+              "seconds": round(time.perf_counter() - start, 1),
+              "command": f"zoo export {run.name} --int8 --calibration {calibration} --max-accuracy-drop 100"}
+    if not result["ok"]:
+        result["error"] = last_line(out.stderr) or last_line(out.stdout) or f"exit {out.returncode}"
+    else:
+        result["output"] = [line for line in out.stderr.strip().splitlines() if "accuracy" in line.lower()][-3:]
+    return result
+
+
+def auto_choice(run: pathlib.Path) -> tuple[str, str] | None:
+    """(runtime, precision) that `infer.load(run)` would take here (nothing is loaded)."""
+    import infer
+
+    chosen = next((o for o in infer.options(run) if o.problem is None), None)
+    return (chosen.backend, chosen.precision) if chosen else None
+
+
+def find_row(report: dict, runtime: str, precision: str, batch: int) -> dict | None:
+    return next((r for r in report["rows"] if (r["runtime"], r["precision"], r["batch_size"])
+                 == (runtime, precision, batch)), None)
+
+
+def make_jpegs(photos_root: pathlib.Path, out: pathlib.Path, count: int) -> None:
     """`count` JPEGs in out/{ants,bees}/: hymenoptera photos, each a different random crop."""
     from PIL import Image
 
-    photos = sorted((shared / "datasets" / "hymenoptera").glob("*/*/*.jp*g"))
+    photos = sorted(photos_root.glob("*/*/*.jp*g"))
     rng = np.random.default_rng(0)
     for i in range(count):
         src = photos[i % len(photos)]
@@ -130,41 +159,48 @@ def make_jpegs(shared: pathlib.Path, out: pathlib.Path, count: int) -> None:
         img.crop((left, top, left + cw, top + ch)).save(dst, quality=90)
 
 
-def bench_classify(shared, count, threads, workdir, model_img_s: float | None) -> dict:
-    import torch
+def classify_supports_precision() -> bool:
+    return "--precision" in zoo("classify", "--help").stdout
 
-    from export.onnx import export_run
-    from zoo.models import create
 
-    name = HEADLINE[0]
-    run = workdir / f"{name}-classify"
-    run.mkdir()
-    torch.manual_seed(0)
-    rundir.save_weights(run / rundir.WEIGHTS, create(name, num_classes=2))
-    ModelCard.for_model(name, class_names=["ants", "bees"]).save(run / rundir.CARD)
-    export_run(run, log=None)
+def bench_classify(run: pathlib.Path, report: dict, photos_root: pathlib.Path, count: int, batch: int,
+                   threads: int | None, workdir: pathlib.Path) -> dict:
+    """`zoo classify` on `count` JPEGs with the int8 model (where there is one), against that model's
+    own batch throughput in the same runtime from `report`."""
     images = workdir / "jpegs"
-    make_jpegs(shared, images, count)
-    cmd = [sys.executable, "-m", "zoo", "classify", str(run), str(images), "--backend", "onnxruntime",
-           "--batch-size", str(HEADLINE[1]), "--output", str(workdir / "results.jsonl")]
+    if not images.is_dir():
+        make_jpegs(photos_root, images, count)
+    int8 = run / "model.int8.onnx"
+    cmd = ["classify", run, images, "--batch-size", batch, "--output", workdir / "results.jsonl"]
+    if int8.is_file():  # the int8 model: asked for by --precision where classify has it, else by file
+        if classify_supports_precision():
+            cmd += ["--precision", "int8"]
+        else:
+            cmd[1] = int8
     if threads:
-        cmd += ["--threads", str(threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd += ["--threads", threads]
     start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    out = zoo(*cmd, cwd=workdir)
     wall = time.perf_counter() - start
     if out.returncode:
-        raise RuntimeError(f"zoo classify failed: {out.stderr}")
+        return {"model": report["architecture"], "error": last_line(out.stderr)}
     m = re.search(r"(\d+) images in ([\d.]+) s \(([\d.]+) img/s", out.stderr)
+    chosen = re.search(r"\b(fp32|bf16|fp16|int8) on (tensorrt|openvino|onnxruntime|torch)\b", out.stderr)
     n, seconds, rate = int(m.group(1)), float(m.group(2)), float(m.group(3))
-    result = {"model": name, "images": n, "batch_size": HEADLINE[1], "backend": "onnxruntime",
-              "command": " ".join(["zoo", *cmd[3:]]), "classify_seconds": seconds, "classify_img_s": rate,
-              "process_wall_seconds": wall, "wall_img_s": n / wall, "model_batch_img_s": model_img_s}
+    precision, runtime = chosen.groups() if chosen else ("?", "?")
+    row = find_row(report, runtime, precision, batch)
+    model_img_s = row["img_s"] if row else None
+    result = {"model": report["architecture"], "images": n, "batch_size": batch, "runtime": runtime,
+              "precision": precision, "command": "zoo " + " ".join(str(c) for c in cmd).replace(str(workdir) + "/", ""),
+              "selection": out.stderr.strip().splitlines()[0], "classify_seconds": seconds,
+              "classify_img_s": rate, "process_wall_seconds": round(wall, 2), "wall_img_s": n / wall,
+              "model_batch_img_s": model_img_s}
     if model_img_s:
         result["ratio"] = rate / model_img_s
         result["ratio_wall"] = (n / wall) / model_img_s
-    print(f"zoo classify: {n} JPEGs, {rate:.1f} img/s in the run ({n / wall:.1f} img/s counting process start "
-          f"and model load); the model alone: {model_img_s and round(model_img_s, 1)} img/s", flush=True)
+    print(f"zoo classify: {n} JPEGs, {precision} on {runtime}: {rate:.1f} img/s in the run ({n / wall:.1f} img/s "
+          f"counting process start and model load); the model alone at batch {batch}: "
+          f"{model_img_s and round(model_img_s, 1)} img/s", flush=True)
     return result
 
 
@@ -196,35 +232,99 @@ def bench_gpu(names, min_time) -> dict | None:
     return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
 
 
+def headline_goal(cpu: dict) -> float:
+    flags = set(cpu.get("flags") or [])
+    return 5.0 if flags & {"amx_int8", "avx512_vnni"} else 2.5
+
+
+def times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Inference throughput ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-             f"onnxruntime {m['onnxruntime']})", "",
-             f"Measured by `python scripts/bench_infer.py` on {report['date']}; load average "
+    v = m["versions"]
+    libs = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "openvino", "torch", "tensorrt") if v.get(k))
+    s = report["settings"]
+    lines = [f"# Inference throughput ({m['cpu']['name']}, {m['cpu']['cores']} cores)", "",
+             f"Measured by `{report['command']}` on {report['date']} ({libs}); load average "
              f"{m['loadavg_start']} at the start, {m['loadavg_end']} at the end (other work on the machine "
-             "slows both columns).", "",
-             "| model | batch | torch eager ms/batch | torch img/s | ONNX Runtime ms/batch | ONNX Runtime img/s "
-             "| ORT / torch |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in report["cpu"]:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['torch_ms']:.1f} | {r['torch_img_s']:.1f} | "
-                     f"{r['onnxruntime_ms']:.1f} | {r['onnxruntime_img_s']:.1f} | {r['speedup']:.2f}x |")
-    s = report["summary"]
+             "slows every column).", "",
+             cpu_line(m["cpu"]) + ".", "",
+             f"img/s per (runtime, precision) and its speed-up over ONNX Runtime fp32 measured in the same run "
+             f"(`zoo bench MODEL`; random weights, {s['seconds']:g} s per measurement after {s['warmup']:g} s "
+             f"of warm-up; threads: {s['threads'] or 'each runtime’s default'}). Reduced precisions are "
+             "computed natively or not at all: a pair missing here cannot run on this machine (reasons below).",
+             ""]
+    pairs: list[tuple[str, str]] = [BASELINE]
+    for bench in report["models"].values():
+        for r in bench["rows"]:
+            if (r["runtime"], r["precision"]) not in pairs:
+                pairs.append((r["runtime"], r["precision"]))
+    head = ["model", "batch"] + [f"{PAIR_NAMES.get(b, b)} {p}" for b, p in pairs]
+    lines += ["| " + " | ".join(head) + " |", "| --- | ---: |" + " ---: |" * len(pairs)]
+    for bench in report["models"].values():
+        for batch in bench["batch_sizes"]:
+            cells = []
+            for b, p in pairs:
+                r = find_row(bench, b, p, batch)
+                if r is None:
+                    cells.append("–")
+                elif r["baseline"] or r["speedup"] is None:
+                    cells.append(f"{r['img_s']:.1f}")
+                else:
+                    cells.append(f"{r['img_s']:.1f} ({times(r['speedup'])})")
+            lines.append(f"| {bench['architecture']} | {batch} | " + " | ".join(cells) + " |")
+    lines += ["", "Latency p50 / p99 per call (ms), batch 1:", "",
+              "| model | " + " | ".join(f"{PAIR_NAMES.get(b, b)} {p}" for b, p in pairs) + " |",
+              "| --- |" + " ---: |" * len(pairs)]
+    for bench in report["models"].values():
+        cells = []
+        for b, p in pairs:
+            r = find_row(bench, b, p, 1)
+            cells.append("–" if r is None else f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}")
+        lines.append(f"| {bench['architecture']} | " + " | ".join(cells) + " |")
+    reasons: dict[str, list[str]] = {}
+    for name, bench in report["models"].items():
+        for sk in bench["skipped"]:
+            reason = sk["reason"].replace(str(bench["path"]), "RUN")
+            reasons.setdefault(f"{sk['precision']} on {sk['runtime']}: {reason}", []).append(name)
+    if reasons:
+        every = len(report["models"])
+        lines += ["", "Not measured here:", ""]
+        lines += [f"- {why}" + ("" if len(who) == every else f" ({', '.join(who)})") for why, who in reasons.items()]
+    fails = {k: x for k, x in report["int8_export"].items() if not x["ok"]}
+    if fails:
+        lines += ["", "int8 export failed (no int8 column for these):", ""]
+        lines += [f"- {k}: {x['error']}" for k, x in fails.items()]
+
+    sm = report["summary"]
     lines += [""]
-    if "headline_speedup" in s:
-        lines.append(f"- ONNX Runtime / torch eager, {HEADLINE[0]} batch {HEADLINE[1]}: "
-                     f"**{s['headline_speedup']:.2f}x** (goal 1.2x)")
+    h = sm.get("headline")
+    if h:
+        lines.append(f"- {h['model']} batch {h['batch']}, `auto` ({h['precision']} on {h['runtime']}): "
+                     f"**{times(h['speedup'])}** ONNX Runtime fp32 (goal {h['goal']:g}x on this CPU)"
+                     if h.get("speedup") else f"- {h['model']}: `auto` takes {h['precision']} on {h['runtime']}, "
+                     "not measured at batch 32")
+    if "ort_over_torch" in sm:
+        o = sm["ort_over_torch"]
+        lines.append(f"- ONNX Runtime fp32 / torch eager fp32, {o['model']} batch {o['batch']}: "
+                     f"**{times(o['ratio'])}**")
     c = report.get("classify")
     if c and c.get("ratio"):
-        lines.append(f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, ONNX Runtime): "
-                     f"{c['classify_img_s']:.1f} img/s = **{c['ratio']:.2f}x** the model's own batch-"
-                     f"{c['batch_size']} throughput ({c['model_batch_img_s']:.1f} img/s; goal 0.8x); "
-                     f"{c['ratio_wall']:.2f}x counting process start and model load")
+        lines.append(f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, {c['precision']} on {c['runtime']}, "
+                     f"decoding included): {c['classify_img_s']:.1f} img/s = **{times(c['ratio'])}** the model's "
+                     f"own batch-{c['batch_size']} throughput ({c['model_batch_img_s']:.1f} img/s; goal "
+                     f"{CLASSIFY_GOAL}x); {times(c['ratio_wall'])} counting process start and model load")
+    elif c:
+        lines.append(f"- `zoo classify`: {c.get('error') or 'no batch throughput to compare with'}")
     f = report.get("flops")
     if f:
         lines.append(f"- {FLOPS_MODEL[0]} batch {FLOPS_MODEL[1]}: {f['gflop_per_batch']:.0f} GFLOP per batch; "
-                     f"torch {f['torch_gflops']:.1f} GFLOP/s = **{f['torch_ratio']:.2f}** of the measured fp32 "
-                     f"matmul peak ({f['peak_gflops']:.1f} GFLOP/s, torch.mm {f['peak_n']}x{f['peak_n']}); "
-                     f"ONNX Runtime {f['onnxruntime_gflops']:.1f} GFLOP/s = **{f['onnxruntime_ratio']:.2f}**")
+                     f"measured fp32 matmul peak {f['peak_gflops']:.1f} GFLOP/s (torch.mm {f['peak_n']}x"
+                     f"{f['peak_n']}); " + "; ".join(
+                         f"{name} {g:.1f} GFLOP/s = **{g / f['peak_gflops']:.2f}**"
+                         for name, g in f["per_pair"].items()) + " of it (reduced precisions exceed it)")
     g = report.get("gpu")
     if g:
         lines += ["", f"## torch on {g['gpu']}", "", "| model | dtype | batch | ms/batch | img/s |",
@@ -238,55 +338,94 @@ def markdown(report: dict) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--models", nargs="+", default=None, help=f"default: {' '.join(MODELS)}")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    ap.add_argument("--min-time", type=float, default=3.0, help="seconds per measurement (at least 3 batches)")
-    ap.add_argument("--threads", type=int, default=None, help="intra-op threads for both (default: each's own)")
+    ap.add_argument("--min-time", type=float, default=3.0, help="timed seconds per measurement (at least 3 calls)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first (at least 1 call)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime "
+                                                               "(default: each's own)")
     ap.add_argument("--classify-images", type=int, default=1000)
+    ap.add_argument("--no-int8", action="store_true", help="skip `zoo export --int8` (no int8 column)")
     ap.add_argument("--shared", type=pathlib.Path, default=ROOT.parent / "shared")
-    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks")
+    ap.add_argument("--out", type=pathlib.Path, default=None,
+                    help="where infer.json / infer.md go (default: benchmarks/; with --quick: nowhere)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: lenet5 only, 0.2 s per measurement, 64 JPEGs; writes files only with --out")
     args = ap.parse_args()
+    if args.quick:
+        args.models = args.models or ["lenet5"]
+        args.min_time, args.warmup = min(args.min_time, 0.2), min(args.warmup, 0.1)
+        args.classify_images = min(args.classify_images, 64)
+    else:
+        args.out = args.out or ROOT / "benchmarks"
+    names = [ModelCard.for_model(n).architecture for n in (args.models or MODELS)]
 
-    import onnxruntime
     import torch
+
+    from infer.hardware import cpu
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]),
-              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                          "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads(),
-                          "loadavg_start": round(os.getloadavg()[0], 2)}}
-    # the peak before and after the models (the best of both: load from elsewhere only lowers it)
-    peak = matmul_peak() if FLOPS_MODEL[0] in args.models else None
+    photos = args.shared / "datasets" / "hymenoptera"
+    calibration = photos / "train" if (photos / "train").is_dir() else None
+    with_gpu = torch.cuda.is_available()
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]).replace(
+                  str(ROOT) + "/", ""),
+              "machine": {"cpu": cpu().to_dict(), "versions": versions(), "torch_threads": torch.get_num_threads(),
+                          "loadavg_start": round(os.getloadavg()[0], 2)},
+              "settings": {"batch_sizes": args.batches, "seconds": args.min_time, "warmup": args.warmup,
+                           "threads": args.threads, "models": names, "fp16_files": with_gpu},
+              "models": {}, "int8_export": {}, "flops_per_image": {}, "summary": {}}
+    peak = matmul_peak() if FLOPS_MODEL[0] in names else None
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
-        report["cpu"] = bench_cpu(args.models, args.batches, args.min_time, args.threads, workdir)
-        rows = {(r["model"], r["batch"]): r for r in report["cpu"]}
-        summary = report["summary"] = {}
-        head = rows.get((ModelCard.for_model(HEADLINE[0]).architecture, HEADLINE[1]))
-        if head:
-            summary["headline_speedup"] = head["speedup"]
-        flops_row = rows.get(FLOPS_MODEL)
-        if flops_row:
-            peak = max(peak, matmul_peak(), key=lambda p: p["gflops"])
-            gflop = flops_row["flops"] / 1e9
-            report["flops"] = {"gflop_per_batch": gflop, "peak_gflops": peak["gflops"], "peak_n": peak["n"],
-                               "torch_gflops": gflop / (flops_row["torch_ms"] / 1e3),
-                               "onnxruntime_gflops": gflop / (flops_row["onnxruntime_ms"] / 1e3)}
-            f = report["flops"]
-            f["torch_ratio"] = f["torch_gflops"] / f["peak_gflops"]
-            f["onnxruntime_ratio"] = f["onnxruntime_gflops"] / f["peak_gflops"]
-            print(f"matmul peak {peak['gflops']:.1f} GFLOP/s; {FLOPS_MODEL[0]} b{FLOPS_MODEL[1]}: torch "
-                  f"{f['torch_ratio']:.2f}, onnxruntime {f['onnxruntime_ratio']:.2f} of it", flush=True)
-        if args.classify_images and (args.shared / "datasets" / "hymenoptera").is_dir():
-            report["classify"] = bench_classify(args.shared, args.classify_images, args.threads, workdir,
-                                                head["onnxruntime_img_s"] if head else None)
-    report["gpu"] = bench_gpu(args.models, args.min_time)
+        runs = {}
+        for name in names:
+            print(f"== {name}", flush=True)
+            run, report["flops_per_image"][name] = make_run(name, workdir, fp16=with_gpu)
+            runs[name] = run
+            if not args.no_int8:
+                x = report["int8_export"][name] = export_int8(run, calibration)
+                print(f"int8 export: {'ok' if x['ok'] else x['error']}", flush=True)
+            report["models"][name] = run_bench(run, batch_sizes=args.batches, threads=args.threads,
+                                               seconds=args.min_time, warmup=args.warmup,
+                                               progress=lambda line: print("  " + line, flush=True))
+            for sk in report["models"][name]["skipped"]:
+                print(f"  skipped {sk['precision']} on {sk['runtime']}: {sk['reason']}", flush=True)
+
+        summary = report["summary"]
+        head_name = HEADLINE[0] if HEADLINE[0] in names else names[0]
+        head_batch = HEADLINE[1] if HEADLINE[1] in args.batches else max(args.batches)
+        bench = report["models"][head_name]
+        choice = auto_choice(runs[head_name])
+        if choice:
+            row = find_row(bench, *choice, head_batch)
+            summary["headline"] = {"model": head_name, "batch": head_batch, "runtime": choice[0],
+                                   "precision": choice[1], "speedup": row and row["speedup"],
+                                   "goal": headline_goal(report["machine"]["cpu"])}
+        ort, eager = find_row(bench, "onnxruntime", "fp32", head_batch), find_row(bench, "torch", "fp32", head_batch)
+        if ort and eager:
+            summary["ort_over_torch"] = {"model": head_name, "batch": head_batch,
+                                         "ratio": ort["img_s"] / eager["img_s"]}
+        if FLOPS_MODEL[0] in names and FLOPS_MODEL[1] in args.batches:
+            peak = max(peak, matmul_peak(), key=lambda p: p["gflops"])  # load from elsewhere only lowers it
+            gflop_img = report["flops_per_image"][FLOPS_MODEL[0]] / 1e9
+            rows = [r for r in report["models"][FLOPS_MODEL[0]]["rows"] if r["batch_size"] == FLOPS_MODEL[1]]
+            report["flops"] = {"gflop_per_batch": gflop_img * FLOPS_MODEL[1], "peak_gflops": peak["gflops"],
+                               "peak_n": peak["n"],
+                               "per_pair": {f"{PAIR_NAMES.get(r['runtime'], r['runtime'])} {r['precision']}":
+                                            gflop_img * r["img_s"] for r in rows}}
+        if args.classify_images and photos.is_dir():
+            report["classify"] = bench_classify(runs[head_name], bench, photos, args.classify_images, head_batch,
+                                                args.threads, workdir)
+    report["gpu"] = bench_gpu(names, args.min_time)
     report["machine"]["loadavg_end"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out / "infer.json", json.dumps(report, indent=2) + "\n")
-    atomic.write_text(args.out / "infer.md", markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(args.out / "infer.json", json.dumps(report, indent=2) + "\n")
+        atomic.write_text(args.out / "infer.md", text)
+    print(text)
 
 
 if __name__ == "__main__":

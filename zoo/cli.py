@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "zoo.commands.export:export",
     "classify": "zoo.commands.classify:classify",
     "serve": "zoo.commands.serve:serve",
+    "bench": "zoo.commands.bench:bench",
     "visualize": "zoo.commands.visualize:visualize",
     "kernels": "zoo.commands.kernels:kernels",
 }
