@@ -439,6 +439,8 @@ def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "au
     chosen = next((o for o in found if o.problem is None), None)
     if chosen is None:
         _refuse(path, found, backend, precision)
+    if precision == "auto":
+        chosen = _fastest_measured(found, chosen, _found(path))
     asked = backend != "auto" and precision != "auto"
     skipped = found[:found.index(chosen)]
     selection = _explain(chosen, skipped, asked, _verification(chosen, _found(path)))
@@ -453,6 +455,31 @@ def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "au
     predictor.selection = selection
     log.info("%s: %s", predictor.name, selection)
     return predictor
+
+
+def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathlib.Path]) -> Option:
+    """The runnable option `zoo export` measured fastest on a CPU of this model, where it timed `first`
+    (auto's static choice) and others; else `first`. Options passed over get the measured reason.
+
+    The static order holds for large models, but not everywhere: ONNX Runtime's int8 kernels lose to its
+    fp32 ones on a model as small as LeNet, for one (benchmarks/quantize.md)."""
+    from .hardware import cpu
+
+    def speed(o: Option) -> float | None:
+        measured = _verification(o, files).get("speed", {})
+        return measured.get("img_s", {}).get(f"{o.precision} on {o.backend}") \
+            if measured.get("cpu") == cpu().name else None
+
+    runnable = [o for o in found if o.problem is None]
+    timed = {str(o): speed(o) for o in runnable}
+    if not timed[str(first)]:
+        return first
+    best = max((o for o in runnable if timed[str(o)]), key=lambda o: timed[str(o)])
+    for o in runnable[:runnable.index(best)]:
+        if timed[str(o)]:
+            o.problem = (f"slower on this CPU as measured at export ({timed[str(o)]:,.0f} img/s vs "
+                         f"{timed[str(best)]:,.0f})")
+    return best
 
 
 def _refuse(path: pathlib.Path, found: list[Option], backend: str, precision: str) -> None:

@@ -34,8 +34,9 @@ def batch(n, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
 
 
-def verify_bf16(run):
-    """What `zoo export --int8` writes into model.onnx's card where bf16 passed its accuracy check."""
+def verify_bf16(run, speed=None):
+    """What `zoo export --int8` writes into model.onnx's card where bf16 passed its accuracy check (and,
+    with `speed`, the img/s it measured per "precision on runtime" on this CPU)."""
     import onnx
 
     path = run / infer.ONNX_FILE
@@ -43,6 +44,8 @@ def verify_bf16(run):
     card = infer.load(path, "onnxruntime").card
     card.provenance["verification"] = {"split": "test", "n": 100, "accuracy": {"fp32": 0.9, "bf16": 0.9},
                                        "verified": ["fp32", "bf16"]}
+    if speed:
+        card.provenance["verification"]["speed"] = {"cpu": hardware.cpu().name, "img_s": speed}
     set_card(proto, card)
     onnx.save(proto, str(path))
 
@@ -132,3 +135,17 @@ def test_serve_settings_carry_the_precision_and_runtime(exported):
     p = worker.load_predictor({"model": str(exported), "backend": "openvino", "precision": "fp32"})
     assert (p.backend, p.precision) == ("openvino", "fp32")
     assert worker.load_predictor({"model": str(exported)}).backend == "onnxruntime"
+
+
+@needs_bf16
+@needs_openvino
+def test_auto_follows_the_speeds_measured_at_export_on_this_cpu(exported, monkeypatch):
+    """Where the export timed the verified options on a CPU of this model, auto takes the fastest."""
+    verify_bf16(exported, speed={"bf16 on openvino": 1000.0, "fp32 on onnxruntime": 4000.0})
+    p = infer.load(exported)
+    assert (p.precision, p.backend) == ("fp32", "onnxruntime")
+    assert ("bf16 on openvino (model.onnx) skipped: slower on this CPU as measured at export "
+            "(1,000 img/s vs 4,000)") in p.selection
+    other = hardware.Cpu("Another CPU", hardware.cpu().flags, 2)
+    monkeypatch.setattr(hardware, "cpu", lambda: other)
+    assert infer.load(exported).precision == "bf16"  # measured elsewhere: the static order holds
