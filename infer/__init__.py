@@ -5,4 +5,4 @@ Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backe
 
 from .predictor import (BACKENDS, ENGINE_FILE, ENGINE_INT8_FILE, ONNX_FILE, ONNX_FP16_FILE,  # noqa: F401
                         ONNX_INT8_FILE, PRECISIONS, BackendUnavailable, ModelFileError, Option, Predictor,
-                        engine_card_path, load, options, tensorrt_missing)
+                        choose, engine_card_path, load, options, tensorrt_missing)

@@ -435,15 +435,7 @@ def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "au
     The choice and why is logged and kept in `predictor.selection`.
     """
     path = pathlib.Path(path)
-    found = options(path, backend, precision, device=device)
-    chosen = next((o for o in found if o.problem is None), None)
-    if chosen is None:
-        _refuse(path, found, backend, precision)
-    if precision == "auto":
-        chosen = _fastest_measured(found, chosen, _found(path))
-    asked = backend != "auto" and precision != "auto"
-    skipped = found[:found.index(chosen)]
-    selection = _explain(chosen, skipped, asked, _verification(chosen, _found(path)))
+    chosen, selection = choose(path, backend, precision, device=device)
     cls = _predictor_class(chosen.backend)
     kwargs = {"device": device, "threads": threads, "providers": providers, "precision": chosen.precision}
     if chosen.backend == "onnxruntime":
@@ -455,6 +447,22 @@ def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "au
     predictor.selection = selection
     log.info("%s: %s", predictor.name, selection)
     return predictor
+
+
+def choose(path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *,
+           device: str | None = None) -> tuple[Option, str]:
+    """What `load` would run (nothing is loaded): the option and the line that says why; the errors of
+    `load` where nothing the arguments allow can run here."""
+    path = pathlib.Path(path)
+    found = options(path, backend, precision, device=device)
+    chosen = next((o for o in found if o.problem is None), None)
+    if chosen is None:
+        _refuse(path, found, backend, precision)
+    if precision == "auto":
+        chosen = _fastest_measured(found, chosen, _found(path))
+    asked = backend != "auto" and precision != "auto"
+    skipped = found[:found.index(chosen)]
+    return chosen, _explain(chosen, skipped, asked, _verification(chosen, _found(path)))
 
 
 def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathlib.Path]) -> Option:

@@ -42,6 +42,10 @@ CLASSES = ["ants", "bees"]
 HEADLINE = ("resnet18", 32)  # `auto` vs ONNX Runtime fp32: goal >= 5x with AMX / AVX512-VNNI, else 2.5x
 FLOPS_MODEL = ("resnet50", 32)
 CLASSIFY_GOAL = 0.7  # `zoo classify` img/s over the model's own batch throughput (int8)
+CLASSIFY_MODELS = ["resnet18", "vgg16"]  # a model fast next to JPEG decoding, and a slow one
+# oneDNN's ISA caps (OpenVINO honours them; ONNX Runtime's MLAS does not): this CPU without AMX, as an
+# AVX512-VNNI Xeon (Ice Lake) or AMD Zen 4 would run OpenVINO, and with AVX2 only, as AMD Zen 2/3 would.
+ISA_CAPS = {"AVX512_CORE_VNNI": "no AMX: AVX512-VNNI (Ice Lake, Zen 4)", "AVX2": "AVX2 only (Zen 2/3)"}
 PAIR_NAMES = {"onnxruntime": "ORT", "openvino": "OpenVINO", "torch": "torch", "tensorrt": "TensorRT"}
 
 
@@ -133,8 +137,11 @@ def auto_choice(run: pathlib.Path) -> tuple[str, str] | None:
     """(runtime, precision) that `infer.load(run)` would take here (nothing is loaded)."""
     import infer
 
-    chosen = next((o for o in infer.options(run) if o.problem is None), None)
-    return (chosen.backend, chosen.precision) if chosen else None
+    try:
+        chosen, _ = infer.choose(run)
+    except (infer.ModelFileError, infer.BackendUnavailable):
+        return None
+    return chosen.backend, chosen.precision
 
 
 def find_row(report: dict, runtime: str, precision: str, batch: int) -> dict | None:
@@ -202,6 +209,29 @@ def bench_classify(run: pathlib.Path, report: dict, photos_root: pathlib.Path, c
           f"counting process start and model load); the model alone at batch {batch}: "
           f"{model_img_s and round(model_img_s, 1)} img/s", flush=True)
     return result
+
+
+def bench_isa_caps(run: pathlib.Path, batch: int, seconds: float, warmup: float, threads: int | None) -> list:
+    """OpenVINO fp32 and int8 on `run` with oneDNN's ISA capped (ONEDNN_MAX_CPU_ISA), each in its own
+    process: what a CPU without AMX (or with AVX2 only) gets from int8, as a ratio measured in one run.
+    bf16 is left out: without AVX512-BF16 it would be emulated, and `infer.load` refuses it there."""
+    rows = []
+    for cap, what in ISA_CAPS.items():
+        cmd = ["bench", run, "--runtime", "openvino", "--precision", "fp32,int8", "--batch-size", batch,
+               "--seconds", seconds, "--warmup", warmup, "--format", "json"] + (["--threads", threads] if threads else [])
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ONEDNN_MAX_CPU_ISA": cap}
+        out = subprocess.run([sys.executable, "-m", "zoo", *map(str, cmd)], capture_output=True, text=True, env=env)
+        if out.returncode:
+            rows.append({"isa": cap, "what": what, "error": last_line(out.stderr)})
+            continue
+        bench = json.loads(out.stdout)
+        fp32, int8 = (find_row(bench, "openvino", p, batch) for p in ("fp32", "int8"))
+        rows.append({"isa": cap, "what": what, "model": bench["architecture"], "batch": batch,
+                     "openvino_fp32_img_s": fp32 and fp32["img_s"], "openvino_int8_img_s": int8 and int8["img_s"],
+                     "int8_over_fp32": fp32 and int8 and int8["img_s"] / fp32["img_s"]})
+        print(f"ISA capped to {cap}: OpenVINO fp32 {fp32 and round(fp32['img_s'], 1)}, int8 "
+              f"{int8 and round(int8['img_s'], 1)} img/s", flush=True)
+    return rows
 
 
 def bench_gpu(names, min_time) -> dict | None:
@@ -310,14 +340,23 @@ def markdown(report: dict) -> str:
         o = sm["ort_over_torch"]
         lines.append(f"- ONNX Runtime fp32 / torch eager fp32, {o['model']} batch {o['batch']}: "
                      f"**{times(o['ratio'])}**")
-    c = report.get("classify")
-    if c and c.get("ratio"):
-        lines.append(f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, {c['precision']} on {c['runtime']}, "
-                     f"decoding included): {c['classify_img_s']:.1f} img/s = **{times(c['ratio'])}** the model's "
-                     f"own batch-{c['batch_size']} throughput ({c['model_batch_img_s']:.1f} img/s; goal "
-                     f"{CLASSIFY_GOAL}x); {times(c['ratio_wall'])} counting process start and model load")
-    elif c:
-        lines.append(f"- `zoo classify`: {c.get('error') or 'no batch throughput to compare with'}")
+    for c in report.get("classify") or []:
+        if c.get("ratio"):
+            lines.append(f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, {c['precision']} on "
+                         f"{c['runtime']}, decoding included): {c['classify_img_s']:.1f} img/s = "
+                         f"**{times(c['ratio'])}** the model's own batch-{c['batch_size']} throughput "
+                         f"({c['model_batch_img_s']:.1f} img/s; goal {CLASSIFY_GOAL}x); {times(c['ratio_wall'])} "
+                         "counting process start and model load")
+        else:
+            lines.append(f"- `zoo classify` ({c.get('model')}): {c.get('error') or 'no batch throughput to compare with'}")
+    for r in report.get("isa_caps") or []:
+        if r.get("int8_over_fp32"):
+            lines.append(f"- OpenVINO with oneDNN capped to {r['isa']} ({r['what']}), {r['model']} batch "
+                         f"{r['batch']}: fp32 {r['openvino_fp32_img_s']:.1f}, int8 {r['openvino_int8_img_s']:.1f} "
+                         f"img/s = **{times(r['int8_over_fp32'])}** (ONNX Runtime ignores the cap, so no ratio "
+                         "against it)")
+        else:
+            lines.append(f"- OpenVINO capped to {r['isa']}: {r.get('error') or 'no int8 row'}")
     f = report.get("flops")
     if f:
         lines.append(f"- {FLOPS_MODEL[0]} batch {FLOPS_MODEL[1]}: {f['gflop_per_batch']:.0f} GFLOP per batch; "
@@ -416,8 +455,12 @@ def main():
                                "per_pair": {f"{PAIR_NAMES.get(r['runtime'], r['runtime'])} {r['precision']}":
                                             gflop_img * r["img_s"] for r in rows}}
         if args.classify_images and photos.is_dir():
-            report["classify"] = bench_classify(runs[head_name], bench, photos, args.classify_images, head_batch,
-                                                args.threads, workdir)
+            report["classify"] = [bench_classify(runs[n], report["models"][n], photos, args.classify_images,
+                                                 head_batch, args.threads, workdir)
+                                  for n in ([n for n in CLASSIFY_MODELS if n in names] or [head_name])]
+        if not args.no_int8 and (runs[head_name] / "model.int8.onnx").is_file():
+            report["isa_caps"] = bench_isa_caps(runs[head_name], head_batch, args.min_time, args.warmup,
+                                                args.threads)
     report["gpu"] = bench_gpu(names, args.min_time)
     report["machine"]["loadavg_end"] = round(os.getloadavg()[0], 2)
     text = markdown(report)
