@@ -139,6 +139,15 @@ def card_of(path: str | os.PathLike) -> ModelCard:
     return ModelCard.from_json(meta[ONNX_METADATA_KEY])
 
 
+def write_card(path: str | os.PathLike, card: ModelCard) -> None:
+    """Replace the model card inside ONNX file `path` (atomically: a reader sees the old file or the new)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_card(proto, card)
+    atomic.write_bytes(path, proto.SerializeToString())
+
+
 def ort_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
     """Run an ONNX file on ONNX Runtime's CPU provider (the reference build every machine has)."""
     import onnxruntime as ort

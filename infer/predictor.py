@@ -294,7 +294,7 @@ def _stale(exported: pathlib.Path, weights: pathlib.Path | None) -> str | None:
     return f"older than {weights.name} (run `zoo export` again)"
 
 
-def _verified(option: "Option", found: dict[str, pathlib.Path]) -> str | None:
+def _verified(option: "Option", found: dict[str, pathlib.Path], device: str | None) -> str | None:
     """For `auto`: None where the export verified `option`'s precision, else why it is not taken.
 
     fp32 needs nothing; an int8 file exists only once its accuracy passed at export; bf16 and fp16
@@ -306,9 +306,10 @@ def _verified(option: "Option", found: dict[str, pathlib.Path]) -> str | None:
     if p == "int8":
         if "quantization" not in _card_of(option).provenance:
             return "no quantization record in its card (write it with `zoo export --int8`)"
-        if option.backend == "onnxruntime" and _ort_has({"CUDAExecutionProvider"}) \
-                and not _ort_has({"TensorrtExecutionProvider"}):
-            return "ONNX Runtime's CUDA provider runs int8 files dequantized (its TensorRT provider does not)"
+        if option.backend == "onnxruntime" and device != "cpu" \
+                and _ort_has({"CUDAExecutionProvider", "TensorrtExecutionProvider"}):
+            return ("model.int8.onnx (uint8 activations) is for CPU runtimes: on a GPU, build a TensorRT "
+                    "engine with `zoo export --trt --int8`")
         return None
     if option.backend in ("openvino", "torch"):  # computed from the float32 model
         onnx_file = found.get("onnx")
@@ -398,7 +399,7 @@ def options(path: str | os.PathLike, backend: str = "auto", precision: str = "au
             else:
                 # a file named by itself is run in its own precision: the user chose it
                 chosen_file = path.is_file() and file == path and prec == _own_precision(file)
-                option.problem = ((_verified(option, found) if precision == "auto" and not chosen_file else None)
+                option.problem = ((_verified(option, found, device) if precision == "auto" and not chosen_file else None)
                                   or _library_missing(b) or _hardware_missing(b, prec, device, file)
                                   or (_stale(file, weights) if backend == "auto" else None))
             result.append(option)

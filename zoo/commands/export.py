@@ -1,5 +1,9 @@
 import click
 
+from export.quantize import DEFAULT_IMAGES, DEFAULT_MAX_DROP, DEFAULT_METHOD, METHODS
+
+INT8_OPTIONS = ("calibration", "calibration_images", "calibration_method", "max_accuracy_drop", "verify_data")
+
 
 @click.command()
 @click.argument("model", required=False, type=click.Path())
@@ -12,6 +16,25 @@ import click
 @click.option("--fp16", is_flag=True,
               help="Also write model.fp16.onnx (float16 inside, float32 input/output), verified with a looser "
                    "tolerance; --trt and --triton then use it.")
+@click.option("--int8", is_flag=True,
+              help="Also write model.int8.onnx: post-training static quantization (QDQ: int8 weights per channel, "
+                   "uint8 activations) calibrated on the run's training images, then verified: top-1 of int8 "
+                   "(ONNX Runtime and OpenVINO, the worst counts) against fp32 on the run's held-out test (else "
+                   "validation) split. With --trt: model.int8.engine, from a symmetric-int8 variant, verified too.")
+@click.option("--calibration", metavar="DATA", default=None,
+              help="With --int8: calibrate on DATA instead of the run's training split: a --data value "
+                   "(mnist-small, mnist, an IDX directory, an image folder) or a plain folder of images.")
+@click.option("--calibration-images", type=click.IntRange(1), default=DEFAULT_IMAGES, show_default=True,
+              metavar="N", help="With --int8: how many images calibrate, drawn seeded and stratified by class.")
+@click.option("--calibration-method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
+              help="With --int8: how the observed activations become int8 ranges (measured: "
+                   "benchmarks/quantize.md).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=DEFAULT_MAX_DROP, show_default=True,
+              metavar="POINTS", help="With --int8: the most top-1 accuracy int8 may lose against fp32 (points); "
+                                     "over it nothing is written.")
+@click.option("--verify-data", metavar="DATA", default=None,
+              help="With --int8: verify on DATA's test split (else all of it) instead of the run's held-out "
+                   "split; for runs that have none. Never images the model trained on.")
 @click.option("--opset", type=click.IntRange(18, 23), default=None,
               help="ONNX opset, 18 or later (the torch.export-based exporter's range; default: its own).")
 @click.option("--batch", default="1:8:32", show_default=True, metavar="MIN:OPT:MAX",
@@ -23,14 +46,25 @@ import click
               help="Where to write model.onnx / model.engine (default: the run directory).")
 @click.option("--runs", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Where to look for the newest run when MODEL is not given.")
-def export(model, onnx_, trt, fp16, opset, batch, triton, output, runs):
-    """Export run directory MODEL to ONNX (and a TensorRT engine, a Triton model repository).
+def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calibration_method,
+           max_accuracy_drop, verify_data, opset, batch, triton, output, runs):
+    """Export run directory MODEL to ONNX (and int8 / fp16 ONNX, a TensorRT engine, a Triton model repository).
 
     Without MODEL, the newest finished run under --runs is exported (and named).
+
+    \b
+    zoo export runs/lenet5-20261121-101500 --int8     # model.onnx + model.int8.onnx, accuracy verified
     """
     import pathlib
 
+    from click.core import ParameterSource
+
     from zoo.cli import UserError
+
+    ctx = click.get_current_context()
+    given = [o for o in INT8_OPTIONS if ctx.get_parameter_source(o) == ParameterSource.COMMANDLINE]
+    if given and not int8:
+        raise UserError(f"--{given[0].replace('_', '-')} is an option of --int8: add --int8", exit_code=2)
 
     from export.tensorrt import parse_batch
     from infer.predictor import tensorrt_missing
@@ -43,6 +77,14 @@ def export(model, onnx_, trt, fp16, opset, batch, triton, output, runs):
         why = tensorrt_missing()
         if why:
             raise UserError(why)
+        if triton:  # Triton does not pad small batches up to the profile's MIN
+            from export.onnx import ExportError
+            from export.triton import check_plan_batch
+
+            try:
+                check_plan_batch(profile)
+            except ExportError as e:
+                raise UserError(str(e), exit_code=2) from None
 
     from zoo import rundir
     from zoo.card import ModelCard
@@ -59,22 +101,43 @@ def export(model, onnx_, trt, fp16, opset, batch, triton, output, runs):
     except rundir.RunError as e:
         raise UserError(str(e)) from None
 
-    from export.onnx import ExportError, export_run
-    from infer.predictor import ENGINE_FILE
+    from export.onnx import ExportError, card_of, export_run
+    from infer.predictor import ENGINE_FILE, ENGINE_INT8_FILE, ONNX_INT8_FILE
 
     try:
+        if int8:  # the data to calibrate and verify on must be there before anything is written
+            from export import quantize
+
+            prepared = quantize.prepare(ModelCard.load(rundir.resolve_weights(run)[1]), calibration=calibration,
+                                        images=calibration_images, verify_data=verify_data)
         written = export_run(run, output, opset=opset, fp16=fp16, log=click.echo)
         onnx_file = written.get("onnx_fp16", written["onnx"])
-        card = ModelCard.load(rundir.resolve_weights(run)[1])
-        model_file = onnx_file
+        if int8:
+            result = quantize.quantize(written["onnx"], method=calibration_method,
+                                       max_accuracy_drop=max_accuracy_drop, prepared=prepared, log=click.echo)
+            written["onnx_int8"] = result.path
+        model_file = written.get("onnx_int8", onnx_file)
         if trt:
             from export.tensorrt import build_engine
 
-            model_file = build_engine(onnx_file, onnx_file.parent / ENGINE_FILE, card, profile, log=click.echo)
+            if not int8 or fp16:  # float32 or float16, from the file above (its card says which)
+                model_file = build_engine(onnx_file, onnx_file.parent / ENGINE_FILE, card_of(onnx_file), profile,
+                                          version_compatible=bool(triton), log=click.echo)
+            if int8:  # explicitly quantized, from the symmetric-int8 variant of the QDQ file (verified too)
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="zoo-int8-trt-") as tmp:
+                    variant = quantize.quantize(written["onnx"], pathlib.Path(tmp) / ONNX_INT8_FILE,
+                                                method=calibration_method, max_accuracy_drop=max_accuracy_drop,
+                                                prepared=prepared, tensorrt=True, log=click.echo)
+                    model_file = build_engine(variant.path, written["onnx"].parent / ENGINE_INT8_FILE,
+                                              card_of(variant.path), profile, version_compatible=bool(triton),
+                                              log=click.echo)
         if triton:
             from export.triton import write_repository
             from infer.predictor import model_name
 
+            card = ModelCard.load(rundir.resolve_weights(run)[1])
             write_repository(triton, model_name(run), model_file, card, profile, log=click.echo)
     except ExportError as e:
         raise UserError(str(e)) from None
