@@ -42,7 +42,8 @@ class OpenVINOPredictor(Predictor):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self._local = threading.local()  # one infer request per calling thread
-        super().__init__(path, card, f"CPU {self.compiled.get_property('INFERENCE_PRECISION_HINT')}")
+        computes = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16, f16
+        super().__init__(path, card, f"CPU, {computes} where not int8" if precision == "int8" else f"CPU, {computes}")
         self.precision = precision
 
     def _run(self, x: np.ndarray) -> np.ndarray:

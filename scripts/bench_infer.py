@@ -10,9 +10,10 @@ matrix-multiply peak; torch on a CUDA device where one is visible.
 
 Each model is a run directory with random weights (speed does not depend on them) and two classes
 (ants, bees), exported with `zoo export RUN` (model.onnx; model.fp16.onnx too where a CUDA device is
-visible) and `zoo export RUN --int8 --calibration <ants/bees photos> --max-accuracy-drop 100`
-(model.int8.onnx: calibrated on real photos; the accuracy limit is off because random weights have no
-accuracy to keep). Measuring rules (warm-up, budget, percentiles): infer/bench.py. The machine's load
+visible) and `zoo export RUN --int8 --calibration <ants/bees train photos> --verify-data <val photos>
+--max-accuracy-drop 100` (model.int8.onnx: calibrated on real photos; the accuracy limit is off because
+random weights have no accuracy to keep; the export also times each verified option on this CPU, which
+`auto` ranks by). Measuring rules (warm-up, budget, percentiles): infer/bench.py. The machine's load
 average at the start and end is recorded: other work on the machine slows every column.
 """
 
@@ -122,10 +123,13 @@ def export_int8(run: pathlib.Path, calibration: pathlib.Path | None) -> dict:
     if calibration is None:
         return {"ok": False, "error": "no calibration photos (--shared/datasets/hymenoptera/train missing)"}
     start = time.perf_counter()
-    out = zoo("export", run, "--int8", "--calibration", calibration, "--max-accuracy-drop", "100")
+    verify = calibration.parent / "val"  # photos it never calibrated on
+    out = zoo("export", run, "--int8", "--calibration", calibration, "--verify-data", verify,
+              "--max-accuracy-drop", "100")
     result = {"ok": out.returncode == 0 and (run / "model.int8.onnx").is_file(),
               "seconds": round(time.perf_counter() - start, 1),
-              "command": f"zoo export {run.name} --int8 --calibration {calibration} --max-accuracy-drop 100"}
+              "command": f"zoo export {run.name} --int8 --calibration {calibration} --verify-data {verify} "
+                         "--max-accuracy-drop 100"}
     if not result["ok"]:
         result["error"] = last_line(out.stderr) or last_line(out.stdout) or f"exit {out.returncode}"
     else:
