@@ -414,7 +414,7 @@ def _explain(chosen: Option, skipped: list[Option], asked: bool, verification: d
     if chosen.precision != "fp32" and chosen.precision in acc and "fp32" in acc:
         split = verification.get("split")
         text += (f"; {chosen.precision} verified at export: {100 * acc[chosen.precision]:.2f}% top-1 vs fp32 "
-                 f"{100 * acc['fp32']:.2f}% on {verification.get('n', '?')} "
+                 f"{100 * acc['fp32']:.2f}% on {verification.get('n', 0):,} "
                  f"{split + ' ' if split and split != 'all' else ''}images")
     passed: dict[str, list[str]] = {}  # problem -> the options it ruled out, in order
     for o in skipped:

@@ -11,5 +11,5 @@ zoo train lenet --output "$RUN"
 zoo evaluate "$RUN"
 zoo export "$RUN" --int8
 python scripts/sample_digits.py runs/demo-digits --per-class 10
-zoo classify "$RUN/model.onnx" runs/demo-digits --format table --output "$RUN/predictions.txt"
+zoo classify "$RUN" runs/demo-digits --format table --output "$RUN/predictions.txt"
 tail -n 3 "$RUN/predictions.txt"
