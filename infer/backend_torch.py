@@ -26,8 +26,7 @@ class TorchPredictor(Predictor):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA device is visible to torch; use device='cpu'")
-        if threads:
-            torch.set_num_threads(threads)
+        self._threads = threads  # torch's thread count is the process's: set only during our calls
         self._torch = torch
         self.model, card = rundir.load_model(path, device=device)
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -37,6 +36,17 @@ class TorchPredictor(Predictor):
         self.precision = precision
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        previous = torch.get_num_threads()
+        if not self._threads or self._threads == previous:
+            return self._forward(x)
+        torch.set_num_threads(self._threads)
+        try:
+            return self._forward(x)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(x).to(self.device)
         with torch.inference_mode():

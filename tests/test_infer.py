@@ -134,3 +134,14 @@ def test_auto_skips_an_engine_built_for_another_tensorrt(exported, monkeypatch):
     assert p.backend == "onnxruntime"
     assert ("fp32 on tensorrt (model.engine) skipped: built with TensorRT 10.14.1, this machine has "
             "TensorRT 11.0.0") in p.selection
+
+
+def test_torch_threads_apply_to_the_predictor_only(exported):
+    """torch's thread count is the whole process's: a Predictor with threads=1 must not leave every later
+    torch computation (a training run in the same process, say) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    p = infer.load(exported, "torch", device="cpu", threads=1)
+    assert p.predict(batch(2)).shape == (2, 10)
+    assert torch.get_num_threads() == before
