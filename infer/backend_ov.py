@@ -9,6 +9,7 @@ the rest. Imports openvino and NumPy only.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import threading
 
@@ -21,14 +22,22 @@ from .predictor import ModelFileError, Predictor
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
+@functools.lru_cache(maxsize=1)
+def _core():
+    """One OpenVINO Core for the process. A Core per model unloaded and reloaded the CPU plugin as models
+    came and went, and a process that did so for long enough crashed later in unrelated code (seen as a
+    segmentation fault in the test suite; a single Core keeps the plugin loaded)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOPredictor(Predictor):
     backend = "openvino"
 
     def __init__(self, path: pathlib.Path, *, precision: str = "fp32", threads: int | None = None,
                  **_):
-        import openvino as ov
-
-        core = ov.Core()
+        core = _core()
         try:
             model = core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
