@@ -98,7 +98,6 @@ def checked(proto, what: str) -> bytes:
 
 def to_onnx(model, card: ModelCard, opset: int | None = None):
     """The ModelProto of `model` (eval mode, on CPU) with the card in its metadata."""
-    import onnx
     import torch
 
     model = model.eval().cpu()
@@ -129,14 +128,13 @@ def set_card(proto, card: ModelCard) -> None:
 
 
 def card_of(path: str | os.PathLike) -> ModelCard:
-    """The model card inside an ONNX file (read with onnx, weights not loaded)."""
-    import onnx
+    """The model card inside an ONNX file (infer.predictor.onnx_card's, as an ExportError)."""
+    from infer.predictor import ModelFileError, onnx_card
 
-    proto = onnx.load(str(path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_METADATA_KEY not in meta:
-        raise ExportError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r})")
-    return ModelCard.from_json(meta[ONNX_METADATA_KEY])
+    try:
+        return onnx_card(path)
+    except ModelFileError as e:
+        raise ExportError(str(e)) from None
 
 
 def write_card(path: str | os.PathLike, card: ModelCard) -> None:

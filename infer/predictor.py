@@ -23,6 +23,7 @@ own library when used, so the ONNX Runtime path runs where torch is not installe
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -190,15 +191,17 @@ def _found(path: pathlib.Path) -> dict[str, pathlib.Path]:
     if suffix in (ENGINE_SUFFIX, ".plan"):
         return {"engine_int8" if _engine_precision(path) == "int8" else "engine": path}
     if suffix == ".onnx":
-        precision = _onnx_card(path).precision
+        precision = onnx_card(path).precision
         return {{"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}.get(precision, "onnx"): path}
     if suffix == ".safetensors":
         return {"weights": path}
     raise ModelFileError(f"{path}: expected a run directory, a .safetensors, .onnx or .engine file")
 
 
-def _onnx_card(path: pathlib.Path) -> ModelCard:
-    """The card in an ONNX file's metadata (onnx reads the file; weights are not kept)."""
+def onnx_card(path: str | os.PathLike) -> ModelCard:
+    """The card in an ONNX file's metadata (onnx reads the file; weights are not kept); read once while
+    the file is unchanged, and each caller gets a copy of its own."""
+    path = pathlib.Path(path)
     key = (str(path), path.stat().st_mtime_ns)
     if key not in _CARDS:
         import onnx
@@ -214,7 +217,7 @@ def _onnx_card(path: pathlib.Path) -> ModelCard:
             raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
                                  "export it with `zoo export RUN --onnx`")
         _CARDS[key] = ModelCard.from_json(meta[ONNX_METADATA_KEY])
-    return _CARDS[key]
+    return copy.deepcopy(_CARDS[key])  # the caller's own, to change at will
 
 
 _CARDS: dict = {}
@@ -234,7 +237,7 @@ def _own_precision(file: pathlib.Path) -> str:
     if file.suffix.lower() in (ENGINE_SUFFIX, ".plan"):
         return _engine_precision(file)
     if file.suffix.lower() == ".onnx":
-        return _onnx_card(file).precision
+        return onnx_card(file).precision
     return "fp32"
 
 
@@ -313,7 +316,7 @@ def _verified(option: "Option", found: dict[str, pathlib.Path], device: str | No
         return None
     if option.backend in ("openvino", "torch"):  # computed from the float32 model
         onnx_file = found.get("onnx")
-        if onnx_file is not None and p in verified_precisions(_onnx_card(onnx_file)):
+        if onnx_file is not None and p in verified_precisions(onnx_card(onnx_file)):
             return None
         return "accuracy not verified at export (`zoo export --int8` measures it where it is native)"
     if option.backend == "onnxruntime" and not _ort_has({"CUDAExecutionProvider", "TensorrtExecutionProvider"}):
@@ -326,7 +329,7 @@ def _verification(option: "Option", found: dict[str, pathlib.Path]) -> dict:
     if option.precision == "int8":
         card = _card_of(option)
     elif "onnx" in found:
-        card = _onnx_card(found["onnx"])
+        card = onnx_card(found["onnx"])
     else:
         return {}
     return card.provenance.get("verification", {})
@@ -334,7 +337,7 @@ def _verification(option: "Option", found: dict[str, pathlib.Path]) -> dict:
 
 def _card_of(option: "Option") -> ModelCard:
     if option.file.suffix == ".onnx":
-        return _onnx_card(option.file)
+        return onnx_card(option.file)
     if option.file.suffix in (ENGINE_SUFFIX, ".plan"):
         return ModelCard.load(engine_card_path(option.file))
     return ModelCard.load(option.file.parent / rundir.CARD)
@@ -461,11 +464,12 @@ def choose(path: str | os.PathLike, backend: str = "auto", precision: str = "aut
     chosen = next((o for o in found if o.problem is None), None)
     if chosen is None:
         _refuse(path, found, backend, precision)
+    files = _found(path)
     if precision == "auto":
-        chosen = _fastest_measured(found, chosen, _found(path))
+        chosen = _fastest_measured(found, chosen, files)
     asked = backend != "auto" and precision != "auto"
     skipped = found[:found.index(chosen)]
-    return chosen, _explain(chosen, skipped, asked, _verification(chosen, _found(path)))
+    return chosen, _explain(chosen, skipped, asked, _verification(chosen, files))
 
 
 def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathlib.Path]) -> Option:

@@ -2,7 +2,6 @@
 held-out split in every installed CPU runtime, recorded in the cards, taken by `infer.load` (auto); and the
 one-line refusals, with nothing written."""
 
-import json
 import pathlib
 import shutil
 

@@ -102,7 +102,7 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
         raise UserError(str(e)) from None
 
     from export.onnx import ExportError, card_of, export_run
-    from infer.predictor import ENGINE_FILE, ENGINE_INT8_FILE, ONNX_INT8_FILE
+    from infer.predictor import ONNX_INT8_FILE
 
     try:
         if int8:  # the data to calibrate and verify on must be there before anything is written
@@ -118,10 +118,11 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
             written["onnx_int8"] = result.path
         model_file = written.get("onnx_int8", onnx_file)
         if trt:
-            from export.tensorrt import build_engine
+            from export.tensorrt import build_engine, engine_file
 
             if not int8 or fp16:  # float32 or float16, from the file above (its card says which)
-                model_file = build_engine(onnx_file, onnx_file.parent / ENGINE_FILE, card_of(onnx_file), profile,
+                card = card_of(onnx_file)
+                model_file = build_engine(onnx_file, onnx_file.parent / engine_file(card.precision), card, profile,
                                           version_compatible=bool(triton), log=click.echo)
             if int8:  # explicitly quantized, from the symmetric-int8 variant of the QDQ file (verified too)
                 import tempfile
@@ -130,9 +131,9 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
                     variant = quantize.quantize(written["onnx"], pathlib.Path(tmp) / ONNX_INT8_FILE,
                                                 method=calibration_method, max_accuracy_drop=max_accuracy_drop,
                                                 prepared=prepared, tensorrt=True, log=click.echo)
-                    model_file = build_engine(variant.path, written["onnx"].parent / ENGINE_INT8_FILE,
-                                              card_of(variant.path), profile, version_compatible=bool(triton),
-                                              log=click.echo)
+                    card = card_of(variant.path)
+                    model_file = build_engine(variant.path, written["onnx"].parent / engine_file(card.precision),
+                                              card, profile, version_compatible=bool(triton), log=click.echo)
         if triton:
             from export.triton import write_repository
             from infer.predictor import model_name
