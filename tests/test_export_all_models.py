@@ -20,6 +20,8 @@ import pytest
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 from zoo.models import list_models
 
+pytestmark = pytest.mark.slow  # every model, the large ones included: the full suite runs it
+
 SIZE = {"lenet5": 28, "alexnet_v1": 67}  # the rest at 64x64
 NUM_CLASSES = 10
 LARGEST_FIRST = sorted(list_models(), key=lambda n: (not n.startswith("vgg"), "resnet1" not in n))

@@ -9,6 +9,8 @@ import torch
 
 from zoo.models import create
 
+pytestmark = pytest.mark.slow  # every model, the large ones included: the full suite runs it
+
 
 def fixture_state_dict(shapes: dict) -> dict:
     """The deterministic weights documented in ../shared/fixtures/README.md."""

@@ -27,6 +27,7 @@ def reference(shared):
     return json.loads((shared / "fixtures" / "torchvision_reference.json").read_text())["models"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg16", "vgg11_bn", "vgg16_bn", "googlenet",
                                   "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
 def test_every_torchvision_fixture_loads_with_a_10_class_head(name, reference, tmp_path):
