@@ -55,7 +55,26 @@ def images(tmp_path_factory, shared):
     Image.fromarray(rng.integers(0, 256, (31, 45), dtype=np.uint8), "L").save(d / "gray.png")
     Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(d / "digit.png")
-    return [*photos, *palette, d / "gray.png", d / "rgba.png", d / "digit.png"]
+    turned = []
+    for orientation in (3, 6, 8):  # a phone photo: the sensor's pixels, and a tag saying how to turn them
+        turned.append(d / f"bee-exif{orientation}.jpg")
+        with_orientation(Image.open(photos[0]), orientation).save(turned[-1], exif=exif(orientation), quality=90)
+    return [*photos, *palette, d / "gray.png", d / "rgba.png", d / "digit.png", *turned]
+
+
+# What a camera stores for an upright scene and each orientation tag: the pixels turned by the inverse
+# of what the tag says to do (3: rotate 180, 6: rotate 90 clockwise, 8: rotate 90 counter-clockwise).
+STORED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def with_orientation(upright: Image.Image, orientation: int) -> Image.Image:
+    return upright.transpose(STORED[orientation])
+
+
+def exif(orientation: int) -> Image.Exif:
+    tags = Image.Exif()
+    tags[0x0112] = orientation
+    return tags
 
 
 CARDS = [ModelCard("resnet18", 2, 3, [64, 80], ["ants", "bees"], [0.485, 0.456, 0.406],
@@ -83,3 +102,20 @@ def test_an_image_opened_header_only_is_checked_when_it_decodes(images):
     with pytest.raises(ImageError, match="over the limit"):
         open_image(data, max_pixels=100, load=False)  # the pixel limit is checked on the header
     assert np.array_equal(preprocess(open_image(data, load=False), CARDS[0]), preprocess(data, CARDS[0]))
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_the_exif_orientation_is_applied_on_every_way(orientation, shared, tmp_path):
+    """A phone photo of a 7 stored sideways with its EXIF tag is the same input as the upright 7."""
+    from zoo.data.mnist import read_idx
+
+    root = shared / "datasets" / "mnist"
+    labels = read_idx(root / "train-labels-idx1-ubyte.gz")[:100]
+    seven = Image.fromarray(read_idx(root / "train-images-idx3-ubyte.gz")[int(np.argmax(labels == 7))])
+    seven.save(tmp_path / "upright.png")
+    with_orientation(seven, orientation).save(tmp_path / "turned.png", exif=exif(orientation))
+    card = CARDS[-1]  # LeNet's
+    upright = preprocess(tmp_path / "upright.png", card)
+    assert not np.array_equal(np.asarray(with_orientation(seven, orientation)), np.asarray(seven))
+    for way in sorted(WAYS):
+        assert np.array_equal(WAYS[way](tmp_path / "turned.png", card), upright), way

@@ -10,6 +10,9 @@ Resize modes are DIGITS' four:
 - fill: scale so the image fits inside the target, then fill the margins with noise;
 - half-crop: scale halfway between the two, then crop the long side and fill the short one.
 The fill noise is drawn from a fixed seed, so the same image always gives the same input.
+
+An image is turned upright by its EXIF orientation tag (phone photos store the sensor's pixels and a
+tag saying how to turn them) as it decodes, before anything else looks at it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import os
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
@@ -40,6 +44,7 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     `load=False` reads only the header (format, size; the pixel limit is checked): the image decodes
     when it is passed back here, or to `prepare` / `preprocess`, with the same checks. The server uses
     it to decode small images on the spot and large ones on a thread.
+    A decoded image comes back upright: its EXIF orientation applied (`draft` sizes are upright too).
     """
     name = source if isinstance(source, (str, os.PathLike)) else "image"
     if isinstance(source, Image.Image):
@@ -61,13 +66,31 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             raise ImageError(f"{name}: not a readable image (no known image format)") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageError(f"{name}: not a readable image ({e})") from None
-    if load and isinstance(img, ImageFile.ImageFile) and img.tile:  # opened, not decoded yet
-        try:
+    if not load:
+        return img
+    try:
+        if isinstance(img, ImageFile.ImageFile) and img.tile:  # opened, not decoded yet
             if draft and img.format == "JPEG":
-                img.draft(*draft)
+                mode, (w, h) = draft
+                img.draft(mode, (h, w) if _orientation(img) in TRANSPOSING_ORIENTATIONS else (w, h))
             img.load()  # decode now, so truncated files fail here and not later
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageError(f"{name}: not a readable image ({e})") from None
+        return _upright(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright). A malformed EXIF block counts as none, as browsers do."""
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # Pillow's EXIF parser raises struct.error, TypeError, ... on broken blocks
+        return 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says (1, or no tag: unchanged)."""
+    if _orientation(img) in (2, 3, 4, 5, 6, 7, 8):
+        img = ImageOps.exif_transpose(img)
     return img
 
 
