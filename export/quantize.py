@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from zoo.card import ModelCard
+from zoo.text import plural
 
 from .onnx import ExportError, card_of, checked, set_card, write_card
 
@@ -81,32 +82,14 @@ class Images:
         return self.data if self.split == "all" else f"{self.data} {self.split}"
 
 
-def _training(card: ModelCard) -> dict:
-    """What `zoo train` recorded about the run's data (empty for a run it did not train)."""
-    training = card.provenance.get("training")
-    return training if isinstance(training, dict) and training.get("data") else {}
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    pa, pb = pathlib.Path(a).expanduser(), pathlib.Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
 def _run_source(card: ModelCard, what: str):
     """The run's own data, split exactly as its training split it."""
-    from zoo.data.datasets import DataError, open_source
+    from zoo.data.datasets import DataError, run_source
 
-    t = _training(card)
     try:
-        return open_source(t["data"], val_split=t.get("val_split") or 0.0, val_dir=t.get("val_dir"),
-                           test_dir=t.get("test_dir"), test_split=t.get("test_split"), seed=t.get("seed", 0))
+        return run_source(card, what)
     except DataError as e:
-        raise QuantizeError(f"the run's training data {t['data']!r} cannot be read here ({e}); "
-                            f"pass {what}") from None
+        raise QuantizeError(str(e)) from None
 
 
 def calibration_images(card: ModelCard, calibration: str | None = None, count: int = DEFAULT_IMAGES) -> Images:
@@ -114,21 +97,22 @@ def calibration_images(card: ModelCard, calibration: str | None = None, count: i
     split, or from `calibration`: a --data value (its training split; a folder with class subfolders:
     all of it) or a plain folder of images. Never the run's validation or test images."""
     from zoo.data import mnist
-    from zoo.data.datasets import MNIST, SMALL, DataError, RawSplit, _stratified, open_source, scan_folder
+    from zoo.data.datasets import (MNIST, SMALL, DataError, RawSplit, _stratified, open_source, run_training,
+                                   same_data, scan_folder)
     from zoo.data.preprocess import IMAGE_EXTENSIONS
 
     if count < 1:
         raise QuantizeError(f"--calibration-images {count}: must be at least 1")
-    t = _training(card)
+    t = run_training(card)
     seed = int(t.get("seed", card.provenance.get("seed", 0)) or 0)
     if calibration is None and not t:
         raise QuantizeError("the run's card names no training data to calibrate on (it was not trained by "
                             "`zoo train`): pass --calibration DATA (a --data value or a folder of images)")
-    if calibration is not None and any(_same_path(calibration, t.get(k)) for k in ("val_dir", "test_dir")):
+    if calibration is not None and any(same_data(calibration, t.get(k)) for k in ("val_dir", "test_dir")):
         raise QuantizeError(f"--calibration {calibration}: that is the run's held-out "
-                            f"{'validation' if _same_path(calibration, t.get('val_dir')) else 'test'} data, "
+                            f"{'validation' if same_data(calibration, t.get('val_dir')) else 'test'} data, "
                             "which verifies the int8 model; calibrate on training images")
-    if calibration is None or _same_path(calibration, t.get("data")):
+    if calibration is None or same_data(calibration, t.get("data")):
         data, split, raw = t["data"], "train", _run_source(card, "--calibration DATA").splits["train"]
     else:
         data, path = calibration, pathlib.Path(calibration).expanduser()
@@ -159,10 +143,10 @@ def held_out_images(card: ModelCard, verify_data: str | None = None) -> Images:
     """The images int8 is verified on: the run's test split, else its validation split; or
     `verify_data`'s test split, else all of it (its classes matched to the model's by name; the run's
     own training data names its held-out split)."""
-    from zoo.data.datasets import DataError, open_source
+    from zoo.data.datasets import DataError, open_source, run_training, same_data
 
-    t = _training(card)
-    if verify_data is not None and _same_path(verify_data, t.get("data")):
+    t = run_training(card)
+    if verify_data is not None and same_data(verify_data, t.get("data")):
         verify_data = None  # the run's own data: its held-out split, never the images it trained on
     if verify_data is not None:
         try:
@@ -382,7 +366,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
     calib, held, calib_set, held_set = (prepared.calibration, prepared.held_out, prepared.calibration_set,
                                         prepared.held_out_set)
     if log and prepared.skipped and not tensorrt:
-        log(f"calibration: {len(prepared.skipped)} file(s) could not be read and were left out "
+        log(f"calibration: {plural(len(prepared.skipped), 'file')} could not be read and were left out "
             f"(first: {prepared.skipped[0]})")
     activations = ACTIVATIONS_TENSORRT if tensorrt else ACTIVATIONS
     quantization = {"library": library(), "format": "QDQ", "weights": WEIGHTS, "activations": activations,

@@ -13,7 +13,7 @@ import numpy as np
 
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
-from .predictor import ModelFileError, Predictor
+from .predictor import ModelFileError, Predictor, metadata_card
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 TRT_CACHE = "ort-trt"  # under the project's cache root: $ZOO_CACHE/ort-trt/<sha256 of the .onnx file>/
@@ -79,7 +79,7 @@ def card_of(session, path) -> ModelCard:
     if ONNX_METADATA_KEY not in meta:
         raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
                              "export it with `zoo export RUN --onnx`")
-    return ModelCard.from_json(meta[ONNX_METADATA_KEY])
+    return metadata_card(meta[ONNX_METADATA_KEY], path)
 
 
 class OrtPredictor(Predictor):

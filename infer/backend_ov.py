@@ -15,9 +15,9 @@ import threading
 
 import numpy as np
 
-from zoo.card import ONNX_METADATA_KEY, ModelCard
+from zoo.card import ONNX_METADATA_KEY
 
-from .predictor import ModelFileError, Predictor
+from .predictor import ModelFileError, Predictor, metadata_card
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
@@ -45,7 +45,7 @@ class OpenVINOPredictor(Predictor):
         if not model.has_rt_info(["framework", ONNX_METADATA_KEY]):
             raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
                                  "export it with `zoo export RUN --onnx`")
-        card = ModelCard.from_json(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str))
+        card = metadata_card(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str), path)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

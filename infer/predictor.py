@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo import rundir
-from zoo.card import PRECISIONS, ModelCard
+from zoo.card import ONNX_METADATA_KEY, PRECISIONS, CardError, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,16 @@ def onnx_card(path: str | os.PathLike) -> ModelCard:
         if ONNX_METADATA_KEY not in meta:
             raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
                                  "export it with `zoo export RUN --onnx`")
-        _CARDS[key] = ModelCard.from_json(meta[ONNX_METADATA_KEY])
+        _CARDS[key] = metadata_card(meta[ONNX_METADATA_KEY], path)
     return copy.deepcopy(_CARDS[key])  # the caller's own, to change at will
+
+
+def metadata_card(text: str, path: str | os.PathLike) -> ModelCard:
+    """The card a model file carries in its metadata; ModelFileError naming the file where it is damaged."""
+    try:
+        return ModelCard.from_json(text)
+    except CardError as e:
+        raise ModelFileError(f"{path}: damaged model card in its metadata (key {ONNX_METADATA_KEY!r}): {e}") from None
 
 
 _CARDS: dict = {}
@@ -338,9 +346,12 @@ def _verification(option: "Option", found: dict[str, pathlib.Path]) -> dict:
 def _card_of(option: "Option") -> ModelCard:
     if option.file.suffix == ".onnx":
         return onnx_card(option.file)
-    if option.file.suffix in (ENGINE_SUFFIX, ".plan"):
-        return ModelCard.load(engine_card_path(option.file))
-    return ModelCard.load(option.file.parent / rundir.CARD)
+    engine = option.file.suffix in (ENGINE_SUFFIX, ".plan")
+    card = engine_card_path(option.file) if engine else option.file.parent / rundir.CARD
+    try:
+        return ModelCard.load(card)
+    except CardError as e:  # its message names the file
+        raise ModelFileError(str(e)) from None
 
 
 def verified_precisions(card: ModelCard) -> list[str]:

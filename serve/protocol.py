@@ -15,7 +15,10 @@ binary after the JSON when the request asks (`parameters.binary_data_output`, or
 
 This server's model takes one input: either FP32 `[N, C, H, W]` (already preprocessed, as the model
 card says) or BYTES `[N]` of encoded images (preprocessed here with zoo.data.preprocess), and answers
-the FP32 output `logits` `[N, num_classes]`.
+the FP32 output `logits` `[N, num_classes]`. Limits: a request of more than `max_images` images (the
+shape's N) is TooManyImages (413) before its elements are read; FP32 data must be finite (NaN or infinity:
+400); logits that are not finite are NonFiniteOutput, never a bare NaN (500 from images, on v2 and
+/predict alike; 422 from FP32 values the client chose).
 """
 
 from __future__ import annotations
@@ -40,6 +43,29 @@ PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "to
 
 class WireError(ValueError):
     """A request that does not follow the protocol or does not fit the model: answered 400."""
+
+
+class TooManyImages(WireError):
+    """A request with more images than the server takes in one request (--max-images): answered 413."""
+
+    def __init__(self, count: int | None, limit: int):
+        held = f"{count:,}" if count is not None else f"more than {limit:,}"
+        super().__init__(f"the request holds {held} images; the limit is {limit:,} per request (--max-images): "
+                         "send them in several requests")
+
+
+class NonFiniteOutput(ValueError):
+    """The model computed NaN or infinity from finite input: answered 500 where the input was images (a
+    fault of the model), 422 where it was FP32 values the client chose."""
+
+    def __init__(self):
+        super().__init__("the model's output is not finite (NaN or infinity) for this input")
+
+
+def check_finite(logits: np.ndarray) -> None:
+    """NonFiniteOutput unless every logit is finite: no answer ever holds a bare NaN, which is not JSON."""
+    if not np.isfinite(logits).all():
+        raise NonFiniteOutput()
 
 
 # ---- KServe v2 -------------------------------------------------------------------------------------
@@ -187,9 +213,12 @@ def _parse(json_part: bytes) -> InferRequest:
 
 
 def _deserialize_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
-    """BYTES tensor in binary form: each element is a little-endian uint32 length and then the bytes."""
+    """BYTES tensor in binary form: each element is a little-endian uint32 length and then the bytes.
+    The walk stops at the first element past `count` (the shape's, already checked against the limit)."""
     out, i = [], 0
     while i < len(raw):
+        if len(out) == count:
+            raise WireError(f"input {name!r}: shape says {count} elements but the BYTES data holds more than that")
         if i + 4 > len(raw):
             raise WireError(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
         (n,) = struct.unpack_from("<I", raw, i)
@@ -231,8 +260,11 @@ def _float_tensor(data: list, name: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False).ravel()
 
 
-def decode_infer_request(body: bytes, header_length: str | None, input_shape: list[int]) -> Decoded:
-    """Parse and check a v2 inference request for a model that takes float32 [N, *input_shape]."""
+def decode_infer_request(body: bytes, header_length: str | None, input_shape: list[int],
+                         max_images: int | None = None) -> Decoded:
+    """Parse and check a v2 inference request for a model that takes float32 [N, *input_shape]; a
+    request of more than `max_images` images (the shape's N) is refused (TooManyImages) before its
+    elements are read."""
     json_part, binary = split_body(body, header_length)
     req = _parse(json_part)
     if len(req.inputs) != 1:
@@ -263,6 +295,8 @@ def decode_infer_request(body: bytes, header_length: str | None, input_shape: li
         if len(shape) != 4 or shape[0] < 1 or list(shape[1:]) != list(input_shape):
             raise WireError(f"input {name!r}: shape {_shape_str(shape)} does not fit the model's "
                             f"{_shape_str([-1, *input_shape])}")
+        if max_images is not None and shape[0] > max_images:
+            raise TooManyImages(shape[0], max_images)
         if size is not None:
             if size != 4 * count:
                 raise WireError(f"input {name!r}: FP32 {_shape_str(shape)} needs {4 * count} bytes, got {size}")
@@ -273,12 +307,19 @@ def decode_infer_request(body: bytes, header_length: str | None, input_shape: li
                 raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
                                 f"data holds {flat.size}")
         tensor = np.ascontiguousarray(flat.reshape(shape), dtype=np.float32)
+        if not np.isfinite(tensor).all():  # the answer would be NaN, which JSON cannot hold
+            raise WireError(f"input {name!r}: FP32 data holds NaN or infinity; the model takes finite numbers")
     elif dtype == "BYTES":
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
             raise WireError(f"input {name!r}: BYTES images take shape [N] or [N, 1], got {_shape_str(shape)}")
+        if max_images is not None and count > max_images:
+            raise TooManyImages(count, max_images)
         if size is not None:
             images = _deserialize_bytes(binary, count, name)
         else:
+            if len(inp.data) != shape[0]:  # before flattening a list that may be far longer than the shape
+                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
+                                f"data holds {len(inp.data)}")
             flat = _flatten(inp.data, [])
             if len(flat) != count:
                 raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
@@ -299,7 +340,9 @@ def decode_infer_request(body: bytes, header_length: str | None, input_shape: li
 
 def encode_infer_response(model: str, logits: np.ndarray, request_id: str | None,
                           binary: bool) -> tuple[bytes, int | None]:
-    """(body, JSON header length or None): the logits as JSON data, or binary after the JSON."""
+    """(body, JSON header length or None): the logits as JSON data, or binary after the JSON.
+    NonFiniteOutput where a logit is NaN or infinity (the same answer as /predict gives, in either form)."""
+    check_finite(logits)
     logits = np.ascontiguousarray(logits, dtype="<f4")
     out: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": list(logits.shape)}
     raw = b""
@@ -311,5 +354,5 @@ def encode_infer_response(model: str, logits: np.ndarray, request_id: str | None
     resp: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [out]}
     if request_id is not None:
         resp["id"] = request_id
-    head = json.dumps(resp, separators=(",", ":")).encode()
+    head = json.dumps(resp, separators=(",", ":"), allow_nan=False).encode()
     return (head + raw, len(head)) if binary else (head, None)

@@ -11,6 +11,7 @@ SIGTERM, stops each one the way a single server stops (requests in flight finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # create_app's keyword arguments that `settings` may carry
 APP_OPTIONS = ("max_batch_size", "max_delay_ms", "max_body_mb", "max_image_pixels", "api_key", "model_name",
-               "max_queue")
+               "max_queue", "max_images", "timeout_body")
+RESERVED_FILES = 64  # open files a server process keeps for itself (model, libraries, pipes, log)
 
 
 def load_predictor(settings: dict):
@@ -46,7 +48,62 @@ def app_from_environment():
     settings = json.loads(os.environ[SETTINGS_ENV])
     logging.basicConfig(level=settings.get("log_level", "info").upper(),
                         format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]"))
-    return build(settings)
+    raise_open_file_limit()
+    app = build(settings)
+    drain_on_signals(app.state.zoo)
+    return app
+
+
+def drain_on_signals(state) -> None:
+    """In a worker process: SIGTERM / SIGINT start draining at once (new requests 503 + Connection: close),
+    as one `zoo serve` process does, then uvicorn's own handler begins its graceful shutdown. uvicorn
+    installs its handlers before it loads the app (this runs while it does), so this chains onto them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def drain(signum, frame, previous=previous):
+            state.start_draining()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, drain)
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise this process's open-file soft limit to its hard limit (every connection takes a file), and
+    return the soft limit now (None: unlimited)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # (macOS refuses an unlimited soft limit: keep the one there is)
+            pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_connections(open_files: int | None) -> int | None:
+    """--max-connections' default: the open-file limit less RESERVED_FILES (None: no limit)."""
+    return None if open_files is None else max(16, open_files - RESERVED_FILES)
+
+
+def connection_options(timeout_header: float, max_connections: int | None) -> dict:
+    """uvicorn.Config's options for the connection limits: the header timeout (serve/connection.py) and
+    at most `max_connections` connections served at once (uvicorn answers a request on one more 503 +
+    Connection: close, /health included: a load balancer then sees this process as full)."""
+    import functools
+
+    from .connection import HeaderTimeout
+
+    return {"http": functools.partial(HeaderTimeout, timeout=timeout_header), "ws": "none",
+            "limit_concurrency": None if max_connections is None else max_connections + 1}
 
 
 def listening_sockets(host: str, port: int, count: int, family) -> list:
@@ -135,4 +192,29 @@ def supervise(config, sockets: list) -> None:
 
         handle_ttou = handle_ttin
 
-    OneSocketEach(config, sockets=sockets).run()
+    supervisor = OneSocketEach(config, sockets=sockets)  # (its __init__ installs its signal handlers)
+    stop_accepting_on_signals(sockets, supervisor)
+    supervisor.run()
+
+
+def stop_accepting_on_signals(sockets: list, supervisor) -> None:
+    """In the supervisor: on SIGTERM / SIGINT close its copies of the listening sockets (the workers close
+    theirs as they drain, and new connections are then refused at once, instead of queueing on a socket
+    no one accepts from and being reset when the supervisor exits) and pass SIGTERM on to the workers
+    at once (they start draining now, not at the supervisor's next check); then its own handler."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def stop(signum, frame, previous=previous):
+            for sock in sockets:
+                sock.close()
+            if signum == signal.SIGTERM:  # (Ctrl+C sends SIGINT to the workers itself; twice forces them)
+                for process in list(supervisor.processes):
+                    with contextlib.suppress(ProcessLookupError, TypeError):
+                        os.kill(process.pid, signal.SIGTERM)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, stop)

@@ -118,3 +118,39 @@ def running(app, ready_path: str = "/v2/health/ready", timeout: float = 30.0, he
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def zoo_serve(*args, **popen):
+    """`zoo serve ARGS` as a real process of this checkout, its stdout and stderr together in one pipe."""
+    import os
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.Popen([sys.executable, "-m", "zoo", "serve", *map(str, args)], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+class Output:
+    """Collects a process's output on a thread (so its pipe never fills) and finds lines in it."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, pattern, timeout=60):
+        import re
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            if self.proc.poll() is not None and not self.thread.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")

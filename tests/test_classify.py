@@ -48,7 +48,7 @@ def test_collect_is_sorted_recursive_and_skips_hidden(folder):
     rel = [str(f.relative_to(folder)) for f in files]
     assert rel == ["3/0.png", "3/1.png", "3/2.png", "3/3.png", "3/broken.png",
                    "7/0.png", "7/1.png", "7/2.png", "unsorted/0.png", "unsorted/1.png"]
-    assert skipped == 1  # notes.txt
+    assert skipped == [(folder / "3" / "notes.txt", "no image extension")]
     files, _ = collect([folder / "3" / "notes.txt", folder / "7"])  # a file named directly is taken
     assert files[0].name == "notes.txt" and len(files) == 4
 
@@ -80,7 +80,8 @@ def test_jsonl_results_match_the_predictor(digits_run, folder, tmp_path, workers
     labelled = [row for row in by_name.values() if "label" in row]
     accuracy = sum(row["correct"] for row in labelled) / len(labelled)
     assert f"accuracy: {accuracy:.2%} ({sum(r['correct'] for r in labelled)}/7 " in r.output
-    assert "10 images" in r.output and "1 unreadable" in r.output and "1 non-image files skipped" in r.output
+    assert "10 images" in r.output and "1 unreadable" in r.output
+    assert f"1 file skipped ({folder / '3' / 'notes.txt'}: no image extension)" in r.output
 
 
 def test_csv_and_table_to_stdout(digits_run, folder):
@@ -89,7 +90,7 @@ def test_csv_and_table_to_stdout(digits_run, folder):
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert [row["path"] for row in rows] == [str(folder / "7" / f"{i}.png") for i in range(3)]
     assert all(row["label"] == "7" and row["correct"] in ("true", "false") for row in rows)
-    assert set(rows[0]) == {"path", "label", "correct", "top1", "p1", "top2", "p2", "error"}
+    assert set(rows[0]) == {"path", "label", "correct", "top1", "p1", "top2", "p2", "error", "path_bytes"}
     assert float(rows[0]["p1"]) >= float(rows[0]["p2"])
     r = zoo("classify", digits_run, folder / "7" / "0.png", "--backend", "torch")
     assert r.exit_code == 0

@@ -203,8 +203,8 @@ def test_image_folder_val_and_test_dirs(tmp_path):
 @pytest.mark.parametrize("setup, match", [
     (lambda r: r.mkdir(), "empty folder"),
     (lambda r: make_folder(r, classes=("only",)), "only one class"),
-    (lambda r: (make_folder(r), (r / "gifs").mkdir(), (r / "gifs" / "a.gif").write_bytes(b"GIF89a")),
-     r"gifs: only \.gif files"),
+    (lambda r: (make_folder(r), (r / "gifs").mkdir(), (r / "gifs" / "a.svg").write_bytes(b"<svg/>")),
+     r"gifs: only \.svg files"),
     (lambda r: (r.mkdir(), Image.new("L", (4, 4)).save(r / "loose.png")), "no class subfolders"),
 ])
 def test_bad_folders_one_line(tmp_path, setup, match):

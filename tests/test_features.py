@@ -32,7 +32,7 @@ def test_features_equal_a_manual_hook_on_the_same_batch(make_run, folder, tmp_pa
     result = CliRunner().invoke(main, ["features", str(run), str(folder), "--output", str(out),
                                        "--batch-size", "2", "--workers", "0"])
     assert result.exit_code == 0, result.output
-    assert "skipped 2 file(s)" in result.stderr  # broken.jpg and notes.txt
+    assert "skipped 2 files" in result.stderr  # broken.jpg and notes.txt
     f = np.load(out, allow_pickle=False)
     assert f["features"].shape == (5, 512) and f["features"].dtype == np.float32
     assert f["labels"].tolist() == [0, 0, 0, 1, 1]

@@ -175,16 +175,22 @@ def test_health_models_metrics_docs_page(server, predictor):
     assert page.headers["content-type"].startswith("text/html") and 'id="file"' in page.text
 
 
-def test_api_key_guards_everything_but_health(predictor, served_lenet):
+def test_api_key_guards_everything_but_health_and_the_page(predictor, served_lenet):
     digit = served_lenet.digits[0][0]
     key = {"Authorization": "Bearer s3cret"}
     with running(create_app(predictor, api_key="s3cret")) as url:
         for path in ("/health", "/v2/health/live", "/v2/health/ready"):
             assert httpx.get(url + path).status_code == 200
-        for path in ("/models", "/metrics", "/v2", f"/v2/models/{predictor.name}", "/"):
+        page = httpx.get(url + "/")  # the page opens without the key (it asks for it) and holds no data
+        assert page.status_code == 200 and 'id="key"' in page.text and predictor.name not in page.text
+        for path in ("/models", "/metrics", "/v2", f"/v2/models/{predictor.name}", "/docs", "/openapi.json"):
             r = httpx.get(url + path)
             assert r.status_code == 401 and "API key" in r.json()["error"]
             assert httpx.get(url + path, headers=key).status_code == 200
+        for scheme in ("bearer", "BEARER", "BeArEr"):  # the scheme's case is free (RFC 7235), the key's not
+            assert httpx.get(url + "/models", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+            assert httpx.get(url + "/models", headers={"Authorization": f"{scheme} S3CRET"}).status_code == 401
+        assert httpx.get(url + "/models", headers={"Authorization": "Basic s3cret"}).status_code == 401
         post = dict(content=digit, url=f"{url}/predict")
         assert httpx.post(**post, headers={"Content-Type": "image/png"}).status_code == 401
         assert httpx.post(**post, headers={"Content-Type": "image/png",

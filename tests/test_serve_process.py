@@ -4,42 +4,12 @@ new ones are refused, exit code 0), user errors in one line."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def zoo_serve(*args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.Popen([sys.executable, "-m", "zoo", "serve", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-class Output:
-    """Collects a process's output on a thread (so its pipe never fills) and finds lines in it."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.lines = []
-        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
-        self.thread.start()
-
-    def wait_for(self, pattern, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                m = re.search(pattern, line)
-                if m:
-                    return m
-            if self.proc.poll() is not None and not self.thread.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+import pytest
+from serving import Output, zoo_serve
 
 
 def queue_depth(url):
@@ -156,4 +126,72 @@ def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lene
         want = predictor.predict(preprocess(data, predictor.card)[None])[0]
         got = [p["index"] for p in answer.json()["predictions"]]
         assert got[0] == int(want.argmax())
+    assert "Traceback" not in "".join(out.lines)
+
+
+def on_a_worker(url):
+    """A keep-alive client and the pid of the worker process its connection landed on."""
+    client = httpx.Client(base_url=url, timeout=60)
+    return client, client.get("/health").json()["pid"]
+
+
+@pytest.mark.slow
+def test_workers_drain_like_one_process(served_lenet):
+    digits = [d for d, _ in served_lenet.digits[:4]]
+    proc = zoo_serve(served_lenet.onnx, "--port", 0, "--workers", 2, "--max-delay-ms", 1500, "--threads", 1)
+    out = Output(proc)
+    clients = []
+    try:
+        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
+        deadline = time.monotonic() + 120
+        ready = set()
+        while len(ready) < 2:  # both workers loaded and warmed up (each fresh connection lands on either)
+            try:
+                r = httpx.get(f"{url}/health", headers={"Connection": "close"})
+                if r.status_code == 200:
+                    ready.add(r.json()["pid"])
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+        clients += [on_a_worker(url) for _ in digits]
+        answers = [None] * len(digits)
+
+        def post(i):
+            answers[i] = clients[i][0].post("/predict", content=digits[i], headers={"Content-Type": "image/png"})
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
+        for t in threads:
+            t.start()
+        waiting = {pid: sum(p == pid for _, p in clients) for _, pid in clients}
+        deadline = time.monotonic() + 30
+        while waiting:  # every request is in its worker's batcher: ask each worker on a connection of its own
+            client, pid = on_a_worker(url)
+            try:
+                text = client.get("/metrics").text
+            finally:
+                client.close()
+            depth = float(re.search(r"^zoo_queue_depth (\S+)$", text, re.MULTILINE).group(1))
+            if waiting.get(pid) == depth:
+                del waiting[pid]
+            assert time.monotonic() < deadline, "the requests never queued up"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        late = []
+        for _ in range(10):  # new connections are refused at once (or answered 503), never queued and reset
+            try:
+                r = httpx.get(f"{url}/models", timeout=10)
+                late.append(r.status_code)
+            except httpx.ConnectError:
+                late.append("refused")
+        for t in threads:
+            t.join(60)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for client, _ in clients:
+            client.close()
+    out.thread.join(10)
+    assert set(late) <= {503, "refused"}, late
+    assert [a.status_code for a in answers] == [200] * len(digits)
     assert "Traceback" not in "".join(out.lines)

@@ -202,8 +202,8 @@ def one_line_error(r):
 @pytest.mark.parametrize("make, args, match", [
     (lambda d: d.mkdir(), [], "empty folder"),
     (lambda d: make_folder(d, classes=("one",)), [], "only one class"),
-    (lambda d: (make_folder(d, classes=("a",)), (d / "b").mkdir(), (d / "b" / "x.gif").write_bytes(b"GIF89a")),
-     [], "only .gif files"),
+    (lambda d: (make_folder(d, classes=("a",)), (d / "b").mkdir(), (d / "b" / "x.svg").write_bytes(b"<svg/>")),
+     [], "only .svg files"),
     (lambda d: make_folder(d), ["--batch-size", 0], "--batch-size 0"),
     (lambda d: make_folder(d), ["--in-channels", 4], "--in-channels 4"),
     (lambda d: make_folder(d), ["--input-size", 8], "lenet5 cannot take 1x8x8"),
@@ -227,7 +227,7 @@ def test_undecodable_files_are_skipped_in_one_warning(tmp_path):
     r = cli("train", "lenet", "--data", data, "--epochs", 1, "--val-split", 0, "--workers", 0,
             "--output", tmp_path / "run")
     assert r.exit_code == 0, r.output
-    assert r.output.count("warning:") == 1 and "warning: skipped 3 file(s) that are not readable images" in r.output
+    assert r.output.count("warning:") == 1 and "warning: skipped 3 files that are not readable images" in r.output
 
 
 def test_existing_output_and_unknown_model(tmp_path, tiny_mnist):

@@ -119,6 +119,37 @@ def test_imagenet_download_from_a_local_mirror_checks_sha256(http_dir, tmp_path,
     assert not (tmp_path / "cache" / "weights" / bad).exists()  # nothing half-written
 
 
+def test_imagenet_full_digest_is_checked_where_known(http_dir, tmp_path, monkeypatch):
+    root, url = http_dir
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_WEIGHTS_URL", url)
+    torch.save(create("lenet", num_classes=10).state_dict(), tmp_path / "ckpt.pth")
+    data = (tmp_path / "ckpt.pth").read_bytes()
+    full = hashlib.sha256(data).hexdigest()
+    name = f"lenet5-{full[:8]}.pth"  # the name's 8 hex digits match: only the full digest can refuse it
+    (root / name).write_bytes(data)
+    monkeypatch.setitem(transfer.IMAGENET_FILES, "lenet5", name)
+    wrong = full[:-1] + ("0" if full[-1] != "0" else "1")  # the last hex digit differs
+    monkeypatch.setitem(transfer.IMAGENET_SHA256, name, wrong)
+    with pytest.raises(PretrainedError) as e:
+        load_pretrained(create("lenet", num_classes=3), "lenet", "imagenet")
+    assert "checksum mismatch" in str(e.value) and full in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "cache" / "weights" / name).exists()
+    monkeypatch.setitem(transfer.IMAGENET_SHA256, name, full)
+    prov = load_pretrained(create("lenet", num_classes=3), "lenet", "imagenet", log=lambda s: None)
+    assert prov["sha256"] == full
+    (tmp_path / "cache" / "weights" / name).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # a corrupt cache
+    load_pretrained(create("lenet", num_classes=3), "lenet", "imagenet", log=lambda s: None)  # fetched again
+    assert (tmp_path / "cache" / "weights" / name).read_bytes() == data
+
+
+def test_imagenet_digest_table_holds_full_digests_of_the_published_files():
+    for name, digest in transfer.IMAGENET_SHA256.items():
+        assert name in transfer.IMAGENET_FILES.values()
+        assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+        assert digest.startswith(name.rsplit("-", 1)[1].split(".")[0])  # the 8 digits of its name
+
+
 def test_imagenet_offline_says_what_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
     monkeypatch.setenv("ZOO_WEIGHTS_URL", "http://127.0.0.1:9/")  # discard port: nothing listens

@@ -23,10 +23,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets a normal file's mode
     tmp = pathlib.Path(tmp)
     try:
         yield tmp
+        # mkstemp makes 0600, and a writer may replace the file with one of its own (safetensors does):
+        # the result gets the mode of any file the user creates, whatever wrote it
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

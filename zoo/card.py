@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 from . import atomic
@@ -19,6 +19,11 @@ CARD_FORMAT = "cnnzoo.card/1"
 ONNX_METADATA_KEY = "cnnzoo.card"
 RESIZE_MODES = ("squash", "crop", "fill", "half-crop")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # the arithmetic a model file or a runtime computes in
+
+
+class CardError(ValueError):
+    """A model card that cannot be read or does not describe a model; the message is one line (naming
+    the file where the card came from one)."""
 
 
 @dataclass
@@ -40,13 +45,15 @@ class ModelCard:
     def __post_init__(self):
         self.input_size = [int(v) for v in self.input_size]
         if len(self.class_names) != self.num_classes:
-            raise ValueError(f"card has {self.num_classes} classes but {len(self.class_names)} names")
+            raise CardError(f"card has {self.num_classes} classes but {len(self.class_names)} names")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError("card mean/std must have one value per input channel")
+            raise CardError("card mean/std must have one value per input channel")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise CardError(f"card input_size {self.input_size} is not a [height, width]")
         if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
+            raise CardError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+            raise CardError(f"precision must be one of {', '.join(PRECISIONS)}")
 
     @property
     def color_mode(self) -> str:
@@ -81,19 +88,70 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelCard":
-        if d.get("format", CARD_FORMAT).split("/")[0] != CARD_FORMAT.split("/")[0]:
-            raise ValueError(f"not a cnnzoo model card (format {d.get('format')!r})")
+        """The card a JSON object describes; CardError says what is missing or of the wrong type."""
+        if not isinstance(d, dict):
+            raise CardError(f"not a model card ({_json_type(d)}, not a JSON object)")
+        if str(d.get("format", CARD_FORMAT)).split("/")[0] != CARD_FORMAT.split("/")[0]:
+            raise CardError(f"not a cnnzoo model card (format {d.get('format')!r})")
         known = cls.__dataclass_fields__
+        required = [k for k, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CardError(f"model card is missing {', '.join(missing)}")
+        for key, (kind, item) in _FIELD_TYPES.items():
+            value = d.get(key, kind())
+            want = f"a list of {_JSON_NAMES[item][1]}" if item else _JSON_NAMES[kind][0]
+            if not _is(value, kind):
+                raise CardError(f"model card field {key!r} must be {want}, not {_json_type(value)}")
+            wrong = [v for v in value if not _is(v, item)] if item else []
+            if wrong:
+                raise CardError(f"model card field {key!r} must be {want}; it holds {_json_type(wrong[0])}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CardError(f"model card is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise CardError("model card is not valid JSON (nested too deeply)") from None
+        return cls.from_dict(d)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic.write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelCard":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """The card in a card.json file; CardError (naming the file) where it is damaged."""
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            return cls.from_json(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CardError(f"{path}: not a model card (not UTF-8 text)") from None
+        except CardError as e:
+            raise CardError(f"{path}: {e}") from None
+
+
+# field -> (JSON type, type of each item for a list): what from_dict checks before building a card
+_FIELD_TYPES = {"architecture": (str, None), "num_classes": (int, None), "in_channels": (int, None),
+                "input_size": (list, int), "class_names": (list, str), "mean": (list, float),
+                "std": (list, float), "resize_mode": (str, None), "provenance": (dict, None),
+                "precision": (str, None), "format": (str, None)}
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+_JSON_NAMES = {str: ("a string", "strings"), int: ("a whole number", "whole numbers"),
+               float: ("a number", "numbers"), list: ("a list", "lists"), dict: ("an object", "objects"),
+               bool: ("a boolean", "booleans"), type(None): ("null", "nulls")}
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in words: "a string", "a list", "null", ..."""
+    return _JSON_NAMES.get(type(value), ("a " + type(value).__name__,))[0]

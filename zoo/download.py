@@ -37,11 +37,17 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def digest_matches(got: str, expected: str) -> bool:
+    """Whether hex digest `got` is `expected`: all of it, or, where only the start of a digest is known
+    (torchvision names its files `name-<sha256[:8]>.pth`), its start."""
+    return got.lower().startswith(expected.lower()) if expected else False
+
+
 def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | None = None,
              algorithm: str = "sha256", progress: bool = True, timeout: float = 30.0) -> pathlib.Path:
     """Fetch the first of `urls` that serves the right file into `dest` (atomically), checking its digest.
 
-    `digest` may be a prefix of the hex digest (torchvision names its files `name-<sha256[:8]>.pth`).
+    `digest`: the full hex digest, or only its start where no more is known (see `digest_matches`).
     """
     from tqdm import tqdm
 
@@ -60,9 +66,10 @@ def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | No
                             bar.update(len(block))
                 if digest:
                     got = file_digest(tmp, algorithm)
-                    if not got.startswith(digest.lower()):
-                        raise ValueError(f"checksum mismatch ({algorithm} {got[:16]}..., expected "
-                                         f"{digest[:16]}...): the file is corrupt or not the right one")
+                    if not digest_matches(got, digest):
+                        what = "" if len(digest) == len(got) else f" (the first {len(digest)} hex digits)"
+                        raise ValueError(f"checksum mismatch ({algorithm} {got}, expected {digest.lower()}"
+                                         f"{what}): the file is corrupt or not the right one")
             return dest
         except (urllib.error.URLError, OSError, ValueError) as e:  # try the next mirror
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
@@ -74,9 +81,9 @@ def fetch(urls: str | list[str], dest: str | os.PathLike, **kw) -> pathlib.Path:
     """`dest` if it is already there (and matches the digest), else `download(urls, dest)`."""
     dest = pathlib.Path(dest)
     digest, algorithm = kw.get("digest"), kw.get("algorithm", "sha256")
-    if dest.is_file() and (not digest or file_digest(dest, algorithm).startswith(digest.lower())):
+    if dest.is_file() and (not digest or digest_matches(file_digest(dest, algorithm), digest)):
         return dest
     return download(urls, dest, **kw)
 
 
-__all__ = ["DownloadError", "cache_dir", "download", "fetch", "file_digest"]
+__all__ = ["DownloadError", "cache_dir", "digest_matches", "download", "fetch", "file_digest"]

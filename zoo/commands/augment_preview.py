@@ -26,7 +26,7 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
     import torch
 
     from zoo import rundir
-    from zoo.card import ModelCard
+    from zoo.card import CardError, ModelCard
     from zoo.cli import UserError
     from zoo.data import augment as augmentation
     from zoo.data.datasets import DataError, open_source, to_unit
@@ -54,7 +54,7 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
         pick = np.sort(np.random.default_rng(seed).choice(len(train), min(samples, len(train)), replace=False))
         source.splits = {"train": train.subset(pick)}
         images = source.load(card, workers=0, progress=False)[0]["train"]
-    except (DataError, augmentation.AugmentError, UnknownModelError) as e:
+    except (DataError, augmentation.AugmentError, UnknownModelError, CardError) as e:
         raise UserError(str(e)) from None
     module = augmentation.build(spec, card.input_size)
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@ import click
 
 from infer.bench import DEFAULT_BATCH_SIZES
 from infer.predictor import BACKENDS
+from zoo import threads as threads_
 from zoo.card import PRECISIONS
 
 
@@ -47,8 +48,7 @@ def _batch_sizes(ctx, param, value):
 @click.option("--batch-size", "-b", "batch_sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)),
               show_default=True, callback=_batch_sizes, metavar="N[,N...]",
               help="Batch sizes, comma-separated.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="Intra-op threads for every runtime.  [default: each runtime's own]")
+@threads_.option(help="Intra-op threads for every runtime.  [default: each runtime's own]")
 @click.option("--seconds", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
               help="Timed seconds per runtime, precision and batch size (at least --min-iterations calls).")
 @click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True,

@@ -2,15 +2,18 @@ import json
 
 import click
 
+from zoo import threads as threads_
+
 MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and the JSON only
 
 
 @click.command()
 @click.argument("model", required=False)
-@click.option("--data", help="mnist-small, mnist, an IDX directory or an image folder "
-                             "(default: the data the model was trained on).")
-@click.option("--split", type=click.Choice(["auto", "train", "test"]), default="auto", show_default=True,
-              help="auto: the data's test split if it has one, else all of it (an image folder).")
+@click.option("--data", help="mnist-small, mnist, an IDX directory (the t10k files alone are a test split) or "
+                             "an image folder (default: the data the model was trained on, split as in training).")
+@click.option("--split", type=click.Choice(["auto", "train", "val", "test"]), default="auto", show_default=True,
+              help="auto: the run's held-out split (test, else validation) of the data it trained on; of "
+                   "other data, its test split if it has one, else all of it.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--confusion", "confusion_png", type=click.Path(),
               help="Where to draw the confusion matrix (default: confusion.png beside the model).")
@@ -18,10 +21,13 @@ MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and th
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
               help="DataLoader processes decoding image folders.")
-def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers):
-    """Accuracy, top-5, per-class accuracy, confusion matrix and loss of MODEL on --data.
+@threads_.option()
+def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers, threads):
+    """Accuracy, top-5, per-class accuracy, confusion matrix and loss of MODEL on held-out data.
 
-    MODEL is a run directory or its model.safetensors (default: the newest run under runs/).
+    MODEL is a run directory or its model.safetensors (default: the newest run under runs/). Without
+    --data, the run's own test split, else its validation split; a number on images the model was
+    trained on is marked "not held out" (a warning, and "held_out": false in JSON).
 
     \b
     zoo evaluate runs/lenet5-20261121-101500 --data mnist-small
@@ -29,10 +35,12 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     """
     import pathlib
 
+    threads_.configure(threads)  # before torch loads OpenMP
     import torch
 
     from zoo import rundir
     from zoo.cli import UserError
+    from zoo.text import plural
     from zoo.data.datasets import DataError
     from zoo.train.evaluate import evaluate_data
     from zoo.train.plots import plot_confusion
@@ -44,23 +52,28 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
         elif device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device here; use --device cpu")
         net, card = rundir.load_model(path, device=device)
-        data = data or card.provenance.get("data", {}).get("source")
-        if not data:
+        if not data and not card.provenance.get("data", {}).get("source"):
             raise UserError(f"{path}: its card does not say what data it was trained on; pass --data")
-        result, used, skipped = evaluate_data(net, card, data, split=split, device=device,
-                                              batch_size=batch_size, workers=workers)
+        scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size,
+                               workers=workers)
     except (rundir.RunError, DataError) as e:
         raise UserError(str(e)) from None
+    result, data, used, skipped = scored.result, scored.data, scored.split, scored.skipped
+    if scored.held_out is False:
+        why = "it held nothing out" if split == "auto" else "--split train"
+        click.echo(f"warning: not held out: {path} was trained on these images ({data}, {used} split; {why})",
+                   err=True)
     if skipped:
-        click.echo(f"warning: skipped {len(skipped)} file(s) that are not readable images "
+        click.echo(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images "
                    f"(first: {skipped[0]})", err=True)
     png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / "confusion.png"
     plot_confusion(result.confusion, card.class_names, png,
                    title=f"{card.architecture} on {data} ({used}): {100 * result.accuracy:.2f}%")
     if fmt == "json":
-        click.echo(json.dumps({"model": str(path), "data": data, "split": used, **result.to_dict()}, indent=2))
+        click.echo(json.dumps({"model": str(path), **scored.to_dict()}, indent=2))
         return
-    click.echo(f"{path} ({card.architecture}) on {data}, {used} split: {result.n:,} images")
+    held = {True: " (held out)", False: " (NOT held out: trained on)", None: ""}[scored.held_out]
+    click.echo(f"{path} ({card.architecture}) on {data}, {used} split{held}: {result.n:,} images")
     click.echo(f"accuracy  {100 * result.accuracy:.2f}%")
     if result.top5 is not None:
         click.echo(f"top-5     {100 * result.top5:.2f}%")

@@ -87,7 +87,6 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
                 raise UserError(str(e), exit_code=2) from None
 
     from zoo import rundir
-    from zoo.card import ModelCard
 
     try:
         if model is None:
@@ -97,7 +96,7 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
         if run.is_file() and run.suffix != ".safetensors":
             raise UserError(f"{run}: MODEL is a run directory (or its .safetensors weights), "
                             "as `zoo train` writes it")
-        rundir.resolve_weights(run)
+        rundir.read_card(run)  # a damaged card stops here, before anything is written
     except rundir.RunError as e:
         raise UserError(str(e)) from None
 
@@ -108,7 +107,7 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
         if int8:  # the data to calibrate and verify on must be there before anything is written
             from export import quantize
 
-            prepared = quantize.prepare(ModelCard.load(rundir.resolve_weights(run)[1]), calibration=calibration,
+            prepared = quantize.prepare(rundir.read_card(run), calibration=calibration,
                                         images=calibration_images, verify_data=verify_data)
         written = export_run(run, output, opset=opset, fp16=fp16, log=click.echo)
         onnx_file = written.get("onnx_fp16", written["onnx"])
@@ -138,7 +137,7 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
             from export.triton import write_repository
             from infer.predictor import model_name
 
-            card = ModelCard.load(rundir.resolve_weights(run)[1])
+            card = rundir.read_card(run)
             write_repository(triton, model_name(run), model_file, card, profile, log=click.echo)
-    except ExportError as e:
+    except (ExportError, rundir.RunError) as e:
         raise UserError(str(e)) from None

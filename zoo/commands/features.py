@@ -1,5 +1,7 @@
 import click
 
+from zoo import threads as threads_
+
 
 @click.command()
 @click.argument("model")
@@ -12,7 +14,8 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
               help="DataLoader processes decoding image folders.")
-def features(model, data, output, split, batch_size, device, workers):
+@threads_.option()
+def features(model, data, output, split, batch_size, device, workers, threads):
     """The penultimate-layer embedding of every image of DATA under MODEL (feature extraction).
 
     MODEL is a run directory or its model.safetensors. DATA is an image folder (one subfolder per
@@ -25,11 +28,13 @@ def features(model, data, output, split, batch_size, device, workers):
     zoo features runs/resnet18-20261121-120000 photos/ --output photos.npz
     python -c "import numpy as np; f = np.load('photos.npz'); print(f['features'].shape, f['paths'][:3])"
     """
+    threads_.configure(threads)  # before torch loads OpenMP
     import torch
 
     from zoo import rundir
     from zoo.cli import UserError
     from zoo.data.datasets import DataError, open_source
+    from zoo.text import plural
 
     try:
         if device == "auto":
@@ -48,12 +53,12 @@ def features(model, data, output, split, batch_size, device, workers):
 
     result = extract(net, card, sets, source, skipped, batch_size=batch_size, device=device)
     if skipped:
-        click.echo(f"warning: skipped {len(skipped)} file(s) that are not readable images "
-                   f"(first: {skipped[0]})", err=True)
+        what = "is not a readable image" if len(skipped) == 1 else "are not readable images"
+        click.echo(f"warning: skipped {plural(len(skipped), 'file')} that {what} (first: {skipped[0]})", err=True)
     save_features(output, result)
     n, d = result["features"].shape
-    click.echo(f"wrote {output}: {n:,} images x {d} features ({card.architecture}, input of "
-               f"{result['layer']}), {len(result['class_names'])} classes")
+    click.echo(f"wrote {output}: {plural(n, 'image')} x {plural(d, 'feature')} ({card.architecture}, input of "
+               f"{result['layer']}), {plural(len(result['class_names']), 'class', 'classes')}")
 
 
 def extract(net, card, sets, source, skipped, *, batch_size: int = 128, device: str = "cpu") -> dict:
@@ -78,7 +83,8 @@ def extract(net, card, sets, source, skipped, *, batch_size: int = 128, device: 
             for name, images in sets.items():
                 raw = source.splits[name]
                 bar = tqdm(images.batches(batch_size), total=images.num_batches(batch_size),
-                           desc=f"features ({name})", unit="batch", leave=False)
+                           desc=f"features ({name})", unit="batch", leave=False,
+                           disable=None)  # None: shown only on a terminal, like training's
                 for x, y in bar:
                     net(standardize(to_unit(x.to(device)), card))
                     labels.append(y.cpu())

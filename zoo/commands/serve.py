@@ -1,6 +1,7 @@
 import click
 
 from infer.predictor import BACKENDS
+from zoo import threads as threads_
 from zoo.card import PRECISIONS
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -26,13 +27,16 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 @click.option("--max-image-pixels", default=None, type=click.IntRange(1),
               show_default="64,000,000: zoo.data.preprocess's limit",
               help="Larger images are refused as decompression bombs (400).")
+@click.option("--max-images", default=None, type=click.IntRange(1),
+              show_default="256: serve.app.MAX_IMAGES",
+              help="Most images in one request (/predict files, v2 batch N); more are refused (413) before "
+                   "any is decoded. Larger requests run --max-batch-size images at a time.")
 @click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(1),
               help="Requests that may wait for the model; more are answered 503.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Server processes, each with its own copy of the model and its own batcher, sharing "
                    "the port: more requests per second where one process keeps a core busy.")
-@click.option("--threads", default=None, type=click.IntRange(1),
-              help="Threads the model uses (ONNX Runtime / torch intra-op) [default: the library's; "
+@threads_.option(help="Threads the model uses (ONNX Runtime / torch intra-op) [default: the library's; "
                    "with --workers N, CPUs / N each].")
 @click.option("--api-key", envvar="ZOO_API_KEY", default=None, show_envvar=True,
               help="Require `Authorization: Bearer KEY` on everything but the health endpoints.")
@@ -40,8 +44,18 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
               help="info logs one line per request.")
 @click.option("--timeout-graceful-shutdown", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to let requests in flight finish.")
+@click.option("--timeout-header", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds a client may take to send a request's headers (from connecting, or from the "
+                   "answer before); then the connection is closed.")
+@click.option("--timeout-body", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds a client may take to send a request's body; then it is answered 408.")
+@click.option("--max-connections", default=None, type=click.IntRange(1),
+              show_default="the open-file limit less 64",
+              help="Connections served at once per process; a request on one more is answered 503 "
+                   "(/health too). The open-file soft limit is raised to the hard limit at start.")
 def serve(model, host, port, backend, precision, name, max_batch_size, max_delay_ms, max_body_mb, max_image_pixels,
-          max_queue, workers, threads, api_key, log_level, timeout_graceful_shutdown):
+          max_images, max_queue, workers, threads, api_key, log_level, timeout_graceful_shutdown, timeout_header,
+          timeout_body, max_connections):
     """Serve MODEL (a run directory, .onnx or .engine file) over HTTP: /predict, KServe v2, a page at /.
 
     Requests that arrive within --max-delay-ms run as one batch. SIGTERM (or Ctrl+C) drains: requests
@@ -66,7 +80,7 @@ def serve(model, host, port, backend, precision, name, max_batch_size, max_delay
     settings = {"model": str(model), "backend": backend, "precision": precision, "threads": threads, "log_level": log_level,
                 "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_body_mb": max_body_mb,
                 "max_image_pixels": max_image_pixels, "api_key": api_key, "model_name": name,
-                "max_queue": max_queue}
+                "max_queue": max_queue, "max_images": max_images, "timeout_body": timeout_body}
     try:  # loaded here with one process; with several, loaded once here to fail early, then in each worker
         predictor = worker.load_predictor(settings)
     except (infer.ModelFileError, infer.BackendUnavailable, FileNotFoundError, ValueError) as e:
@@ -82,8 +96,12 @@ def serve(model, host, port, backend, precision, name, max_batch_size, max_delay
     sock = sockets[0]
     bound = sock.getsockname()[1]
 
+    open_files = worker.raise_open_file_limit()
+    if max_connections is None:
+        max_connections = worker.default_max_connections(open_files)
     options = dict(log_level=log_level, access_log=False, lifespan="on", server_header=False,
-                   timeout_graceful_shutdown=timeout_graceful_shutdown)
+                   timeout_graceful_shutdown=timeout_graceful_shutdown,
+                   **worker.connection_options(timeout_header, max_connections))
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
     click.echo(f"Serving {shown} ({predictor.precision} on {predictor.backend}) on http://{url_host}:{bound} "
                f"(page at /, API docs at /docs){f', {workers} worker processes' if workers > 1 else ''}",

@@ -1,5 +1,6 @@
 import click
 
+from zoo import threads as threads_
 from zoo.train.config import TrainConfig
 
 D = TrainConfig()  # the defaults live in one place
@@ -75,14 +76,15 @@ def _amount(value):
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
 @click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
               help="DataLoader processes decoding image folders.")
+@threads_.option()
 @click.option("--output", type=click.Path(), help="Run directory (default runs/ARCH-YYYYmmdd-HHMMSS).")
 @click.option("--snapshot-every", type=click.IntRange(0), default=D.snapshot_every, show_default=True,
               help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.")
 @click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N epochs.")
 @click.option("--resume", type=click.Path(), help="Continue the run in this directory (its options are kept; "
-                                                  "--epochs, --device and --workers may change).")
+                                                  "--epochs, --device, --workers and --threads may change).")
 @click.pass_context
-def train(ctx, arch, resume, **options):
+def train(ctx, arch, resume, threads, **options):
     """Train ARCH (e.g. lenet, resnet18) on --data and write a run directory.
 
     \b
@@ -92,6 +94,8 @@ def train(ctx, arch, resume, **options):
     zoo train resnet18 --data photos/ --pretrained imagenet --freeze backbone
     torchrun --nproc-per-node 2 -m zoo train lenet   # DistributedDataParallel (gloo on CPU)
     """
+    threads_.configure(threads)  # before torch loads OpenMP; the set-up line says how many
+
     from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.models import UnknownModelError, resolve

@@ -2,6 +2,8 @@ import pathlib
 
 import click
 
+from zoo import threads as threads_
+
 
 @click.command()
 @click.argument("model")
@@ -12,7 +14,8 @@ import click
               help="Folder for index.html, stats.json and the PNG figures (default: viz/<model name>/).")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True,
               help="How many of the most probable classes to show.")
-def visualize(model, image, layers, output, top):
+@threads_.option()
+def visualize(model, image, layers, output, top, threads):
     """Write one self-contained HTML page that shows what MODEL does with IMAGE.
 
     MODEL is a run directory (or a .safetensors file with card.json beside it), or a registered model
@@ -22,6 +25,7 @@ def visualize(model, image, layers, output, top):
     """
     import time
 
+    threads_.configure(threads)  # before torch loads OpenMP
     from zoo.cli import UserError
     from zoo.data.preprocess import ImageError
     from zoo.models import UnknownModelError

@@ -124,6 +124,9 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
                         "IDX files or an image folder (one subfolder per class)")
     if class_names is not None:
         return Source(spec, list(class_names), _relabel(splits, names, class_names, spec), ignored=ignored)
+    if "train" not in splits:  # only the official t10k files: data to evaluate on, not to train on
+        raise DataError(f"{spec}: only MNIST test files (t10k-*); training needs train-images-idx3-ubyte[.gz] "
+                        f"and train-labels-idx1-ubyte[.gz] (evaluate a run on it: zoo evaluate RUN --data {spec})")
     _check_classes(splits["train"], names, f"{spec} (train)")
 
     if test_dir:
@@ -276,7 +279,8 @@ class _Files(torch.utils.data.Dataset):
         loader = torch.utils.data.DataLoader(self, batch_size=32, num_workers=workers,
                                              collate_fn=self.collate)
         xs, ys, bad = [], [], []
-        for x, y, errors in tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None):
+        for x, y, errors in tqdm(loader, desc=desc, unit="batch", leave=False,
+                                 disable=True if desc is None else None):  # None: only on a terminal
             bad += errors
             if x is not None:
                 xs.append(x)
@@ -351,3 +355,37 @@ def standardize(x: torch.Tensor, card) -> torch.Tensor:
 def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
     return as_tensor(mean).view(-1, 1, 1), as_tensor(std).view(-1, 1, 1)
+
+
+# ---- the data a run was trained on (what `zoo train` recorded on its card) ----
+
+def run_training(card) -> dict:
+    """The options `zoo train` recorded on a run's card (its data and how it was split); {} for a
+    model that `zoo train` did not make."""
+    training = card.provenance.get("training")
+    return training if isinstance(training, dict) and training.get("data") else {}
+
+
+def run_source(card, remedy: str = "--data") -> "Source":
+    """The run's own data, split exactly as its training split it (DataError, ending "pass REMEDY",
+    where it cannot be read here or its classes are no longer the model's)."""
+    t = run_training(card)
+    try:
+        source = open_source(t["data"], val_split=t.get("val_split") or 0.0, val_dir=t.get("val_dir"),
+                             test_dir=t.get("test_dir"), test_split=t.get("test_split"), seed=t.get("seed", 0))
+    except DataError as e:
+        raise DataError(f"the run's training data {t['data']} cannot be read here ({e}); pass {remedy}") from None
+    if source.class_names != list(card.class_names):
+        raise DataError(f"{t['data']}: its classes ({', '.join(source.class_names)}) are no longer the model's "
+                        f"({', '.join(card.class_names)}); pass {remedy}")
+    return source
+
+
+def same_data(a: str | None, b: str | None) -> bool:
+    """Whether two --data values name the same data (the same string, or paths to the same directory)."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    pa, pb = pathlib.Path(a).expanduser(), pathlib.Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()

@@ -77,27 +77,33 @@ def _find(directory: pathlib.Path, name: str) -> pathlib.Path | None:
 
 
 def is_idx_dir(directory: str | os.PathLike) -> bool:
+    """A directory with MNIST IDX images of either split (only the t10k files: a test set to evaluate on)."""
     directory = pathlib.Path(directory)
-    return directory.is_dir() and _find(directory, "train-images-idx3-ubyte.gz") is not None
+    return directory.is_dir() and any(_find(directory, f"{prefix}-images-idx3-ubyte.gz") is not None
+                                      for prefix in SPLITS.values())
 
 
 def load_dir(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images uint8 [N, 28, 28], labels int64 [N]), "test": ... when t10k files exist}."""
+    """{"train": (images uint8 [N, 28, 28], labels int64 [N]), "test": ...}: each split whose files
+    exist (the official test files alone make a test split); at least one of them."""
     directory = pathlib.Path(directory)
     splits = {}
     for split, prefix in SPLITS.items():
         images = _find(directory, f"{prefix}-images-idx3-ubyte.gz")
         labels = _find(directory, f"{prefix}-labels-idx1-ubyte.gz")
-        if images is None or labels is None:
-            if split == "train":
-                raise MnistError(f"{directory}: no {prefix}-images-idx3-ubyte[.gz] and "
-                                 f"{prefix}-labels-idx1-ubyte[.gz] (the MNIST IDX files)")
+        if images is None and labels is None:
             continue
+        if images is None or labels is None:
+            have, lack = (images, "labels-idx1") if labels is None else (labels, "images-idx3")
+            raise MnistError(f"{directory}: {have.name} without {prefix}-{lack}-ubyte[.gz]")
         x, y = read_idx(images), read_idx(labels)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise MnistError(f"{directory}: {images.name} {list(x.shape)} and {labels.name} "
                              f"{list(y.shape)} do not match")
         splits[split] = (np.ascontiguousarray(x, np.uint8), y.astype(np.int64))
+    if not splits:
+        raise MnistError(f"{directory}: no train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
+                         "(nor t10k-...) (the MNIST IDX files)")
     return splits
 
 

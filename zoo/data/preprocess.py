@@ -27,7 +27,9 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
+# The one list of image kinds: folders (training data, `zoo classify`) take files with these extensions
+# (a GIF: its first frame); a file named on its own is read whatever its extension.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
 

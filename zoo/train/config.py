@@ -76,12 +76,24 @@ class TrainConfig:
                        resume=str(run), output=str(run))
 
 
+CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "scaler")  # what every epoch's checkpoint holds
+
+
 def load_checkpoint(run: str | pathlib.Path) -> dict:
+    """The training state a run's checkpoint.pt holds (loaded weights_only); TrainError, one line naming
+    the file, where there is none or it is damaged."""
     path = pathlib.Path(run) / rundir.CHECKPOINT
     if not path.is_file():
         raise TrainError(f"nothing to resume in {run}: no {rundir.CHECKPOINT} (one is written after each epoch)")
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    damaged = f"{path}: not a readable training checkpoint (truncated, damaged or not written by `zoo train`)"
+    try:  # torch's own messages would advise loading unsafely: none of them is passed on
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (pickle, zip and refused-global errors of any kind)
+        raise TrainError(damaged) from None
+    if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in CHECKPOINT_KEYS):
+        raise TrainError(damaged)
+    return checkpoint
 
 

@@ -2,8 +2,10 @@
 
     from zoo.train.evaluate import evaluate, evaluate_data
     result = evaluate(model, card, image_set)                 # an ImageSet already at the card's shape
-    result = evaluate_data(model, card, "mnist-small")       # a --data value; its test split if it has one
     result.to_dict()  # {"accuracy", "top5", "per_class", "confusion", "loss", "n"}
+    scored = evaluate_data(model, card)                      # the run's held-out split (test, else val)
+    scored = evaluate_data(model, card, "photos/")           # other data: its test split if it has one
+    scored.split, scored.held_out, scored.result             # held_out False: the images it trained on
 
 `model` is anything that maps a float32 NCHW batch (standardized as the card says) to logits: a torch
 module, or a wrapper around another backend (e.g. `lambda x: torch.from_numpy(sess.run(x.numpy()))`).
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.datasets import ImageSet, open_source, standardize, to_unit
+from ..data.datasets import DataError, ImageSet, open_source, run_source, run_training, same_data, standardize, to_unit
 
 
 @dataclass
@@ -75,20 +77,49 @@ def evaluate(model, card, images: ImageSet, *, device: str | torch.device = "cpu
                       confusion=matrix.tolist(), class_names=list(card.class_names))
 
 
-def evaluate_data(model, card, data: str, *, split: str = "auto", device: str = "cpu", batch_size: int = 256,
-                  workers: int = 0) -> tuple[Evaluation, str, list[str]]:
-    """Evaluate on a `--data` value: (result, the split used, files that could not be decoded).
+@dataclass
+class DataEvaluation:
+    """What `evaluate_data` scored: the numbers, on which images, and whether the model saw them in training."""
 
-    split "auto" takes the data's test split when it has one (MNIST-small, MNIST with its t10k files),
-    else all of it (an image folder). The data's classes are matched to the card's by name.
+    result: Evaluation
+    data: str  # the --data value, or the run's own validation / test folder
+    split: str
+    held_out: bool | None  # False: images the run trained on; None: data its card does not name
+    skipped: list[str]  # files that could not be decoded
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "split": self.split, "held_out": self.held_out, **self.result.to_dict()}
+
+
+def evaluate_data(model, card, data: str | None = None, *, split: str = "auto", device: str = "cpu",
+                  batch_size: int = 256, workers: int = 0) -> DataEvaluation:
+    """Evaluate on a `--data` value, by default (None) the data the run was trained on.
+
+    The run's own data is split exactly as its training split it, and split "auto" takes its held-out
+    split: test, else validation, else (a run that held nothing out) its training images, which the
+    result says are not held out. Other data: "auto" takes its test split when it has one (MNIST-small,
+    MNIST's t10k files, a folder of only those), else all of it; its classes are matched to the card's
+    by name.
     """
-    source = open_source(data, class_names=card.class_names)
+    training = run_training(card)
+    own = data is None or (bool(training) and same_data(data, training["data"]))
+    if own and training:
+        source, label = run_source(card), training["data"]
+    else:
+        label = data or card.provenance.get("data", {}).get("source")
+        if not label:
+            raise DataError("the model's card does not say what data it was trained on; pass --data")
+        source = open_source(label, class_names=card.class_names)
     if split == "auto":
-        split = "test" if "test" in source.splits else "train"
+        split = next((s for s in ("test", "val") if s in source.splits), "train")
     if split not in source.splits:
-        from ..data.datasets import DataError
-
-        raise DataError(f"{data} has no {split} split (it has {', '.join(source.splits)})")
+        raise DataError(f"{label} has no {split} split (it has {', '.join(source.splits)})")
+    if own:
+        held_out = split != "train"
+        label = training.get({"test": "test_dir", "val": "val_dir"}.get(split, "data")) or label
+    else:
+        held_out = True if any(same_data(data, training.get(k)) for k in ("val_dir", "test_dir")) else None
     source.splits = {split: source.splits[split]}
     sets, skipped = source.load(card, workers=workers, progress=False)
-    return evaluate(model, card, sets[split], device=device, batch_size=batch_size), split, skipped
+    result = evaluate(model, card, sets[split], device=device, batch_size=batch_size)
+    return DataEvaluation(result, label, split, held_out, skipped)

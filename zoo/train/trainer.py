@@ -29,10 +29,11 @@ from typing import Callable
 import torch
 
 from .. import __version__, atomic, rundir
-from ..card import ModelCard
+from ..card import CardError, ModelCard
 from ..data import augment as augmentation
 from ..data.datasets import open_source, standardize, to_unit
 from ..models import create, get_spec
+from ..text import plural
 from . import distributed, transfer
 from .config import (DEFAULT_GAMMA, HISTORY_FIELDS, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
                      TrainError, load_checkpoint)
@@ -141,7 +142,7 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
     run_dir = _run_dir(cfg, spec.name, dist)
     sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
     if skipped and dist.main:
-        log(f"warning: skipped {len(skipped)} file(s) that are not readable images (first: {skipped[0]})")
+        log(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})")
 
     model.to(device)
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
@@ -149,11 +150,8 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
     state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [],
              "plateau": {"scale": 1.0, "best": math.inf, "bad": 0}, "weights": weights, "frozen": frozen}
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = checkpoint["state"]
-        if state["epoch"] >= cfg.epochs:
+        state = _restore(checkpoint, model, optimizer, scaler, run_dir)
+        if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
             raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
     net = distributed.wrap(model, dist, device)  # what the training steps call
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -163,7 +161,11 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
         sizes = " / ".join(f"{len(s):,} {name}" for name, s in sets.items())
         log(f"training {spec.name} on {cfg.data} ({sizes}; {card.num_classes} classes, "
             f"{'x'.join(map(str, card.input_shape))}) on {device}"
-            f"{f' x {dist.world} processes' if dist.world > 1 else ''} -> {run_dir}")
+            f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
+            f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)} -> {run_dir}")
+    if state["epoch"] == cfg.epochs and dist.main:  # resumed after its last epoch: what is left is the end
+        log(f"all {cfg.epochs} epoch(s) were done; finishing the run (test evaluation, final card)")
+        _write_history(run_dir, cfg, card, state["history"])
 
     for epoch in range(state["epoch"], cfg.epochs):
         torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + dist.rank)  # augmentation, dropout
@@ -239,10 +241,11 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
     result = Result(run_dir if dist.main else None, card, state["history"], deployable(model, card))
     if dist.main:
         if "test" in sets:
-            from safetensors.torch import load_file
-
             best_model = deployable(build_model(spec.name, card, cfg), card).to(device)
-            best_model.load_state_dict(load_file(str(run_dir / rundir.WEIGHTS), device=str(device)))
+            try:
+                rundir.load_weights(best_model, run_dir / rundir.WEIGHTS, device=str(device))
+            except rundir.RunError as e:
+                raise TrainError(str(e)) from None
             result.test = evaluate(best_model, card, sets["test"], device=device)
             log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
                 f"weights of epoch {state['best_epoch']})")
@@ -262,15 +265,43 @@ def _save_epoch(run_dir, cfg, card, source, model, optimizer, scaler, state, bes
     checkpoint = {"format": "cnnzoo.checkpoint/1", "config": asdict(cfg), "state": state,
                   "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
     atomic.write_with(run_dir / rundir.CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
-    history = state["history"]
+    _write_history(run_dir, cfg, card, state["history"])
+    _write_card(run_dir, cfg, card, source, state, None, finished=False)
+
+
+def _write_history(run_dir, cfg, card, history: list[dict]) -> None:
+    """history.csv, history.json and curves.png: everything in them comes from the checkpoint's state."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS} for r in history)
     atomic.write_text(run_dir / rundir.HISTORY_CSV, buf.getvalue())
     atomic.write_text(run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
-    _write_card(run_dir, cfg, card, source, state, None, finished=False)
     plot_curves(history, run_dir / rundir.CURVES, title=f"{card.architecture} on {cfg.data}")
+
+
+def _restore(checkpoint: dict, model, optimizer, scaler, run_dir: pathlib.Path) -> dict:
+    """Put a checkpoint's model, optimizer and scaler state in place; its training state."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = checkpoint["state"]
+        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
+            raise TypeError("no epoch count or history in its state")
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise TrainError(f"{run_dir / rundir.CHECKPOINT}: does not fit the run it belongs to ({detail})") from None
+    return state
+
+
+def _finished(run_dir: pathlib.Path) -> bool:
+    """Whether the run's card says the run finished (its test evaluation and final card written). A card
+    that is missing or unreadable does not: finishing the run writes it anew."""
+    try:
+        return ModelCard.load(run_dir / rundir.CARD).provenance.get("finished") is True
+    except (OSError, CardError):
+        return False
 
 
 def _write_card(run_dir, cfg, card, source, state, test: Evaluation | None, finished: bool) -> None:
