@@ -19,28 +19,64 @@ def shared() -> pathlib.Path:
     return SHARED
 
 
+def build_run(root: pathlib.Path, name: str = "lenet", dirname: str | None = None, seed: int = 0,
+              **card_kwargs) -> pathlib.Path:
+    """A finished-looking run directory under root/runs/, built the way `zoo train` writes one: model
+    weights (random, seeded) and the card."""
+    import torch
+
+    from zoo import rundir
+    from zoo.card import ModelCard
+    from zoo.models import create
+
+    card = ModelCard.for_model(name, **card_kwargs)
+    torch.manual_seed(seed)
+    model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)
+    run = root / "runs" / (dirname or f"{card.architecture}-test")
+    run.mkdir(parents=True)
+    rundir.save_weights(run / rundir.WEIGHTS, model)
+    card.save(run / rundir.CARD)
+    return run
+
+
 @pytest.fixture
 def make_run(tmp_path):
-    """A finished-looking run directory, built the way `zoo train` writes one: model weights (random,
-    seeded) and the card. `make_run("lenet", class_names=[...], input_size=[h, w])` -> its path."""
+    """`make_run("lenet", class_names=[...], input_size=[h, w])` -> the path of a new `build_run`."""
+    return lambda *args, **kwargs: build_run(tmp_path, *args, **kwargs)
 
-    def make(name: str = "lenet", dirname: str | None = None, seed: int = 0, **card_kwargs):
-        import torch
 
-        from zoo import rundir
-        from zoo.card import ModelCard
-        from zoo.models import create
+@pytest.fixture(scope="session")
+def _exported_lenets(tmp_path_factory):
+    """One exported LeNet run per (dirname, class names, fp16), built once per session."""
+    made = {}
 
-        card = ModelCard.for_model(name, **card_kwargs)
-        torch.manual_seed(seed)
-        model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)
-        run = tmp_path / "runs" / (dirname or f"{card.architecture}-test")
-        run.mkdir(parents=True)
-        rundir.save_weights(run / rundir.WEIGHTS, model)
-        card.save(run / rundir.CARD)
+    def get(dirname: str, class_names: tuple | None, fp16: bool) -> pathlib.Path:
+        key = (dirname, class_names, fp16)
+        if key not in made:
+            from export.onnx import export_run
+
+            names = list(class_names) if class_names else None
+            made[key] = build_run(tmp_path_factory.mktemp("exported"), "lenet", dirname=dirname, class_names=names)
+            export_run(made[key], fp16=fp16, log=None)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def exported_lenet(_exported_lenets, tmp_path):
+    """`exported_lenet(dirname, class_names=None, fp16=False)` -> this test's own copy (under
+    tmp_path/runs/) of a LeNet run with random seeded weights, exported by `export_run`: the export
+    (and its verification) runs once per session, each test gets files it may change."""
+    import shutil
+
+    def copy(dirname: str, class_names: list | None = None, fp16: bool = False) -> pathlib.Path:
+        source = _exported_lenets(dirname, tuple(class_names) if class_names else None, fp16)
+        run = tmp_path / "runs" / dirname
+        shutil.copytree(source, run)  # (copy2: the files keep their times, so the export stays newer)
         return run
 
-    return make
+    return copy
 
 
 @pytest.fixture

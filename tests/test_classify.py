@@ -10,16 +10,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 import infer
-from export.onnx import export_run
 from infer.classify import collect, softmax
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
 
 @pytest.fixture
-def digits_run(make_run):
-    run = make_run("lenet", dirname="digits", class_names=[str(i) for i in range(10)])
-    export_run(run, log=None)
-    return run
+def digits_run(exported_lenet):
+    return exported_lenet("digits", class_names=[str(i) for i in range(10)])
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from export.onnx import export_run
 from infer.classify import collect
 from zoo.cli import main
 
@@ -32,10 +31,8 @@ DEADLINE = 120  # seconds a killed or hung run gets before the test calls it a h
 
 
 @pytest.fixture
-def digits_run(make_run):
-    run = make_run("lenet", dirname="digits", class_names=[str(i) for i in range(10)])
-    export_run(run, log=None)
-    return run
+def digits_run(exported_lenet):
+    return exported_lenet("digits", class_names=[str(i) for i in range(10)])
 
 
 def slow_images(folder: pathlib.Path, n: int) -> list[pathlib.Path]:

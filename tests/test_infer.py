@@ -8,16 +8,13 @@ import onnx
 import pytest
 
 import infer
-from export.onnx import export_run
 from infer.predictor import tensorrt_missing
 from zoo.card import ModelCard
 from zoo.rundir import CARD
 
 @pytest.fixture
-def exported(make_run):
-    run = make_run("lenet", dirname="lenet5-exported", class_names=list("abcdefghij"))
-    export_run(run, fp16=True, log=None)
-    return run
+def exported(exported_lenet):
+    return exported_lenet("lenet5-exported", class_names=list("abcdefghij"), fp16=True)
 
 
 def batch(n, seed=0):

@@ -58,7 +58,8 @@ def test_lenet_takes_28_and_32():
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("vgg") and n != "vgg11"
+                                  else n for n in list_models()])  # (the other VGGs: seconds each, the same code)
 def test_forward_at_default_size_eval_and_train(name):
     spec = get_spec(name)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import infer
-from export.onnx import export_run, set_card
+from export.onnx import set_card
 from infer import hardware
 from infer.predictor import installed
 from zoo.cli import main
@@ -18,10 +18,8 @@ PLAIN_CPU = hardware.Cpu("Plain CPU without reduced precision", frozenset({"avx2
 
 
 @pytest.fixture
-def exported(make_run):
-    run = make_run("lenet", dirname="lenet5-precision")
-    export_run(run, log=None)
-    return run
+def exported(exported_lenet):
+    return exported_lenet("lenet5-precision")
 
 
 @pytest.fixture

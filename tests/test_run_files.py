@@ -126,8 +126,17 @@ def run_command(command: str, args: list) -> tuple[int, str]:
     return zoo_process(*args) if command == "serve" else cli(*args)
 
 
-@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
-@pytest.mark.parametrize("command", list(COMMANDS))
+def matrix():
+    """Every command with every corruption; in the fast subset, every command with a truncated weights
+    file and every corruption with `zoo evaluate` (the rest is marked slow)."""
+    for command in COMMANDS:
+        for corrupt in CORRUPTIONS:
+            fast = command == "evaluate" or corrupt is truncated_weights
+            yield pytest.param(command, corrupt, id=f"{command}-{corrupt.__name__}",
+                               marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize(("command", "corrupt"), list(matrix()))
 def test_a_damaged_run_file_ends_a_command_in_one_line(trained, tmp_path, command, corrupt):
     run, _, image, data = trained
     damaged = tmp_path / "damaged"

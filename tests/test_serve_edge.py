@@ -14,7 +14,7 @@ import httpx
 import pytest
 from serving import Output, zoo_serve
 
-TIMEOUT = 3  # --timeout-header and --timeout-body of the server under test, seconds
+TIMEOUT = 2  # --timeout-header and --timeout-body of the server under test, seconds
 MAX_CONNECTIONS = 4
 EDGE_FLAGS = ["--timeout-header", TIMEOUT, "--timeout-body", TIMEOUT, "--max-connections", MAX_CONNECTIONS]
 LOW_SOFT_LIMIT = 256  # the server starts with this open-file soft limit (and raises it)
@@ -122,7 +122,7 @@ def test_headers_that_never_end_are_closed_after_the_header_timeout(edge):
         assert sock.recv(1024) == b""  # closed by the server (the socket's own timeout: 30 s)
 
 
-@pytest.mark.parametrize("kind", ["image", "multipart", "v2"])
+@pytest.mark.parametrize("kind", ["image", *(pytest.param(k, marks=pytest.mark.slow) for k in ("multipart", "v2"))])
 def test_a_body_slower_than_the_body_timeout_gets_408(edge, kind):
     path, route, content_type, body = bodies(edge)[kind]
     before = requests_counted(edge, route)
