@@ -21,15 +21,17 @@ import os
 import pathlib
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from zoo import atomic, rundir
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
 TRACE_BATCH = 2  # the batch traced; verification uses another, which proves the axis is dynamic
 VERIFY_BATCH = 3
 FP32_TOLERANCE = (1e-4, 1e-3)  # (atol, rtol): pass if max|a-b| <= atol + rtol * max|reference|
@@ -84,7 +86,7 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-def checked(proto, what: str) -> bytes:
+def checked(proto: onnx.ModelProto, what: str) -> bytes:
     """The serialized model, once `onnx.checker` (full check: with strict shape inference) passed."""
     import onnx
 
@@ -96,7 +98,7 @@ def checked(proto, what: str) -> bytes:
     return data
 
 
-def to_onnx(model, card: ModelCard, opset: int | None = None):
+def to_onnx(model: torch.nn.Module, card: ModelCard, opset: int | None = None) -> onnx.ModelProto:
     """The ModelProto of `model` (eval mode, on CPU) with the card in its metadata."""
     import torch
 
@@ -105,7 +107,7 @@ def to_onnx(model, card: ModelCard, opset: int | None = None):
     with _quiet_exporter(), torch.inference_mode(False):
         try:
             program = torch.onnx.export(
-                model, (x,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, (x,), input_names=[rundir.INPUT_TENSOR], output_names=[rundir.OUTPUT_TENSOR],
                 dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
                 optimize=True, verbose=False)
         except Exception as e:  # the exporter raises many types; all mean the same to the user
@@ -118,7 +120,7 @@ def to_onnx(model, card: ModelCard, opset: int | None = None):
     return proto
 
 
-def set_card(proto, card: ModelCard) -> None:
+def set_card(proto: onnx.ModelProto, card: ModelCard) -> None:
     """Put `card` into the ModelProto's metadata (replacing what was there)."""
     import onnx
 
@@ -151,7 +153,7 @@ def ort_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    return session.run([rundir.OUTPUT_TENSOR], {rundir.INPUT_TENSOR: x})[0]
 
 
 def compare(got: np.ndarray, reference: np.ndarray, tolerance: tuple[float, float]) -> Verification:
@@ -163,7 +165,7 @@ def compare(got: np.ndarray, reference: np.ndarray, tolerance: tuple[float, floa
     return Verification(len(got), max_abs, max_abs / scale if scale else max_abs, scale, *tolerance)
 
 
-def torch_logits(model, x: np.ndarray) -> np.ndarray:
+def torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
@@ -181,7 +183,7 @@ def verify(path: str | os.PathLike, reference: np.ndarray, x: np.ndarray,
     return v
 
 
-def export_model(model, card: ModelCard, path: str | os.PathLike, *, opset: int | None = None,
+def export_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike, *, opset: int | None = None,
                  tolerance: tuple[float, float] = FP32_TOLERANCE, verify_batch: int = VERIFY_BATCH,
                  log: Callable[[str], None] | None = print) -> Verification:
     """Export `model` (described by `card`) to `path`, check and verify it; the verification.
@@ -221,7 +223,7 @@ def verify_openvino(path: str | os.PathLike, x: np.ndarray, tolerance: tuple[flo
     return v
 
 
-def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model=None,
+def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model: torch.nn.Module | None = None,
             tolerance: tuple[float, float] = FP16_TOLERANCE, verify_batch: int = VERIFY_BATCH,
             log: Callable[[str], None] | None = print) -> Verification:
     """Write the float16 variant of ONNX file `src` to `dst` (float32 input and output kept) and
@@ -259,15 +261,13 @@ def export_run(run: str | os.PathLike, output_dir: str | os.PathLike | None = No
                log: Callable[[str], None] | None = print) -> dict[str, pathlib.Path]:
     """Export a run directory's model to OUTPUT_DIR/model.onnx (default: the run directory), and with
     `fp16` also model.fp16.onnx; returns {"onnx": path, ["onnx_fp16": path]}."""
-    from infer.predictor import ONNX_FILE, ONNX_FP16_FILE
-
     model, card = rundir.load_model(run)
     out = pathlib.Path(output_dir) if output_dir is not None else pathlib.Path(run)
     if out.suffix == ".safetensors":  # a weights file: write beside it
         out = out.parent
-    written = {"onnx": out / ONNX_FILE}
+    written = {"onnx": out / rundir.ONNX}
     export_model(model, card, written["onnx"], opset=opset, log=log)
     if fp16:
-        written["onnx_fp16"] = out / ONNX_FP16_FILE
+        written["onnx_fp16"] = out / rundir.ONNX_FP16
         to_fp16(written["onnx"], written["onnx_fp16"], model=model, log=log)
     return written

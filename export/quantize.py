@@ -38,14 +38,18 @@ import os
 import pathlib
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from zoo import rundir
 from zoo.card import ModelCard
 from zoo.text import plural
 
 from .onnx import ExportError, card_of, checked, set_card, write_card
+
+if TYPE_CHECKING:
+    from zoo.data.datasets import ImageSet
 
 METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibration methods, by our names
 DEFAULT_METHOD = "percentile"  # measured best on our models: benchmarks/quantize.md
@@ -166,7 +170,7 @@ def held_out_images(card: ModelCard, verify_data: str | None = None) -> Images:
                         "verify int8's accuracy on: pass --verify-data DATA (images it never trained on)")
 
 
-def decode(images: Images, card: ModelCard, what: str, option: str | None = None):
+def decode(images: Images, card: ModelCard, what: str, option: str | None = None) -> tuple[ImageSet, list[str]]:
     """The images as a uint8 ImageSet at the card's input shape, and the files that could not be read.
     `what` ("calibration", "held-out") names them in an error, `option` the option that chose them."""
     from zoo.data.datasets import DataError, Source
@@ -184,7 +188,7 @@ class CalibrationReader:
     """ONNX Runtime's CalibrationDataReader over an ImageSet: standardized float32 batches, exactly as
     training feeds the model. `set_range` (in batches) lets the calibration go step by step."""
 
-    def __init__(self, image_set, card: ModelCard, input_name: str = "input", batch: int = CALIBRATION_BATCH):
+    def __init__(self, image_set, card: ModelCard, input_name: str = rundir.INPUT_TENSOR, batch: int = CALIBRATION_BATCH):
         import torch
 
         self.images = image_set.images
@@ -263,7 +267,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike, reader: Calibr
                            "CalibStridedMinMax": 1})  # one batch at a time, for every method
 
 
-def top1(path: pathlib.Path, backend: str, precision: str, card: ModelCard, image_set
+def top1(path: pathlib.Path, backend: str, precision: str, card: ModelCard, image_set: ImageSet
          ) -> tuple[float, np.ndarray, float | None]:
     """(top-1 accuracy, predicted classes, img/s) of `path` on `backend` (on the CPU) in `precision`,
     through the one evaluation (zoo.train.evaluate) with the card's preprocessing. img/s: the model's
@@ -338,6 +342,80 @@ def prepare(card: ModelCard, *, calibration: str | None = None, images: int = DE
     return Prepared(calib, held, calib_set, held_set, skipped)
 
 
+def _top1_everywhere(src: pathlib.Path, candidate: pathlib.Path, card: ModelCard, held_set, tensorrt: bool):
+    """(top-1 accuracy by precision and runtime, int8 predictions by runtime, img/s by option): fp32 on
+    ONNX Runtime (the reference every machine has), int8 on every CPU runtime installed, and, for the
+    CPU file, fp32 and the natively supported reduced precisions on OpenVINO."""
+    from infer.hardware import native_missing
+    from infer.predictor import installed
+
+    by_runtime: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}}
+    predicted, img_s = {}, {}
+
+    def measure(path, runtime, precision):
+        acc, pred, speed = top1(path, runtime, precision, card, held_set)
+        by_runtime.setdefault(precision, {})[runtime] = acc
+        img_s[f"{precision} on {runtime}"] = speed
+        return pred
+
+    measure(src, "onnxruntime", "fp32")
+    for runtime in runtimes():
+        predicted[runtime] = measure(candidate, runtime, "int8")
+    if installed("openvino") and not tensorrt:
+        measure(src, "openvino", "fp32")
+        for precision in REDUCED:
+            if native_missing(precision) is None:
+                measure(src, "openvino", precision)
+    return by_runtime, predicted, img_s
+
+
+def _judged(by_runtime: dict, held, n: int, title: str, max_accuracy_drop: float, method: str,
+            dst: pathlib.Path) -> tuple[dict, list[str], str]:
+    """(accuracy by precision (the worst runtime counts), verified precisions, summary line);
+    QuantizeError where int8 loses more than `max_accuracy_drop` points."""
+    fp32 = by_runtime["fp32"]["onnxruntime"]  # the reference: every machine has it
+    accuracy = {"fp32": fp32, **{p: min(r.values()) for p, r in by_runtime.items() if p != "fp32"}}
+    drop = _points(fp32, accuracy["int8"])
+    each = ", ".join(f"{r} {100 * a:.2f}%" for r, a in by_runtime["int8"].items())
+    images_of = f"{n:,} {'' if held.split == 'all' else held.split + ' '}images of {held.data}"
+    summary = (f"{title}: top-1 {100 * accuracy['int8']:.2f}%"
+               + (f" ({each})" if len(by_runtime["int8"]) > 1 else "")
+               + f" vs fp32 {100 * fp32:.2f}% on {images_of} ({_signed(-drop)} points)")
+    if drop > max_accuracy_drop:
+        others = ", ".join(m for m in METHODS if m != method)
+        raise QuantizeError(f"{summary}: int8 loses more than --max-accuracy-drop {max_accuracy_drop:g} points, "
+                            f"so {dst.name} was not written; try another --calibration-method ({others}), "
+                            "more --calibration-images, or a larger --max-accuracy-drop")
+    verified = ["fp32"] + [p for p in ("int8", *REDUCED)
+                           if p in accuracy and _points(fp32, accuracy[p]) <= max_accuracy_drop]
+    return accuracy, verified, summary
+
+
+def _log_verified(log: Callable[[str], None], summary: str, accuracy: dict, verified: list[str],
+                  src: pathlib.Path, dst: pathlib.Path, activations: str, tensorrt: bool) -> None:
+    fp32 = accuracy["fp32"]
+    log(summary)
+    for p in REDUCED:
+        if p in accuracy:
+            log(f"{p} (OpenVINO from {src.name}): top-1 {100 * accuracy[p]:.2f}% vs fp32 {100 * fp32:.2f}% "
+                f"({_signed(-_points(fp32, accuracy[p]))} points): "
+                + ("verified" if p in verified else "over the limit, so `auto` will not take it"))
+    log(f"wrote {dst} (QDQ: weights {WEIGHTS}, activations {activations}); verified: {', '.join(verified)}"
+        + ("" if tensorrt else f", recorded in the cards of {dst.name} and {src.name}"))
+
+
+def _float32_card(src: pathlib.Path, method: str, max_accuracy_drop: float) -> ModelCard:
+    """The card of the float32 file to quantize, once the options are checked (QuantizeError otherwise)."""
+    if method not in METHODS:
+        raise QuantizeError(f"--calibration-method {method}: use one of {', '.join(METHODS)}")
+    if max_accuracy_drop < 0:
+        raise QuantizeError(f"--max-accuracy-drop {max_accuracy_drop:g}: must be 0 or more (points of top-1)")
+    card = card_of(src)
+    if card.precision != "fp32":
+        raise QuantizeError(f"{src}: a {card.precision} file; quantize the float32 model.onnx")
+    return card
+
+
 def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, calibration: str | None = None,
              images: int = DEFAULT_IMAGES, method: str = DEFAULT_METHOD,
              max_accuracy_drop: float = DEFAULT_MAX_DROP, verify_data: str | None = None,
@@ -350,18 +428,11 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
     prepared: the images from `prepare` (else found from `calibration`, `images`, `verify_data`).
     tensorrt: the variant TensorRT builds an engine from (symmetric int8 activations), verified the same
     way on the CPU runtimes; `src`'s card is left as it is and bf16 / fp16 are not measured."""
-    from infer.hardware import cpu, native_missing
-    from infer.predictor import ONNX_INT8_FILE, installed
+    from infer.hardware import cpu
 
     src = pathlib.Path(src)
-    dst = pathlib.Path(dst) if dst is not None else src.parent / ONNX_INT8_FILE
-    if method not in METHODS:
-        raise QuantizeError(f"--calibration-method {method}: use one of {', '.join(METHODS)}")
-    if max_accuracy_drop < 0:
-        raise QuantizeError(f"--max-accuracy-drop {max_accuracy_drop:g}: must be 0 or more (points of top-1)")
-    card = card_of(src)
-    if card.precision != "fp32":
-        raise QuantizeError(f"{src}: a {card.precision} file; quantize the float32 model.onnx")
+    dst = pathlib.Path(dst) if dst is not None else src.parent / rundir.ONNX_INT8
+    card = _float32_card(src, method, max_accuracy_drop)
     prepared = prepared or prepare(card, calibration=calibration, images=images, verify_data=verify_data)
     calib, held, calib_set, held_set = (prepared.calibration, prepared.held_out, prepared.calibration_set,
                                         prepared.held_out_set)
@@ -383,7 +454,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
     if log:
         log(f"quantizing {src.name} to {name} ({what}; activations {activations}) with {library()} ...")
     with tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
-        candidate = pathlib.Path(tmp) / ONNX_INT8_FILE
+        candidate = pathlib.Path(tmp) / rundir.ONNX_INT8
         try:
             quantize_file(src, candidate, CalibrationReader(calib_set, card), method, symmetric=tensorrt)
         except Exception as e:  # the tools raise many kinds; all mean the same to the user
@@ -395,41 +466,12 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
         set_card(proto, qcard)
         candidate.write_bytes(checked(proto, f"{card.architecture} (int8)"))
 
-        by_runtime: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}}
-        predicted, img_s = {}, {}
-
-        def measure(path, runtime, precision):
-            acc, pred, speed = top1(path, runtime, precision, card, held_set)
-            by_runtime.setdefault(precision, {})[runtime] = acc
-            img_s[f"{precision} on {runtime}"] = speed
-            return pred
-
-        measure(src, "onnxruntime", "fp32")
-        for runtime in runtimes():
-            predicted[runtime] = measure(candidate, runtime, "int8")
-        if installed("openvino") and not tensorrt:
-            measure(src, "openvino", "fp32")
-            for precision in REDUCED:
-                if native_missing(precision) is None:
-                    measure(src, "openvino", precision)
-        fp32 = by_runtime["fp32"]["onnxruntime"]  # the reference: every machine has it
-        accuracy = {"fp32": fp32, **{p: min(r.values()) for p, r in by_runtime.items() if p != "fp32"}}
-        n = len(held_set)
-        drop = _points(fp32, accuracy["int8"])
-        each = ", ".join(f"{r} {100 * a:.2f}%" for r, a in by_runtime["int8"].items())
-        images_of = f"{n:,} {'' if held.split == 'all' else held.split + ' '}images of {held.data}"
-        summary = (f"{name} ({what}): top-1 {100 * accuracy['int8']:.2f}%"
-                   + (f" ({each})" if len(by_runtime["int8"]) > 1 else "")
-                   + f" vs fp32 {100 * fp32:.2f}% on {images_of} ({_signed(-drop)} points)")
-        if drop > max_accuracy_drop:
-            others = ", ".join(m for m in METHODS if m != method)
-            raise QuantizeError(f"{summary}: int8 loses more than --max-accuracy-drop {max_accuracy_drop:g} points, "
-                                f"so {dst.name} was not written; try another --calibration-method ({others}), "
-                                "more --calibration-images, or a larger --max-accuracy-drop")
-        verified = ["fp32"] + [p for p in ("int8", *REDUCED)
-                               if p in accuracy and _points(fp32, accuracy[p]) <= max_accuracy_drop]
-        verification = {"data": held.data, "split": held.split, "n": n, "max_accuracy_drop": max_accuracy_drop,
-                        "accuracy": accuracy, "by_runtime": by_runtime, "verified": verified,
+        by_runtime, predicted, img_s = _top1_everywhere(src, candidate, card, held_set, tensorrt)
+        accuracy, verified, summary = _judged(by_runtime, held, len(held_set), f"{name} ({what})",
+                                              max_accuracy_drop, method, dst)
+        verification = {"data": held.data, "split": held.split, "n": len(held_set),
+                        "max_accuracy_drop": max_accuracy_drop, "accuracy": accuracy, "by_runtime": by_runtime,
+                        "verified": verified,
                         # how fast each ran while verified, on this CPU model: `auto` ranks by it here
                         "speed": {"cpu": cpu().name, "batch_size": EVALUATION_BATCH,
                                   "img_s": {k: round(v, 1) for k, v in img_s.items() if v}}}
@@ -446,12 +488,5 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
         card.provenance["verification"] = verification
         write_card(src, card)
     if log:
-        log(summary)
-        for p in REDUCED:
-            if p in accuracy:
-                log(f"{p} (OpenVINO from {src.name}): top-1 {100 * accuracy[p]:.2f}% vs fp32 {100 * fp32:.2f}% "
-                    f"({_signed(-_points(fp32, accuracy[p]))} points): "
-                    + ("verified" if p in verified else "over the limit, so `auto` will not take it"))
-        log(f"wrote {dst} (QDQ: weights {WEIGHTS}, activations {activations}); verified: {', '.join(verified)}"
-            + ("" if tensorrt else f", recorded in the cards of {dst.name} and {src.name}"))
+        _log_verified(log, summary, accuracy, verified, src, dst, activations, tensorrt)
     return Result(dst, quantization, verification, summary)

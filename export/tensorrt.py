@@ -18,10 +18,10 @@ import os
 import pathlib
 from typing import Callable
 
-from zoo import atomic
+from zoo import atomic, rundir
 from zoo.card import ModelCard
 
-from .onnx import INPUT_NAME, ExportError
+from .onnx import ExportError
 
 DEFAULT_BATCH = (1, 8, 32)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -29,9 +29,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 def engine_file(precision: str) -> str:
     """The engine's file name for a card precision: model.int8.engine for int8, model.engine otherwise."""
-    from infer.predictor import ENGINE_FILE, ENGINE_INT8_FILE
-
-    return ENGINE_INT8_FILE if precision == "int8" else ENGINE_FILE
+    return rundir.ENGINE_INT8 if precision == "int8" else rundir.ENGINE
 
 
 def qdq_problem(onnx_path: str | os.PathLike) -> str | None:
@@ -83,7 +81,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     so a later TensorRT runs it, e.g. a Triton server's (started with
     `--backend-config=tensorrt,version-compatible=true`); such engines may be a little slower.
     """
-    from infer.predictor import engine_card_path, tensorrt_missing
+    from infer.predictor import tensorrt_missing
 
     why = tensorrt_missing()
     if why:
@@ -118,7 +116,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     profile = builder.create_optimization_profile()
     lo, opt, hi = batch
     shape = tuple(card.input_shape)
-    profile.set_shape(INPUT_NAME, (lo, *shape), (opt, *shape), (hi, *shape))
+    profile.set_shape(rundir.INPUT_TENSOR, (lo, *shape), (opt, *shape), (hi, *shape))
     config.add_optimization_profile(profile)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
@@ -136,8 +134,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
                  "compute_capability": ".".join(map(str, torch.cuda.get_device_capability())),
                  "batch_profile": {"min": lo, "opt": opt, "max": hi},
                  "onnx": pathlib.Path(onnx_path).name})
-    atomic.write_text(engine_card_path(engine_path), json.dumps(info, indent=2) + "\n")
+    atomic.write_text(rundir.engine_card(engine_path), json.dumps(info, indent=2) + "\n")
     if log:
-        log(f"wrote {engine_path} and {engine_card_path(engine_path).name} "
+        log(f"wrote {engine_path} and {rundir.engine_card(engine_path).name} "
             f"(TensorRT {trt.__version__}, {info['gpu_name']})")
     return engine_path

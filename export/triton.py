@@ -24,14 +24,10 @@ import re
 import shutil
 from typing import Callable
 
-from zoo import atomic
+from zoo import atomic, rundir
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
-from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError
-
-PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
-             ".plan": ("tensorrt_plan", "model.plan")}
-LABELS = "labels.txt"
+from .onnx import ExportError
 
 
 def _quote(text: str) -> str:
@@ -64,17 +60,17 @@ def config_pbtxt(name: str, card: ModelCard, platform: str, batch: tuple[int, in
         f"max_batch_size: {hi}",
         "input [",
         "  {",
-        f"    name: {_quote(INPUT_NAME)}",
+        f"    name: {_quote(rundir.INPUT_TENSOR)}",
         "    data_type: TYPE_FP32",
         f"    dims: [ {dims} ]",
         "  }",
         "]",
         "output [",
         "  {",
-        f"    name: {_quote(OUTPUT_NAME)}",
+        f"    name: {_quote(rundir.OUTPUT_TENSOR)}",
         "    data_type: TYPE_FP32",
         f"    dims: [ {card.num_classes} ]",
-        f"    label_filename: {_quote(LABELS)}",
+        f"    label_filename: {_quote(rundir.TRITON_LABELS)}",
         "  }",
         "]",
         "dynamic_batching {",
@@ -96,14 +92,14 @@ def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.Pa
     """Write model `name` into Triton repository `repo` from `model_file` (.onnx or .engine/.plan);
     returns the model's directory."""
     model_file = pathlib.Path(model_file)
-    platform, target = PLATFORMS[model_file.suffix.lower()]
+    platform, target = rundir.TRITON_FILES[model_file.suffix.lower()]
     if platform == "tensorrt_plan":
         check_plan_batch(batch)
     model_dir = pathlib.Path(repo) / triton_name(name)
-    dst = model_dir / "1" / target
+    dst = model_dir / rundir.TRITON_VERSION / target
     atomic.write_with(dst, lambda tmp: shutil.copyfile(model_file, tmp))
-    atomic.write_text(model_dir / LABELS, "".join(f"{c}\n" for c in card.class_names))
-    atomic.write_text(model_dir / "config.pbtxt", config_pbtxt(model_dir.name, card, platform, batch))
+    atomic.write_text(model_dir / rundir.TRITON_LABELS, "".join(f"{c}\n" for c in card.class_names))
+    atomic.write_text(model_dir / rundir.TRITON_CONFIG, config_pbtxt(model_dir.name, card, platform, batch))
     if log:
         log(f"wrote Triton model {model_dir} ({platform}, max batch {batch[2]}, dynamic batching)")
         if platform == "tensorrt_plan":
@@ -113,10 +109,8 @@ def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.Pa
 
 def plan_note(plan: pathlib.Path) -> str:
     """One line on what Triton server can run this TensorRT plan, from the engine's card beside it."""
-    from infer.predictor import engine_card_path
-
     try:
-        info = json.loads(engine_card_path(plan).read_text(encoding="utf-8"))
+        info = json.loads(rundir.engine_card(plan).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         info = {}
     version, cc = info.get("tensorrt_version", "?"), info.get("compute_capability", "?")

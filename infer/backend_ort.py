@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
 from .predictor import ModelFileError, Predictor, metadata_card
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 TRT_CACHE = "ort-trt"  # under the project's cache root: $ZOO_CACHE/ort-trt/<sha256 of the .onnx file>/
@@ -59,7 +63,7 @@ def default_providers(path: str | os.PathLike | None = None) -> list:
     return providers
 
 
-def session_options(threads: int | None = None, spin_wait: bool = True):
+def session_options(threads: int | None = None, spin_wait: bool = True) -> ort.SessionOptions:
     """spin_wait=False: ONNX Runtime's intra-op threads sleep between runs instead of spinning (its
     default), which leaves the CPU to a server's event loop between batches."""
     import onnxruntime as ort
@@ -74,7 +78,7 @@ def session_options(threads: int | None = None, spin_wait: bool = True):
     return so
 
 
-def card_of(session, path) -> ModelCard:
+def card_of(session: ort.InferenceSession, path: str | os.PathLike) -> ModelCard:
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
         raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "

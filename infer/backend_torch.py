@@ -10,7 +10,7 @@ import pathlib
 
 import numpy as np
 
-from zoo import rundir
+from zoo import devices, rundir
 
 from .predictor import BackendUnavailable, Predictor
 
@@ -22,10 +22,10 @@ class TorchPredictor(Predictor):
                  precision: str = "fp32", **_):
         import torch
 
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable("no CUDA device is visible to torch; use device='cpu'")
+        try:
+            device = devices.resolve(device)
+        except devices.DeviceError as e:
+            raise BackendUnavailable(str(e)) from None
         self._threads = threads  # torch's thread count is the process's: set only during our calls
         self._torch = torch
         self.model, card = rundir.load_model(path, device=device)

@@ -15,9 +15,10 @@ import threading
 
 import numpy as np
 
+from zoo import rundir
 from zoo.card import ModelCard
 
-from .predictor import BackendUnavailable, ModelFileError, Predictor, engine_card_path, tensorrt_missing
+from .predictor import BackendUnavailable, ModelFileError, Predictor, tensorrt_missing
 
 REBUILD = "rebuild it here with `zoo export RUN --trt`"
 
@@ -37,7 +38,7 @@ def engine_mismatch(engine_path: str | os.PathLike, *, tensorrt_version: str | N
     with (or a later one, for an engine built version-compatible) and the GPU has its compute
     capability. `tensorrt_version` ("10.14.1") and `compute_capability` ("8.6" or (8, 6)) default to
     the installed tensorrt's and the current CUDA device's, looked up only when needed."""
-    card_path = engine_card_path(engine_path)
+    card_path = rundir.engine_card(engine_path)
     try:
         info = json.loads(card_path.read_text(encoding="utf-8"))
         built_version, built_cc = info["tensorrt_version"], str(info["compute_capability"])
@@ -84,7 +85,7 @@ class TensorRTPredictor(Predictor):
         import tensorrt as trt
         import torch
 
-        card_path = engine_card_path(path)
+        card_path = rundir.engine_card(path)
         if not card_path.is_file():
             raise ModelFileError(f"{path}: the engine's card {card_path.name} is missing beside it "
                                  "(rebuild with `zoo export RUN --trt`)")

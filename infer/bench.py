@@ -73,9 +73,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from zoo import rundir
 from zoo.card import PRECISIONS
 
-from .predictor import BACKENDS, Option, _library_missing, load, model_name, options
+from .predictor import BACKENDS, Option, _library_missing, load, options
 
 SCHEMA = "cnnzoo.bench/1"
 BASELINE = ("onnxruntime", "fp32")
@@ -155,52 +156,19 @@ def run_bench(path: str | os.PathLike, runtimes: Iterable[str] | None = None,
         raise BenchError(f"{path}: nothing can run here: {found[0].problem}")  # pragma: no cover
 
     note = progress or (lambda line: None)
-    report = {"schema": SCHEMA, "model": model_name(path), "path": str(path), "architecture": None,
-              "input_shape": None, "num_classes": None, "cpu": _cpu(), "versions": versions(),
-              "threads": threads, "batch_sizes": batch_sizes, "seconds": seconds, "warmup": warmup,
-              "min_iterations": min_iterations,
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "load_average": {"start": _loadavg(), "end": None},
-              "baseline": {"runtime": baseline.backend, "precision": baseline.precision,
-                           "file": baseline.file and str(baseline.file), "problem": baseline.problem},
-              "rows": [], "skipped": []}
+    report = _header(path, baseline, threads, batch_sizes, seconds, warmup, min_iterations)
     inputs: dict[tuple, np.ndarray] = {}
     rows = []
     for option in found:
         if option.problem:
             report["skipped"].append(_skip(option, option.problem))
             continue
-        try:
-            start = time.perf_counter()
-            predictor = load(path, option.backend, precision=option.precision, threads=threads, device=device)
-            load_seconds = time.perf_counter() - start
-        except Exception as e:  # a runtime that fails on this file is a finding, not the end of the run
-            report["skipped"].append(_skip(option, f"failed to load: {_one_line(e)}"))
-            continue
-        card = predictor.card
-        if report["architecture"] is None:
-            report.update(architecture=card.architecture, input_shape=list(card.input_shape),
-                          num_classes=card.num_classes)
-        shape = tuple(card.input_shape)
-        if shape not in inputs:
-            rng = np.random.default_rng(0)
-            inputs[shape] = rng.standard_normal((max(batch_sizes), *shape), dtype=np.float32)
-        try:
-            for b in batch_sizes:
-                row = {"runtime": option.backend, "precision": option.precision, "batch_size": b,
-                       "file": option.file.name if option.file else None, "device": predictor.device,
-                       "load_seconds": round(load_seconds, 3),
-                       **measure(predictor.predict, inputs[shape][:b], seconds, warmup, min_iterations),
-                       "speedup": None, "baseline": option is baseline}
-                rows.append(row)
-                note(f"{option.backend} {option.precision} batch {b}: {row['img_s']:.1f} img/s, "
-                     f"p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms ({row['iterations']} calls)")
-        except Exception as e:
-            report["skipped"].append(_skip(option, f"failed to run: {_one_line(e)}"))
-            rows = [r for r in rows if (r["runtime"], r["precision"]) != (option.backend, option.precision)]
-        finally:
-            del predictor
-            gc.collect()  # vgg16 is 500 MB per copy: free it before the next runtime loads its own
+        measured, problem = _measure_option(path, option, option is baseline, report, inputs, note,
+                                            threads=threads, device=device, batch_sizes=batch_sizes,
+                                            seconds=seconds, warmup=warmup, min_iterations=min_iterations)
+        rows += measured
+        if problem:
+            report["skipped"].append(_skip(option, problem))
     if baseline.problem is None and not any(r["baseline"] for r in rows):
         report["baseline"]["problem"] = next(s["reason"] for s in report["skipped"]
                                              if (s["runtime"], s["precision"]) == BASELINE)
@@ -213,6 +181,55 @@ def run_bench(path: str | os.PathLike, runtimes: Iterable[str] | None = None,
                                                  order[r["runtime"], r["precision"]]))
     report["load_average"]["end"] = _loadavg()
     return report
+
+
+def _header(path: pathlib.Path, baseline, threads, batch_sizes, seconds, warmup, min_iterations) -> dict:
+    """The report's fields that do not depend on the measurements (rows and skipped left empty)."""
+    return {"schema": SCHEMA, "model": rundir.model_name(path), "path": str(path), "architecture": None,
+            "input_shape": None, "num_classes": None, "cpu": _cpu(), "versions": versions(),
+            "threads": threads, "batch_sizes": batch_sizes, "seconds": seconds, "warmup": warmup,
+            "min_iterations": min_iterations,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "load_average": {"start": _loadavg(), "end": None},
+            "baseline": {"runtime": baseline.backend, "precision": baseline.precision,
+                         "file": baseline.file and str(baseline.file), "problem": baseline.problem},
+            "rows": [], "skipped": []}
+
+
+def _measure_option(path: pathlib.Path, option, is_baseline: bool, report: dict, inputs: dict, note, *,
+                    threads, device, batch_sizes, seconds, warmup, min_iterations) -> tuple[list[dict], str | None]:
+    """(rows, None) for one runtime and precision at every batch size, or ([], why) where it failed to
+    load or to run (a finding, not the end of the run). Fills the report's model fields on first use."""
+    try:
+        start = time.perf_counter()
+        predictor = load(path, option.backend, precision=option.precision, threads=threads, device=device)
+        load_seconds = time.perf_counter() - start
+    except Exception as e:  # a runtime that fails on this file is a finding, not the end of the run
+        return [], f"failed to load: {_one_line(e)}"
+    card = predictor.card
+    if report["architecture"] is None:
+        report.update(architecture=card.architecture, input_shape=list(card.input_shape),
+                      num_classes=card.num_classes)
+    shape = tuple(card.input_shape)
+    if shape not in inputs:
+        inputs[shape] = np.random.default_rng(0).standard_normal((max(batch_sizes), *shape), dtype=np.float32)
+    rows = []
+    try:
+        for b in batch_sizes:
+            row = {"runtime": option.backend, "precision": option.precision, "batch_size": b,
+                   "file": option.file.name if option.file else None, "device": predictor.device,
+                   "load_seconds": round(load_seconds, 3),
+                   **measure(predictor.predict, inputs[shape][:b], seconds, warmup, min_iterations),
+                   "speedup": None, "baseline": is_baseline}
+            rows.append(row)
+            note(f"{option.backend} {option.precision} batch {b}: {row['img_s']:.1f} img/s, "
+                 f"p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms ({row['iterations']} calls)")
+        return rows, None
+    except Exception as e:
+        return [], f"failed to run: {_one_line(e)}"
+    finally:
+        del predictor
+        gc.collect()  # vgg16 is 500 MB per copy: free it before the next runtime loads its own
 
 
 def measure(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float, warmup: float = 1.0,

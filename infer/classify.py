@@ -29,13 +29,20 @@ import os
 import pathlib
 import stat
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from zoo.card import ModelCard
 from zoo.data.preprocess import IMAGE_EXTENSIONS, ImageError, preprocess
 from zoo.text import plural
+
+from . import answer
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from .predictor import Predictor
 
 PARTIAL_SUFFIX = ".partial"  # out.jsonl.partial: the results of a run still going, or of one that crashed
 
@@ -75,7 +82,7 @@ class Result:
     """What `classify` says about one image."""
 
     path: str  # as the file system gave it (undecodable bytes as lone surrogates)
-    top: list[tuple[str, float]] = field(default_factory=list)  # (label, softmax probability), best first
+    top: list[dict] = field(default_factory=list)  # infer.answer.top_k's {label, index, probability}, best first
     label: str | None = None  # the class its folder names, where the folder names one
     error: str | None = None
 
@@ -83,7 +90,7 @@ class Result:
     def correct(self) -> bool | None:
         if self.label is None or not self.top:
             return None
-        return self.top[0][0] == self.label
+        return self.top[0]["label"] == self.label
 
     def to_dict(self) -> dict:
         d: dict = {"path": printable(self.path)}
@@ -93,7 +100,7 @@ class Result:
         if self.error is not None:
             d["error"] = printable(self.error)
         else:
-            d["top_k"] = [{"label": lab, "probability": round(p, 6)} for lab, p in self.top]
+            d["top_k"] = self.top
         if self.label is not None:
             d["label"] = self.label
             if self.error is None:
@@ -102,11 +109,12 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict) -> Result:
-        """The inverse of to_dict (a jsonl line read back)."""
+        """The inverse of to_dict (a jsonl line read back; a CSV row's labels carry no index)."""
         path = os.fsdecode(base64.b64decode(d["path_bytes"], validate=True)) if d.get("path_bytes") else d["path"]
         if not isinstance(path, str):
             raise TypeError("path is not a string")
-        top = [(str(t["label"]), float(t["probability"])) for t in d.get("top_k", [])]
+        top = [{"label": str(t["label"]), **({"index": int(t["index"])} if "index" in t else {}),
+                "probability": float(t["probability"])} for t in d.get("top_k", [])]
         return cls(path, top, d.get("label"), d.get("error"))
 
 
@@ -199,20 +207,6 @@ def folder_label(path: pathlib.Path, class_names: Sequence[str]) -> str | None:
     return folded.get(parent.casefold())
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def ranked(logits: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
-    """The k most probable (label, softmax probability) per row, best first."""
-    probs = softmax(logits)
-    k = min(k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return [[(class_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
-
-
 def decode(paths: Sequence[str], card: ModelCard) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """Preprocess a batch of files: (stacked inputs of the readable ones, their indices, (index, error)
     for the others). Runs in the worker processes."""
@@ -269,15 +263,15 @@ def decoded_batches(files: Sequence[pathlib.Path], card: ModelCard, batch_size: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def classify_batches(predictor, files: Sequence[pathlib.Path], *, top_k: int = 5, batch_size: int = 32,
-                     workers: int = 2, progress=None) -> Iterator[list[Result]]:
+def classify_batches(predictor: Predictor, files: Sequence[pathlib.Path], *, top_k: int = 5, batch_size: int = 32,
+                     workers: int = 2, progress: tqdm | None = None) -> Iterator[list[Result]]:
     """One list of Results per batch of files, in order. `progress`: a tqdm-like object to
     `update(n)` per batch."""
     card = predictor.card
     for chunk, (x, ok, errors) in decoded_batches(files, card, batch_size, workers):
         results = [Result(str(p), label=folder_label(p, card.class_names)) for p in chunk]
         if len(ok):
-            for i, top in zip(ok, ranked(predictor.predict(x), card.class_names, top_k)):
+            for i, top in zip(ok, answer.top_k(predictor.predict(x), card.class_names, top_k)):
                 results[i].top = top
         for i, message in errors:
             results[i].error = message
@@ -286,7 +280,7 @@ def classify_batches(predictor, files: Sequence[pathlib.Path], *, top_k: int = 5
         yield results
 
 
-def classify(predictor, files: Sequence[pathlib.Path], **kwargs) -> Iterator[Result]:
+def classify(predictor: Predictor, files: Sequence[pathlib.Path], **kwargs: Any) -> Iterator[Result]:
     """One Result per file, in order (the options of classify_batches)."""
     for batch in classify_batches(predictor, files, **kwargs):
         yield from batch
@@ -344,14 +338,14 @@ class ResultWriter:
 
             self.stream.write(json.dumps(r.to_dict()) + "\n")
         elif self.fmt == "csv":
-            tops = [v for lab, p in r.top for v in (lab, f"{p:.6f}")]
+            tops = [v for t in r.top for v in (t["label"], f"{t['probability']:.6f}")]
             tops += [""] * (2 * self.top_k - len(tops))
             ok = "" if r.correct is None else str(r.correct).lower()
             self.csv.writerow([printable(r.path), r.label or "", ok, *tops, printable(r.error or ""),
                                path_bytes(r.path) or ""])
         else:
             ok = {None: "", True: "yes", False: "no"}[r.correct]
-            what = printable(r.error) if r.error else "  ".join(f"{lab} {p:.3f}" for lab, p in r.top)
+            what = printable(r.error) if r.error else "  ".join(f"{t['label']} {t['probability']:.3f}" for t in r.top)
             self.stream.write(f"{printable(r.path):<{self.width}}  {r.label or '':<12}  {ok:<3}  {what}\n")
 
     def flush(self) -> None:
@@ -448,6 +442,6 @@ def check_carried(results: Sequence[Result], source: pathlib.Path, class_names: 
         if r.error is None and len(r.top) != k:
             raise ResumeError(f"{printable(str(source))}: its results hold {len(r.top)} labels per image and "
                               f"this run {k}; resume with the same --top-k")
-        if any(lab not in names for lab, _ in r.top):
+        if any(t["label"] not in names for t in r.top):
             raise ResumeError(f"{printable(str(source))}: its results name labels this model does not have; "
                               "resume with the same model")

@@ -38,19 +38,9 @@ from zoo.card import ONNX_METADATA_KEY, PRECISIONS, CardError, ModelCard
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")
-ONNX_FILE = "model.onnx"
-ONNX_FP16_FILE = "model.fp16.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
-ENGINE_FILE = "model.engine"
-ENGINE_INT8_FILE = "model.int8.engine"
-ENGINE_SUFFIX = ".engine"
-CARD_SUFFIX = ".json"  # an engine's card: model.engine -> model.engine.json
 
 GPU_HINT = "pip install 'cnnzoo[gpu]' on a machine with an NVIDIA GPU"
 
-# What `zoo export` writes into a run directory, by kind.
-FILES = {"engine": ENGINE_FILE, "engine_int8": ENGINE_INT8_FILE, "onnx": ONNX_FILE,
-         "onnx_fp16": ONNX_FP16_FILE, "onnx_int8": ONNX_INT8_FILE, "weights": rundir.WEIGHTS}
 # `auto`: the fastest precision first (int8 kernels beat bf16 ones on AMX, and fp16 on a GPU; a reduced
 # precision is taken only where the export verified it), then per precision the fastest runtime first.
 AUTO_PRECISIONS = ("int8", "bf16", "fp16", "fp32")
@@ -94,7 +84,7 @@ class Predictor:
         self.path = pathlib.Path(path)
         self.card = card
         self.device = device
-        self.name = model_name(self.path)
+        self.name = rundir.model_name(self.path)
         self.selection = f"{self.backend} (asked for)"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -127,25 +117,6 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
-
-
-def model_name(path: pathlib.Path) -> str:
-    """A model's name from its path: the run directory's name (runs/lenet5-2026.../model.onnx ->
-    "lenet5-2026..."), or the Triton model's (repo/lenet5/1/model.onnx -> "lenet5"), or the file's stem."""
-    path = pathlib.Path(path).resolve()
-    if path.is_dir():
-        return path.name
-    parent = path.parent
-    if parent.name.isdigit():  # a Triton version directory
-        parent = parent.parent
-    if path.stem.split(".")[0] == "model" or path.name == rundir.WEIGHTS:
-        return parent.name
-    return path.stem
-
-
-def engine_card_path(engine: str | os.PathLike) -> pathlib.Path:
-    engine = pathlib.Path(engine)
-    return engine.parent / (engine.name + CARD_SUFFIX)
 
 
 def installed(module: str) -> bool:
@@ -183,12 +154,12 @@ def _found(path: pathlib.Path) -> dict[str, pathlib.Path]:
     """file kind ("engine", "engine_int8", "onnx", "onnx_fp16", "onnx_int8", "weights") -> the file, for
     what exists at `path`. A single file is one kind, named after its precision."""
     if path.is_dir():
-        found = {kind: path / name for kind, name in FILES.items()}
+        found = {kind: path / name for kind, name in rundir.MODEL_FILES.items()}
         return {k: f for k, f in found.items() if f.is_file()}
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
-    if suffix in (ENGINE_SUFFIX, ".plan"):
+    if suffix in rundir.ENGINE_SUFFIXES:
         return {"engine_int8" if _engine_precision(path) == "int8" else "engine": path}
     if suffix == ".onnx":
         precision = onnx_card(path).precision
@@ -235,14 +206,14 @@ def _engine_precision(engine: pathlib.Path) -> str:
     import json
 
     try:
-        return json.loads(engine_card_path(engine).read_text()).get("precision", "fp32")
+        return json.loads(rundir.engine_card(engine).read_text()).get("precision", "fp32")
     except (OSError, ValueError, AttributeError):
         return "fp32"
 
 
 def _own_precision(file: pathlib.Path) -> str:
     """The precision a model file computes in by itself (an engine's, an ONNX file's card's)."""
-    if file.suffix.lower() in (ENGINE_SUFFIX, ".plan"):
+    if file.suffix.lower() in rundir.ENGINE_SUFFIXES:
         return _engine_precision(file)
     if file.suffix.lower() == ".onnx":
         return onnx_card(file).precision
@@ -346,8 +317,8 @@ def _verification(option: "Option", found: dict[str, pathlib.Path]) -> dict:
 def _card_of(option: "Option") -> ModelCard:
     if option.file.suffix == ".onnx":
         return onnx_card(option.file)
-    engine = option.file.suffix in (ENGINE_SUFFIX, ".plan")
-    card = engine_card_path(option.file) if engine else option.file.parent / rundir.CARD
+    engine = option.file.suffix in rundir.ENGINE_SUFFIXES
+    card = rundir.engine_card(option.file) if engine else option.file.parent / rundir.CARD
     try:
         return ModelCard.load(card)
     except CardError as e:  # its message names the file
@@ -511,7 +482,7 @@ def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathl
 def _refuse(path: pathlib.Path, found: list[Option], backend: str, precision: str) -> None:
     """Raise the one error that says best why nothing the arguments allow can run `path` here."""
     if not _found(path):
-        raise ModelFileError(f"{path}: no {ENGINE_FILE}, {ONNX_FILE} or {rundir.WEIGHTS} "
+        raise ModelFileError(f"{path}: no {rundir.ENGINE}, {rundir.ONNX} or {rundir.WEIGHTS} "
                              "(is this a finished `zoo train` run?)")
     if backend != "auto" and _library_missing(backend):
         raise BackendUnavailable(_library_missing(backend))

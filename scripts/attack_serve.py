@@ -34,10 +34,9 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from zoo import atomic
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 HEADER = "Inference-Header-Content-Length"
 POLL_S = 0.05

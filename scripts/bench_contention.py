@@ -35,11 +35,10 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from infer.hardware import cpu
+from zoo import atomic, threads
 
-from infer.hardware import cpu  # noqa: E402
-from zoo import atomic, threads  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TRAIN = ["train", "lenet", "--epochs", "1"]
 # the old default: torch (and its OpenMP, with its default spin-waiting) loaded before zoo's command
@@ -52,7 +51,6 @@ OMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NU
 def command(setting: str, output: pathlib.Path, cpus: int) -> tuple[list[str], dict]:
     """The command line and environment of one run under `setting`."""
     env = {k: v for k, v in os.environ.items() if k not in OMP_VARIABLES}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     args = [*TRAIN, "--output", str(output)]
     if setting == "old":
         return [sys.executable, "-c", OLD, *args, "--threads", str(cpus)], env

@@ -31,12 +31,11 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from infer.bench import BASELINE, cpu_line, run_bench, versions
+from zoo import atomic, rundir
+from zoo.card import ModelCard
 
-from infer.bench import BASELINE, cpu_line, run_bench, versions  # noqa: E402
-from zoo import atomic, rundir  # noqa: E402
-from zoo.card import ModelCard  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 MODELS = ["lenet5", "resnet18", "resnet50", "vgg16", "googlenet"]
 CLASSES = ["ants", "bees"]
@@ -86,10 +85,8 @@ def forward_flops(model, input_shape) -> int:
 
 
 def zoo(*args, cwd=None) -> subprocess.CompletedProcess:
-    """Run `zoo ARGS` in a fresh interpreter (as a user would), this checkout importable."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd)
+    """Run `zoo ARGS` in a fresh interpreter (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def last_line(text: str) -> str:
@@ -223,7 +220,7 @@ def bench_isa_caps(run: pathlib.Path, batch: int, seconds: float, warmup: float,
     for cap, what in ISA_CAPS.items():
         cmd = ["bench", run, "--runtime", "openvino", "--precision", "fp32,int8", "--batch-size", batch,
                "--seconds", seconds, "--warmup", warmup, "--format", "json"] + (["--threads", threads] if threads else [])
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "ONEDNN_MAX_CPU_ISA": cap}
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
         out = subprocess.run([sys.executable, "-m", "zoo", *map(str, cmd)], capture_output=True, text=True, env=env)
         if out.returncode:
             rows.append({"isa": cap, "what": what, "error": last_line(out.stderr)})

@@ -41,13 +41,11 @@ import time
 
 import numpy as np
 
+from zoo import atomic
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
 
-from zoo import atomic  # noqa: E402
-
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 BOUNDARY = "zoo-bench-boundary"
 
 
@@ -106,7 +104,7 @@ class Process:
     """A server subprocess in its own process group; its output collected on a thread."""
 
     def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
@@ -203,9 +201,9 @@ if litserve is not None:
             return list(output)
 
         def encode_response(self, logits):
-            from serve.app import top_predictions
+            from infer.answer import top_k
 
-            return {"predictions": top_predictions(logits[None], self.predictor.card.class_names, 5)[0]}
+            return {"predictions": [{"top_k": top_k(logits[None], self.predictor.card.class_names, 5)[0]}]}
 
 
 def litserve_server(model: str, port: int, max_batch_size: int, max_delay_ms: float) -> None:

@@ -22,37 +22,15 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from zoo import atomic, rundir
+from zoo.child import run_zoo
 
-from zoo import atomic  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 FULL_OPTIONS = ["--test-split", "10000", "--epochs", "15"]  # and the defaults of `zoo train`
-
-
-def run_zoo(args: list[str], cwd: pathlib.Path) -> dict:
-    """Run `python -m zoo ...` as a child; its wall time, peak RSS (from wait4) and output."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"zoo {' '.join(args)} failed:\n{out}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "output": out}
-
-
-def card_metrics(run: pathlib.Path) -> dict:
-    card = json.loads((run / "card.json").read_text())
-    return card["provenance"]
 
 
 def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
@@ -62,7 +40,7 @@ def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
     for k in range(repeats):
         r = run_zoo(["train", "lenet", "--output", str(tmp / f"default{k}")], cwd=tmp)
         history = json.loads((tmp / f"default{k}" / "history.json").read_text())
-        runs.append({**r, "prov": card_metrics(tmp / f"default{k}"),
+        runs.append({**r, "prov": rundir.read_card(tmp / f"default{k}").provenance,
                      "train_seconds": [h["train_seconds"] for h in history]})
     walls = sorted(r["wall_s"] for r in runs)
     prov = runs[0]["prov"]
@@ -78,7 +56,7 @@ def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
 def bench_full(tmp: pathlib.Path, mnist_dir: pathlib.Path) -> dict:
     args = ["train", "lenet", "--data", str(mnist_dir), *FULL_OPTIONS, "--output", str(tmp / "full")]
     r = run_zoo(args, cwd=tmp)
-    prov = card_metrics(tmp / "full")
+    prov = rundir.read_card(tmp / "full").provenance
     history = json.loads((tmp / "full" / "history.json").read_text())
     return {"command": "zoo " + " ".join(a if a != str(mnist_dir) else "../shared/datasets/mnist"
                                           for a in args[:-2]),

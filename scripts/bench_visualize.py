@@ -33,20 +33,18 @@ def main():
     ap.add_argument("--image", type=pathlib.Path, default=DEFAULT_IMAGE)
     ap.add_argument("--repeat", type=int, default=3, help="forward passes for the baseline (median)")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
 
     import torch
 
     from zoo.data.preprocess import preprocess
     from zoo.viz.report import build, open_model, write
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     rows = []
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "zoo", "visualize", name, str(args.image), "--output",
-                            f"{tmp}/cli"], check=True, env=env, capture_output=True)
+                            f"{tmp}/cli"], check=True, capture_output=True)
             command_s = time.perf_counter() - t
 
             model, card, run_dir, source = open_model(name)

@@ -39,7 +39,6 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 MODELS = {
@@ -83,7 +82,7 @@ def save_variant(proto_or_path, card, folder: pathlib.Path) -> pathlib.Path:
     import onnx
 
     from export.onnx import set_card
-    from infer.predictor import ONNX_INT8_FILE
+    from zoo.rundir import ONNX_INT8
 
     proto = onnx.load(str(proto_or_path)) if not isinstance(proto_or_path, onnx.ModelProto) else proto_or_path
     qcard = copy.deepcopy(card)
@@ -91,7 +90,7 @@ def save_variant(proto_or_path, card, folder: pathlib.Path) -> pathlib.Path:
     qcard.provenance["quantization"] = {"comparison": folder.name}
     set_card(proto, qcard)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ONNX_INT8_FILE
+    path = folder / ONNX_INT8
     onnx.save(proto, str(path))
     return path
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import io
 import pathlib
-import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from zoo import atomic
+from zoo.data.mnist import SMALL_FILE, load_dir
 
-from zoo import atomic  # noqa: E402
-from zoo.data.mnist import SMALL_FILE, load_dir  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(mnist_dir: pathlib.Path, per_class_train: int, per_class_test: int, pool: int, seed: int):

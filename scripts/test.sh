@@ -8,4 +8,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
     >/dev/null 2>&1 || echo "could not install chromium: the page tests will skip"
 fi
+ruff check . && ruff format --check .  # the house style (pyproject.toml); `ruff format .` fixes it
 python -m pytest -q "$@"

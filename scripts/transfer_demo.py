@@ -26,21 +26,18 @@ import os
 import pathlib
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 # One thread per child: on a shared machine two multi-threaded torch processes slow each other down many
 # times over; LeNet does not need more. Set OMP_NUM_THREADS to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from bench_train import card_metrics, run_zoo  # noqa: E402
-from zoo import atomic  # noqa: E402
+from zoo import atomic, rundir  # noqa: E402
+from zoo.child import run_zoo  # noqa: E402
 from zoo.data import mnist  # noqa: E402
 
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
@@ -103,7 +100,7 @@ def mnist_part(tmp: pathlib.Path, seeds: int, shots: list[int]) -> dict:
 
     pretrain_args = ["train", "lenet", "--data", "{digits0-4}", *PRETRAIN, "--seed", "0"]
     r = run_zoo([*fill(pretrain_args, {"digits0-4": tmp / "digits0-4"}), "--output", str(tmp / "pre")], cwd=tmp)
-    pre = card_metrics(tmp / "pre")
+    pre = rundir.read_card(tmp / "pre").provenance
     pretrained = {"command": "zoo " + " ".join(pretrain_args), "images": int(len(old)), "wall_s": r["wall_s"],
                   "val_acc": pre["metrics"]["last_val_acc"]}
     print(f"pretrained on digits 0-4 ({len(old):,} images): val acc {pretrained['val_acc']:.4f}", flush=True)
@@ -150,12 +147,12 @@ def hymenoptera_part(tmp: pathlib.Path) -> dict:
     r = run_zoo([*fill(pre_args, {"3,000 MNIST digits": tmp / "digits"}), "--output", str(tmp / "r18-mnist")],
                 cwd=tmp)
     out = {"pretrain": {"command": "zoo " + " ".join(pre_args), "wall_s": r["wall_s"],
-                        "val_acc": card_metrics(tmp / "r18-mnist")["metrics"]["last_val_acc"]}}
+                        "val_acc": rundir.read_card(tmp / "r18-mnist").provenance["metrics"]["last_val_acc"]}}
     base = ["train", "resnet18", "--data", str(HYMENOPTERA / "train"), "--val", str(HYMENOPTERA / "val"), *HYM_TRAIN]
     for name, extra in {"scratch": [], "pretrained on MNIST (full fine-tune)": ["--pretrained", "{resnet18 on MNIST}"]}.items():
         args = [*base, *extra]
         r = run_zoo([*fill(args, {"resnet18 on MNIST": tmp / "r18-mnist"}), "--output", str(tmp / name[:7])], cwd=tmp)
-        m = card_metrics(tmp / name[:7])["metrics"]
+        m = rundir.read_card(tmp / name[:7]).provenance["metrics"]
         out[name] = {"command": "zoo " + " ".join(args).replace(str(HYMENOPTERA), "../shared/datasets/hymenoptera"),
                      "last_val_acc": m["last_val_acc"], "best_val_acc": m["best_val_acc"],
                      "best_epoch": m["best_epoch"], "wall_s": r["wall_s"]}

@@ -23,11 +23,13 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class BatcherClosed(RuntimeError):
@@ -74,7 +76,7 @@ class Batcher:
         self._closed = False
         self._task = self._loop.create_task(self._collect(), name="zoo-batcher")
 
-    async def run_in_worker(self, fn: Callable, *args):
+    async def run_in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run `fn(*args)` on the inference worker thread (for warm-up: the same thread the model runs on)."""
         if self._worker is None:
             raise BatcherClosed("the batcher has not started")

@@ -42,7 +42,7 @@ class HeaderTimeout(asyncio.Protocol):
     def request_done(self) -> None:
         self.waiting_since = self.loop.time()
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.waiting_since = self.loop.time()
         self.timer = self.loop.call_later(self.timeout, self._check)
@@ -67,12 +67,12 @@ class HeaderTimeout(asyncio.Protocol):
         finally:
             CONNECTION.reset(token)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.inner.connection_lost(exc)
 
-    def eof_received(self):
+    def eof_received(self) -> bool | None:
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:

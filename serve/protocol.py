@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zoo.rundir import INPUT_TENSOR, OUTPUT_TENSOR
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
-TENSOR_INPUT = "input"  # the FP32 input's name in the model metadata (the ONNX file's input name)
 IMAGE_INPUT = "image"  # the BYTES input's name in the model metadata
-OUTPUT = "logits"  # the ONNX file's output name
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "pytorch_torch"}
 
 
@@ -138,15 +138,22 @@ class ErrorResponse(BaseModel):
 # ---- /predict ---------------------------------------------------------------------------------------
 
 class Prediction(BaseModel):
+    """One class of an image's top-k (infer.answer.top_k)."""
+
     label: str
-    index: int
-    score: float = Field(description="softmax probability")
+    index: int = Field(description="the class's index in the model's output")
+    probability: float = Field(description="softmax probability, rounded to 6 decimal places")
+
+
+class ImageAnswer(BaseModel):
+    """The answer about one image: the same object as a line of `zoo classify -o x.jsonl` carries."""
+
+    top_k: list[Prediction] = Field(description="the most probable classes, best first")
 
 
 class PredictResponse(BaseModel):
     model: str
-    predictions: list[Prediction] | list[list[Prediction]] = Field(
-        description="top-k for the image; a list of them, one per image, when several were sent")
+    predictions: list[ImageAnswer] = Field(description="one per image sent, in order")
 
 
 class ModelInfo(BaseModel):
@@ -177,9 +184,9 @@ class Decoded:
 def model_metadata(name: str, backend: str, input_shape: list[int], num_classes: int) -> ModelMetadataResponse:
     return ModelMetadataResponse(
         name=name, versions=["1"], platform=PLATFORMS.get(backend, backend),
-        inputs=[TensorMetadata(name=TENSOR_INPUT, datatype="FP32", shape=[-1, *input_shape]),
+        inputs=[TensorMetadata(name=INPUT_TENSOR, datatype="FP32", shape=[-1, *input_shape]),
                 TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1, num_classes])])
+        outputs=[TensorMetadata(name=OUTPUT_TENSOR, datatype="FP32", shape=[-1, num_classes])])
 
 
 def _shape_str(shape) -> str:
@@ -268,7 +275,7 @@ def decode_infer_request(body: bytes, header_length: str | None, input_shape: li
     json_part, binary = split_body(body, header_length)
     req = _parse(json_part)
     if len(req.inputs) != 1:
-        raise WireError(f"the model takes exactly one input (FP32 {TENSOR_INPUT!r} [N, "
+        raise WireError(f"the model takes exactly one input (FP32 {INPUT_TENSOR!r} [N, "
                         f"{', '.join(map(str, input_shape))}] or BYTES {IMAGE_INPUT!r} [N]), "
                         f"got {len(req.inputs)}")
     inp = req.inputs[0]
@@ -331,8 +338,8 @@ def decode_infer_request(body: bytes, header_length: str | None, input_shape: li
 
     binary_output = bool((req.parameters or {}).get("binary_data_output", False))
     for out in req.outputs or []:
-        if out.name != OUTPUT:
-            raise WireError(f"unknown output {out.name!r}; the model's output is {OUTPUT!r}")
+        if out.name != OUTPUT_TENSOR:
+            raise WireError(f"unknown output {out.name!r}; the model's output is {OUTPUT_TENSOR!r}")
         if out.parameters and "binary_data" in out.parameters:
             binary_output = bool(out.parameters["binary_data"])
     return Decoded(req.id, tensor, images, binary_output)
@@ -344,7 +351,7 @@ def encode_infer_response(model: str, logits: np.ndarray, request_id: str | None
     NonFiniteOutput where a logit is NaN or infinity (the same answer as /predict gives, in either form)."""
     check_finite(logits)
     logits = np.ascontiguousarray(logits, dtype="<f4")
-    out: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": list(logits.shape)}
+    out: dict[str, Any] = {"name": OUTPUT_TENSOR, "datatype": "FP32", "shape": list(logits.shape)}
     raw = b""
     if binary:
         raw = logits.tobytes()

@@ -1,12 +1,15 @@
 """What one server process runs: settings (plain JSON-able values) -> a loaded model -> the app.
 
 `zoo serve` calls `build(settings)` itself for one process. With `--workers N` it puts the settings in
-the environment and hands uvicorn's process supervisor the factory `serve.worker:app_from_environment`:
-every worker is a fresh (spawned) interpreter that loads its own copy of the model and runs its own
-batcher and event loop on its own listening socket (`listening_sockets`: one SO_REUSEPORT socket per
-worker, all bound by the parent to the one port), so HTTP parsing, image decoding and the model run
-in parallel on several cores. The supervisor restarts a worker that dies and, on
-SIGTERM, stops each one the way a single server stops (requests in flight finish).
+the environment and runs `Supervisor`, our own (uvicorn's public API only: `uvicorn.Server(config).run(
+sockets=[sock])` in each worker, the app factory `serve.worker:app_from_environment`): every worker is a
+fresh (spawned) interpreter that loads its own copy of the model and runs its own batcher and event loop
+on its own listening socket (`listening_sockets`: one SO_REUSEPORT socket per worker, all bound by the
+parent to the one port, passed to the child by multiprocessing as a file descriptor), so HTTP parsing,
+image decoding and the model run in parallel on several cores. The supervisor restarts a worker that
+dies (with a back-off while they die before serving), on SIGHUP replaces each worker once its
+replacement serves, and on SIGTERM / SIGINT stops each one the way a single server stops (requests in
+flight finish).
 """
 
 from __future__ import annotations
@@ -15,17 +18,28 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+    from types import FrameType
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from infer.predictor import Predictor
 
 SETTINGS_ENV = "ZOO_SERVE_SETTINGS"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# create_app's keyword arguments that `settings` may carry
-APP_OPTIONS = ("max_batch_size", "max_delay_ms", "max_body_mb", "max_image_pixels", "api_key", "model_name",
-               "max_queue", "max_images", "timeout_body")
 RESERVED_FILES = 64  # open files a server process keeps for itself (model, libraries, pipes, log)
 
 
-def load_predictor(settings: dict):
+def load_predictor(settings: dict) -> Predictor:
     """The Predictor the settings name (infer.load's errors pass through)."""
     import infer
 
@@ -34,31 +48,32 @@ def load_predictor(settings: dict):
                       spin_wait=False)  # between batches the CPU belongs to the event loop
 
 
-def build(settings: dict, predictor=None):
-    """The app for `settings`: {"model": path, "backend", "precision", "threads", and create_app's options}."""
+def build(settings: dict, predictor: Predictor | None = None) -> FastAPI:
+    """The app for `settings`: {"model": path, "backend", "precision", "threads", and any of
+    serve.options.ServeOptions' fields}."""
     from .app import create_app
+    from .options import OPTION_NAMES
 
     if predictor is None:
         predictor = load_predictor(settings)
-    return create_app(predictor, **{k: settings[k] for k in APP_OPTIONS if settings.get(k) is not None})
+    return create_app(predictor, **{k: settings[k] for k in OPTION_NAMES if k in settings})
 
 
-def app_from_environment():
+def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process: the app for the settings in $ZOO_SERVE_SETTINGS."""
     settings = json.loads(os.environ[SETTINGS_ENV])
     logging.basicConfig(level=settings.get("log_level", "info").upper(),
                         format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]"))
     raise_open_file_limit()
     app = build(settings)
-    drain_on_signals(app.state.zoo)
+    drain_on_signals(app.state.zoo.start_draining)
     return app
 
 
-def drain_on_signals(state) -> None:
+def drain_on_signals(start_draining: Callable[[], None]) -> None:
     """In a worker process: SIGTERM / SIGINT start draining at once (new requests 503 + Connection: close),
     as one `zoo serve` process does, then uvicorn's own handler begins its graceful shutdown. uvicorn
     installs its handlers before it loads the app (this runs while it does), so this chains onto them."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -67,7 +82,7 @@ def drain_on_signals(state) -> None:
         previous = signal.getsignal(sig)
 
         def drain(signum, frame, previous=previous):
-            state.start_draining()
+            start_draining()
             if callable(previous):
                 previous(signum, frame)
 
@@ -106,7 +121,7 @@ def connection_options(timeout_header: float, max_connections: int | None) -> di
             "limit_concurrency": None if max_connections is None else max_connections + 1}
 
 
-def listening_sockets(host: str, port: int, count: int, family) -> list:
+def listening_sockets(host: str, port: int, count: int, family: socket.AddressFamily) -> list[socket.socket]:
     """`count` sockets listening on host:port (0: any free port). Several are bound with SO_REUSEPORT,
     one per worker, so that the kernel spreads new connections evenly over the workers; with one socket
     shared by all, the first worker to wake accepts a whole burst of connections while the others idle.
@@ -144,77 +159,209 @@ def listening_sockets(host: str, port: int, count: int, family) -> list:
     return sockets
 
 
-def supervise(config, sockets: list) -> None:
-    """Run a worker process per socket under uvicorn's supervisor (restarts, SIGTERM, SIGHUP), each worker
-    given only its own socket; one socket (no SO_REUSEPORT here): all `config.workers` share it."""
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+log = logging.getLogger("uvicorn.error")  # the supervisor's lines look like uvicorn's own
+RESTART_DELAYS = (0.5, 30.0)  # seconds before replacing a worker that died before it served: first, most
+READY_TIMEOUT = 60.0  # seconds a replacement on SIGHUP may take to load its model and serve
+STOP_MARGIN = 5.0  # seconds past --timeout-graceful-shutdown a worker may take to stop before it is killed
 
-    log = logging.getLogger("uvicorn.error")
 
-    class OneSocketEach(Multiprocess):
-        def start(self, i: int) -> Process:
-            process = Process(self.config, [self.sockets[i]])
-            process.start()
-            return process
+def serve_worker(config: uvicorn.Config, sock: socket.socket, ready: Connection) -> None:
+    """A worker process's main: uvicorn serves `config`'s app on `sock` (a listening socket the supervisor
+    bound); `ready` (a pipe's sending end) gets True once it serves (its lifespan startup has run)."""
+    import threading
 
-        def init_processes(self) -> None:
-            self.processes = [self.start(i % len(self.sockets)) for i in range(self.processes_num)]
+    import uvicorn
 
-        def keep_subprocess_alive(self) -> None:
-            for i, process in enumerate(self.processes):
-                if self.should_exit.is_set():
-                    return
-                if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
-                    continue
-                process.kill()
-                process.join()
-                if process.exitcode == STARTUP_FAILURE:  # it would fail the same way again
-                    log.error("worker process [%s] failed to start; stopping", process.pid)
-                    self.should_exit.set()
-                    return
-                log.info("worker process [%s] died; starting another", process.pid)
-                self.processes[i] = self.start(i % len(self.sockets))
+    config.configure_logging()  # (a spawned interpreter: logging is set up again)
+    server = uvicorn.Server(config)
 
-        def restart_all(self) -> None:  # SIGHUP: replace each worker once its replacement is ready
-            for i, old in enumerate(self.processes):
-                new = self.start(i % len(self.sockets))
-                if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
-                    new.kill()
-                    new.join()
-                    return
+    def announce() -> None:
+        while not server.started:
+            time.sleep(0.05)
+        ready.send(True)
+        ready.close()
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])  # SIGTERM / SIGINT: drain_on_signals, then uvicorn's graceful shutdown
+
+
+class Worker:
+    """One spawned worker process serving on `sock`, and the pipe on which it says it serves."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+        import multiprocessing
+
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads or model
+        self.ready, sending = spawn.Pipe(duplex=False)
+        # the socket and the pipe reach the child as file descriptors passed by multiprocessing
+        self.process = spawn.Process(target=serve_worker, args=(config, sock, sending), name="zoo-serve-worker")
+        self.process.start()
+        sending.close()
+        self.serving = self.terminated = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def has_served(self) -> bool:
+        """Whether it has said it serves (False while it starts, or when it died first)."""
+        if not self.serving and not self.ready.closed and self.ready.poll():
+            try:
+                self.serving = self.ready.recv()
+            except EOFError:  # it exited before it served
+                self.ready.close()
+        return self.serving
+
+    def terminate(self) -> None:
+        """SIGTERM (once): the worker drains (requests in flight finish) and exits."""
+        if not self.terminated and self.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+        self.terminated = True
+
+
+class Supervisor:
+    """`zoo serve --workers N`: one spawned worker process per listening socket, each given only its own.
+
+    A worker that dies is replaced: at once when it had served, after a back-off (RESTART_DELAYS, doubling)
+    while the workers on its socket die before they serve; one that fails to start as uvicorn reports it
+    (STARTUP_FAILURE: the app or its model is broken) stops the server. SIGTERM / SIGINT close the
+    supervisor's copies of the sockets at once (new connections are then refused instead of queueing on a
+    socket no one accepts from), send SIGTERM to every worker (each drains like one `zoo serve` process),
+    wait up to the graceful timeout (+ STOP_MARGIN) and kill what is left. SIGHUP replaces each worker,
+    one at a time, once its replacement serves (READY_TIMEOUT)."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        self.config, self.sockets = config, sockets
+        self.workers: list[Worker | None] = [None] * len(sockets)
+        self.retiring: list[Worker] = []  # replaced on SIGHUP, draining
+        self.failures = [0] * len(sockets)  # workers in a row that died before they served, per socket
+        self.restart_at: dict[int, float] = {}  # socket index -> when its next worker starts
+        self.signals: list[int] = []
+        self.stopping = self.failed = False
+        self.wake, self.wake_up = os.pipe()  # the signal handler wakes the main loop through it
+        for fd in (self.wake, self.wake_up):
+            os.set_blocking(fd, False)
+
+    def run(self) -> bool:
+        """Serve until SIGTERM / SIGINT (True) or a worker's startup failure (False)."""
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in handled}
+        log.info("Started parent process [%d]", os.getpid())
+        try:
+            self.workers = [Worker(self.config, sock) for sock in self.sockets]
+            while not self.stopping:
+                self.wait([w.process.sentinel for w in self.live()])
+                self.handle_signals()
+                if not self.stopping:
+                    self.replace_dead()
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self.wake)
+            os.close(self.wake_up)
+        return not self.failed
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_up, b"\0")
+
+    def wait(self, events: list, timeout: float | None = None) -> None:
+        """Wait for a signal, one of `events` (process sentinels, connections), the next restart or `timeout`."""
+        from multiprocessing.connection import wait
+
+        if self.restart_at:
+            soonest = max(0.0, min(self.restart_at.values()) - time.monotonic())
+            timeout = soonest if timeout is None else min(timeout, soonest)
+        wait([self.wake, *events], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake, 512)
+        self.retiring = [w for w in self.retiring if w.process.exitcode is None]
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            name = signal.Signals(signum).name
+            if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                log.info("Received %s: every worker drains, then the server stops", name)
+                self.stopping = True
+                for sock in self.sockets:
+                    sock.close()
+                for worker in self.live():
+                    worker.terminate()
+            elif signum == signal.SIGHUP and not self.stopping:
+                log.info("Received SIGHUP: replacing each worker once its replacement serves")
+                self.replace_all()
+            elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+                log.info("%s ignored: the number of workers is fixed by --workers", name)
+
+    def live(self) -> list[Worker]:
+        return [w for w in [*self.workers, *self.retiring] if w is not None]
+
+    def replace_dead(self) -> None:
+        """Start a worker in place of each that died, once its back-off has passed."""
+        from uvicorn.config import STARTUP_FAILURE
+
+        now = time.monotonic()
+        for i, worker in enumerate(self.workers):
+            if worker is None or worker.process.exitcode is None:
+                continue
+            self.workers[i] = None
+            if worker.process.exitcode == STARTUP_FAILURE:  # it would fail the same way again
+                log.error("worker process [%d] failed to start; stopping", worker.pid)
+                self.failed = self.stopping = True
+                return
+            self.failures[i] = 0 if worker.has_served() else self.failures[i] + 1
+            first, most = RESTART_DELAYS
+            delay = min(most, first * 2 ** (self.failures[i] - 1)) if self.failures[i] else 0.0
+            log.warning("worker process [%d] died (exit code %s); starting another%s", worker.pid,
+                        worker.process.exitcode, f" in {delay:.1f} s" if delay else "")
+            self.restart_at[i] = now + delay
+        for i, at in list(self.restart_at.items()):
+            if at <= now:
+                del self.restart_at[i]
+                self.workers[i] = Worker(self.config, self.sockets[i])
+
+    def replace_all(self) -> None:
+        """SIGHUP: replace each worker once its replacement serves; give up if one does not in time."""
+        for i, old in enumerate(self.workers):
+            self.restart_at.pop(i, None)  # (a dead one's replacement starts now)
+            new = Worker(self.config, self.sockets[i])
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not (new.has_served() or self.signals or new.process.exitcode is not None
+                       or time.monotonic() > deadline):
+                events = [new.process.sentinel, *([] if new.ready.closed else [new.ready])]
+                self.wait(events, timeout=max(0.0, deadline - time.monotonic()))
+            if not new.has_served():  # (a signal came first, or it died, or it took too long)
+                if not self.signals:
+                    log.error("worker process [%d] did not start serving; keeping the others", new.pid)
+                new.terminate()
+                self.retiring.append(new)
+                return
+            if old is not None:
                 old.terminate()
-                old.join()
-                self.processes[i] = new
+                self.retiring.append(old)
+            self.workers[i] = new
 
-        def handle_ttin(self) -> None:  # the sockets were made for --workers processes
-            log.info("SIGTTIN ignored: the number of workers is fixed by --workers")
+    def stop(self) -> None:
+        """Every worker has had SIGTERM: wait for them to drain, then kill what is left."""
+        timeout = self.config.timeout_graceful_shutdown
+        deadline = None if timeout is None else time.monotonic() + timeout + STOP_MARGIN
+        for sock in self.sockets:
+            sock.close()
+        for worker in self.live():
+            worker.terminate()
+            worker.process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                log.warning("worker process [%d] did not stop in time; killing it", worker.pid)
+                worker.process.kill()
+                worker.process.join()
+        log.info("Stopping parent process [%d]", os.getpid())
 
-        handle_ttou = handle_ttin
 
-    supervisor = OneSocketEach(config, sockets=sockets)  # (its __init__ installs its signal handlers)
-    stop_accepting_on_signals(sockets, supervisor)
-    supervisor.run()
-
-
-def stop_accepting_on_signals(sockets: list, supervisor) -> None:
-    """In the supervisor: on SIGTERM / SIGINT close its copies of the listening sockets (the workers close
-    theirs as they drain, and new connections are then refused at once, instead of queueing on a socket
-    no one accepts from and being reset when the supervisor exits) and pass SIGTERM on to the workers
-    at once (they start draining now, not at the supervisor's next check); then its own handler."""
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-
-        def stop(signum, frame, previous=previous):
-            for sock in sockets:
-                sock.close()
-            if signum == signal.SIGTERM:  # (Ctrl+C sends SIGINT to the workers itself; twice forces them)
-                for process in list(supervisor.processes):
-                    with contextlib.suppress(ProcessLookupError, TypeError):
-                        os.kill(process.pid, signal.SIGTERM)
-            if callable(previous):
-                previous(signum, frame)
-
-        signal.signal(sig, stop)
+def supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> bool:
+    """Run a worker process per socket (`Supervisor`) until SIGTERM / SIGINT (True: every worker drained)
+    or a worker's startup failure (False)."""
+    return Supervisor(config, sockets).run()

@@ -52,7 +52,7 @@ def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAI
 
     card = ModelCard.for_model("lenet", data="mnist (first 12,800 training images)", epochs=1)
     images, labels = read_mnist(shared, TRAIN_IMAGES)
-    x = torch.from_numpy(np.stack([normalize(im, card.mean, card.std) for im in images]))
+    x = torch.from_numpy(np.stack([normalize(im, card) for im in images]))
     y = torch.from_numpy(labels.astype(np.int64))
     torch.manual_seed(0)
     model = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)

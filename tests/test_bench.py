@@ -141,7 +141,7 @@ def test_model_file_without_baseline(lenet):
 def test_bad_model_path_is_one_line(tmp_path):
     r = bench(tmp_path / "nope", *FAST)
     assert r.exit_code != 0
-    assert r.output.strip().count("\n") == 0 and "no such file or directory" in r.output
+    assert r.output.strip().count("\n") == 0 and "no such run directory or model file" in r.output  # the MODEL rule
     empty = tmp_path / "empty"
     empty.mkdir()
     r = bench(empty, *FAST)

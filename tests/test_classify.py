@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import infer
-from infer.classify import collect, softmax
+from infer.answer import softmax
+from infer.classify import collect
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
 
@@ -65,6 +66,7 @@ def test_jsonl_results_match_the_predictor(digits_run, folder, tmp_path, workers
     x = np.stack([preprocess(folder / name, predictor.card) for name in by_name])
     probs = softmax(predictor.predict(x))
     for (name, row), p in zip(by_name.items(), probs):
+        assert all(list(t) == ["label", "index", "probability"] and t["label"] == str(t["index"]) for t in row["top_k"])
         got = {t["label"]: t["probability"] for t in row["top_k"]}
         assert list(got.values()) == sorted(got.values(), reverse=True)
         np.testing.assert_allclose([got[str(i)] for i in range(10)], p, atol=2e-6)

@@ -4,7 +4,7 @@ import sys
 
 from click.testing import CliRunner
 
-from zoo.cli import main
+from zoo.cli import COMMANDS, main
 
 
 def run(*args):
@@ -54,6 +54,42 @@ def test_help_does_not_import_torch():
     code = "import sys; from zoo.cli import main; sys.argv=['zoo','--help'];\n" \
            "try:\n main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def _choices() -> dict[tuple[str, str], list[str]]:
+    """(command, parameter) -> its choices, for every option of every command with a fixed set of values."""
+    return {(name, p.name): list(p.type.choices) for name in COMMANDS
+            for p in main.get_command(None, name).params if hasattr(p.type, "choices")}
+
+
+def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
+    """Options never retype a library's choices: each reads the constant of the code that acts on the
+    value. The CLI's own choices (how a command prints its answer, the device, the log level) are named
+    here as such, so a new option with choices has to be put in one list or the other."""
+    from export.quantize import METHODS
+    from infer.bench import FORMATTERS
+    from infer.classify import ResultWriter
+    from infer.predictor import BACKENDS
+    from zoo.card import PRECISIONS, RESIZE_MODES
+    from zoo.data import SPLITS
+    from zoo.data.augment import OPTIONS
+    from zoo.train.config import OPTIMIZERS, SCHEDULES
+
+    owned = {("train", "resize_mode"): RESIZE_MODES, ("train", "optimizer"): OPTIMIZERS,
+             ("train", "schedule"): SCHEDULES, ("evaluate", "split"): ("auto", *SPLITS),
+             ("features", "split"): ("all", *SPLITS), ("export", "calibration_method"): METHODS,
+             ("classify", "backend"): ("auto", *BACKENDS), ("classify", "precision"): ("auto", *PRECISIONS),
+             ("classify", "fmt"): ResultWriter.FORMATS, ("serve", "backend"): ("auto", *BACKENDS),
+             ("serve", "precision"): ("auto", *PRECISIONS), ("bench", "runtimes"): BACKENDS,
+             ("bench", "precisions"): PRECISIONS, ("bench", "fmt"): tuple(FORMATTERS)}
+    the_clis_own = {("models", "fmt"), ("summary", "fmt"), ("evaluate", "fmt"), ("serve", "log_level"),
+                    ("train", "device"), ("evaluate", "device"), ("features", "device"), ("bench", "device")}
+    choices = _choices()
+    assert set(choices) == set(owned) | the_clis_own
+    for key, constant in owned.items():
+        assert choices[key] == list(constant), key
+    augment = next(p for p in main.get_command(None, "train").params if p.name == "augment")
+    assert all(name in augment.help for name in OPTIONS)
 
 
 def test_version_and_python_m():

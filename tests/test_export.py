@@ -52,7 +52,7 @@ def test_export_run_writes_verified_onnx(make_run):
     r = zoo("export", run)
     assert r.exit_code == 0, r.output
     assert "max abs diff" in r.output and "max rel diff" in r.output and ": ok" in r.output
-    p = infer.load(run / infer.ONNX_FILE)
+    p = infer.load(run / rundir.ONNX)
     assert p.card == ModelCard.load(run / rundir.CARD)
     x = random_batch(p.card, 5)
     torch_model, _ = rundir.load_model(run)
@@ -64,7 +64,7 @@ def test_opset(make_run, tmp_path):
 
     r = zoo("export", make_run("lenet"), "--opset", 18, "--output", tmp_path / "o18")
     assert r.exit_code == 0, r.output
-    proto = onnx.load(str(tmp_path / "o18" / infer.ONNX_FILE))
+    proto = onnx.load(str(tmp_path / "o18" / rundir.ONNX))
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
     assert "(opset 18)" in r.output
 
@@ -77,7 +77,7 @@ def test_output_dir_and_newest_run(make_run, tmp_path):
     r = zoo("export", "--runs", tmp_path / "runs", "--output", out)
     assert r.exit_code == 0, r.output
     assert f"newest run: {new}" in r.output
-    assert (out / infer.ONNX_FILE).is_file() and not (new / infer.ONNX_FILE).exists()
+    assert (out / rundir.ONNX).is_file() and not (new / rundir.ONNX).exists()
 
 
 def test_verification_failure_leaves_no_file(make_run, tmp_path):
@@ -137,7 +137,7 @@ def test_triton_repository_parses_as_triton_model_config(make_run, tmp_path):
     card = ModelCard.from_json(config.parameters[ONNX_METADATA_KEY].string_value)
     assert card == ModelCard.load(run / rundir.CARD)
     assert (model_dir / out.label_filename).read_text().splitlines() == card.class_names
-    assert (model_dir / "1" / "model.onnx").read_bytes() == (run / infer.ONNX_FP16_FILE).read_bytes()
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (run / rundir.ONNX_FP16).read_bytes()
 
 
 @pytest.mark.tensorrt
@@ -146,7 +146,7 @@ def test_tensorrt_engine_matches_onnxruntime(make_run, tmp_path):
     run = make_run("lenet")
     r = zoo("export", run, "--trt", "--batch", "1:4:8", "--triton", tmp_path / "repo")
     assert r.exit_code == 0, r.output
-    info = json.loads((run / infer.ENGINE_FILE).with_suffix(".engine.json").read_text())
+    info = json.loads((run / rundir.ENGINE).with_suffix(".engine.json").read_text())
     assert info["tensorrt_version"] and info["gpu_name"] and info["batch_profile"]["max"] == 8
     engine = infer.load(run)
     assert engine.backend == "tensorrt" and engine.max_batch_size == 8
@@ -187,8 +187,8 @@ def test_tensorrt_int8_engine_from_a_qdq_file(make_run, tmp_path):
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     int8_card = ModelCard.from_dict({**card.to_dict(), "precision": "int8"})
     engine = build_engine(int8, tmp_path / engine_file("int8"), int8_card, (1, 4, 16), log=None)
-    assert engine.name == infer.ENGINE_INT8_FILE and engine_mismatch(engine) is None
-    info = json.loads((tmp_path / (infer.ENGINE_INT8_FILE + ".json")).read_text())
+    assert engine.name == rundir.ENGINE_INT8 and engine_mismatch(engine) is None
+    info = json.loads((tmp_path / (rundir.ENGINE_INT8 + ".json")).read_text())
     assert info["precision"] == "int8" and info["version_compatible"] is False
     predictor = TensorRTPredictor(engine)
     reference = ort_logits(int8, x)

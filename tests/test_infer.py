@@ -10,6 +10,7 @@ import pytest
 import infer
 from infer.predictor import tensorrt_missing
 from zoo.card import ModelCard
+from zoo import rundir
 from zoo.rundir import CARD
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def batch(n, seed=0):
 
 def test_auto_prefers_onnxruntime_here_and_matches_torch(exported):
     auto = infer.load(exported)
-    expected = "tensorrt" if tensorrt_missing() is None and (exported / infer.ENGINE_FILE).exists() \
+    expected = "tensorrt" if tensorrt_missing() is None and (exported / rundir.ENGINE).exists() \
         else "onnxruntime"
     assert auto.backend == expected and "auto chose fp32 on onnxruntime (model.onnx)" in auto.selection
     torch_p = infer.load(exported, "torch", device="cpu")
@@ -40,7 +41,7 @@ def test_auto_prefers_onnxruntime_here_and_matches_torch(exported):
 
 
 def test_onnx_file_alone_carries_its_card(exported):
-    p = infer.load(exported / infer.ONNX_FILE, threads=1)
+    p = infer.load(exported / rundir.ONNX, threads=1)
     assert p.backend == "onnxruntime" and p.name == "lenet5-exported"
     assert p.card.class_names == list("abcdefghij")
     assert p.session.get_session_options().intra_op_num_threads == 1
@@ -49,14 +50,14 @@ def test_onnx_file_alone_carries_its_card(exported):
 
 
 def test_fp16_onnx_keeps_float32_io(exported):
-    path = exported / infer.ONNX_FP16_FILE
+    path = exported / rundir.ONNX_FP16
     proto = onnx.load(str(path))
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     assert proto.graph.input[0].type.tensor_type.elem_type == f32
     assert proto.graph.output[0].type.tensor_type.elem_type == f32
     conv_weights = [i for i in proto.graph.initializer if len(i.dims) == 4]
     assert conv_weights and all(i.data_type == f16 for i in conv_weights)
-    half, full = infer.load(path), infer.load(exported / infer.ONNX_FILE)
+    half, full = infer.load(path), infer.load(exported / rundir.ONNX)
     x = batch(4)
     a, b = half.predict(x), full.predict(x)
     assert a.dtype == np.float32
@@ -86,7 +87,7 @@ def test_user_errors(exported, make_run, tmp_path):
     junk.write_bytes(b"not an onnx file")
     with pytest.raises(infer.ModelFileError, match="not a readable ONNX file|ONNX Runtime cannot load it"):
         infer.load(junk)
-    proto = onnx.load(str(exported / infer.ONNX_FILE))
+    proto = onnx.load(str(exported / rundir.ONNX))
     del proto.metadata_props[:]
     cardless = tmp_path / "cardless.onnx"
     onnx.save(proto, str(cardless))
@@ -107,7 +108,7 @@ def test_tensorrt_backend_says_what_to_install(exported):
 
 def test_auto_skips_an_export_older_than_the_weights(exported):
     weights = exported / "model.safetensors"
-    later = (exported / infer.ONNX_FILE).stat().st_mtime + 10
+    later = (exported / rundir.ONNX).stat().st_mtime + 10
     os.utime(weights, (later, later))
     p = infer.load(exported)
     assert p.backend == "torch" and "(model.onnx) skipped: older than model.safetensors" in p.selection
@@ -121,7 +122,7 @@ def test_auto_skips_an_engine_built_for_another_tensorrt(exported, monkeypatch):
 
     import infer.predictor as predictor
 
-    engine = exported / infer.ENGINE_FILE
+    engine = exported / rundir.ENGINE
     engine.write_bytes(b"\0")
     info = ModelCard.load(exported / CARD).to_dict() | {"tensorrt_version": "10.14.1", "compute_capability": "9.0"}
     (exported / "model.engine.json").write_text(json.dumps(info))

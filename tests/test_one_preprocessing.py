@@ -3,6 +3,13 @@
 WAYS maps a name to `fn(image_path, card) -> float32 [C, H, W]`, each going through that path's own
 real code (classify: its worker processes). Training-time evaluation and the server add their entry
 here; the test holds every way to the reference, `zoo.data.preprocess.preprocess`, bit for bit.
+
+The rule for normalization: two implementations, one owner of the arithmetic. `preprocess.normalize`
+(NumPy: torch is never imported on the ONNX Runtime path) and `datasets.to_unit` + `standardize` (torch:
+training normalizes its batches on the GPU) both take their constants from `preprocess.UNIT` and
+`preprocess.normalization(card)` and apply them as (x * UNIT - mean) / std in float32, in that order.
+Neither keeps constants of its own; a change to the arithmetic is made in `preprocess` and must keep
+the bits, which the tests here check.
 """
 
 import numpy as np
@@ -35,7 +42,7 @@ def via_server(path, card):
     import asyncio
     import concurrent.futures
 
-    from serve.app import decode
+    from serve.service import decode
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return asyncio.run(decode(path.read_bytes(), card, 64_000_000, pool))
@@ -90,6 +97,21 @@ def test_every_way_gives_the_reference_tensor(way, card, images):
         got = WAYS[way](path, card)
         assert got.dtype == np.float32 and got.shape == tuple(card.input_shape)
         assert np.array_equal(got, reference), f"{way} differs from preprocess on {path.name}"
+
+
+@pytest.mark.parametrize("card", CARDS[::4], ids=lambda c: f"{c.in_channels}ch")
+def test_numpy_and_torch_normalization_take_one_owners_constants(card):
+    import torch
+
+    from zoo.data.datasets import standardize, to_unit
+    from zoo.data.preprocess import UNIT, normalization, normalize
+
+    x = np.random.default_rng(1).integers(0, 256, (4, *card.input_size, card.in_channels), dtype=np.uint8)
+    mean, std = normalization(card).arrays()
+    owner = (x.transpose(0, 3, 1, 2).astype(np.float32) * UNIT - mean) / std
+    assert owner.dtype == np.float32
+    assert np.array_equal(np.stack([normalize(im, card) for im in x]), owner)
+    assert np.array_equal(standardize(to_unit(torch.from_numpy(x).permute(0, 3, 1, 2)), card).numpy(), owner)
 
 
 def test_an_image_opened_header_only_is_checked_when_it_decodes(images):

@@ -9,6 +9,7 @@ import infer
 from export.onnx import set_card
 from infer import hardware
 from infer.predictor import installed
+from zoo import rundir
 from zoo.cli import main
 
 needs_openvino = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
@@ -37,7 +38,7 @@ def verify_bf16(run, speed=None):
     with `speed`, the img/s it measured per "precision on runtime" on this CPU)."""
     import onnx
 
-    path = run / infer.ONNX_FILE
+    path = run / rundir.ONNX
     proto = onnx.load(str(path))
     card = infer.load(path, "onnxruntime").card
     card.provenance["verification"] = {"split": "test", "n": 100, "accuracy": {"fp32": 0.9, "bf16": 0.9},

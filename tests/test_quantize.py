@@ -15,7 +15,6 @@ from export.onnx import card_of
 from export.quantize import (ACTIVATIONS, ACTIVATIONS_TENSORRT, DEFAULT_IMAGES, DEFAULT_METHOD, METHODS, WEIGHTS,
                              quantize, runtimes)
 from infer.hardware import native_missing
-from infer.predictor import ONNX_FILE, ONNX_INT8_FILE
 from zoo import rundir
 from zoo.card import ModelCard
 from zoo.cli import main
@@ -54,7 +53,7 @@ def held_out_batch(shared: pathlib.Path, card: ModelCard, count: int) -> tuple[n
 
     images, labels = read_mnist(shared)
     images, labels = images[-count:], labels[-count:]
-    return np.stack([normalize(im, card.mean, card.std) for im in images]), labels
+    return np.stack([normalize(im, card) for im in images]), labels
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def test_int8_export_is_verified_and_recorded(lenet_int8, shared):
     assert f"int8 ({DEFAULT_METHOD}, {DEFAULT_IMAGES} calibration images from" in line
     assert "vs fp32" in line and f"on {HELD_OUT:,} test images" in line and "points)" in line
 
-    card = card_of(run / ONNX_INT8_FILE)
+    card = card_of(run / rundir.ONNX_INT8)
     assert card.precision == "int8"
     q = card.provenance["quantization"]
     assert q["library"].startswith("onnxruntime ") and q["format"] == "QDQ"
@@ -94,8 +93,8 @@ def test_int8_export_is_verified_and_recorded(lenet_int8, shared):
     for precision in ("bf16", "fp16"):  # measured (OpenVINO from model.onnx) only where native
         assert (precision in v["accuracy"]) == ("openvino" in runtimes() and native_missing(precision) is None)
     # the float32 file's card carries the same verification (bf16 / fp16 measured where native)
-    assert card_of(run / ONNX_FILE).provenance["verification"] == v
-    assert card_of(run / ONNX_FILE).precision == "fp32"
+    assert card_of(run / rundir.ONNX).provenance["verification"] == v
+    assert card_of(run / rundir.ONNX).precision == "fp32"
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
@@ -129,7 +128,7 @@ def onnx_type(name: str) -> int:
 def test_int8_file_is_qdq_with_per_channel_symmetric_weights(lenet_int8):
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
-    check_qdq(run / ONNX_INT8_FILE, onnx_type("UINT8"))  # uint8 activations: ONNX Runtime's fast x86 form
+    check_qdq(run / rundir.ONNX_INT8, onnx_type("UINT8"))  # uint8 activations: ONNX Runtime's fast x86 form
 
 
 @pytest.mark.slow
@@ -139,25 +138,25 @@ def test_tensorrt_variant_is_symmetric_int8_and_verified(lenet_int8, tmp_path):
 
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
-    before = card_of(run / ONNX_FILE)
-    result = quantize(run / ONNX_FILE, tmp_path / ONNX_INT8_FILE, tensorrt=True, log=None)
+    before = card_of(run / rundir.ONNX)
+    result = quantize(run / rundir.ONNX, tmp_path / rundir.ONNX_INT8, tensorrt=True, log=None)
     check_qdq(result.path, onnx_type("INT8"))
-    assert qdq_problem(result.path) is None and qdq_problem(run / ONNX_INT8_FILE) is not None
+    assert qdq_problem(result.path) is None and qdq_problem(run / rundir.ONNX_INT8) is not None
     card = card_of(result.path)
     assert card.precision == "int8" and card.provenance["quantization"]["activations"] == ACTIVATIONS_TENSORRT
     assert card.provenance["verification"]["verified"] == ["fp32", "int8"]
-    assert card_of(run / ONNX_FILE) == before  # the float32 file's card keeps the CPU file's verification
+    assert card_of(run / rundir.ONNX) == before  # the float32 file's card keeps the CPU file's verification
 
 
 @pytest.mark.slow
 def test_int8_runs_and_agrees_in_every_installed_cpu_runtime(lenet_int8, shared):
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
-    fp32 = infer.load(run / ONNX_FILE, "onnxruntime", precision="fp32")
+    fp32 = infer.load(run / rundir.ONNX, "onnxruntime", precision="fp32")
     x, labels = held_out_batch(shared, fp32.card, 500)
     reference = fp32.predict(x).argmax(1)
     for runtime in runtimes():
-        p = infer.load(run / ONNX_INT8_FILE, runtime, precision="int8")
+        p = infer.load(run / rundir.ONNX_INT8, runtime, precision="int8")
         assert (p.backend, p.precision) == (runtime, "int8")
         top1 = p.predict(x).argmax(1)
         assert np.mean(top1 == reference) >= 0.98, runtime
@@ -172,7 +171,7 @@ def test_auto_takes_the_verified_int8_file(lenet_int8, monkeypatch):
 
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
-    verification = infer.load(run / ONNX_INT8_FILE).card.provenance["verification"]
+    verification = infer.load(run / rundir.ONNX_INT8).card.provenance["verification"]
     speed = verification["speed"]
     assert speed["cpu"] == hardware.cpu().name and speed["img_s"]["int8 on onnxruntime"] > 0
     here = infer.load(run)
@@ -181,7 +180,7 @@ def test_auto_takes_the_verified_int8_file(lenet_int8, monkeypatch):
     other = hardware.Cpu("Another CPU", hardware.cpu().flags, 2)
     monkeypatch.setattr(hardware, "cpu", lambda: other)
     p = infer.load(run)
-    assert p.precision == "int8" and p.path.name == ONNX_INT8_FILE
+    assert p.precision == "int8" and p.path.name == rundir.ONNX_INT8
     assert "int8 verified at export" in p.selection
 
 
@@ -206,13 +205,13 @@ def test_imagenet_size_model_calibrated_on_a_plain_folder_of_photos(make_run, sh
     assert r.exit_code == 0, r.output
     assert f"int8 (percentile, 6 calibration images from {loose})" in r.output
     assert f"on 10 images of {verify}" in r.output
-    card = card_of(run / ONNX_INT8_FILE)
+    card = card_of(run / rundir.ONNX_INT8)
     assert card.provenance["quantization"]["calibration"] == {"source": str(loose), "split": "all", "images": 6,
                                                               "seed": 0}
     assert card.provenance["verification"]["split"] == "all" and card.provenance["verification"]["n"] == 10
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     for runtime in runtimes():
-        p = infer.load(run / ONNX_INT8_FILE, runtime, precision="int8")
+        p = infer.load(run / rundir.ONNX_INT8, runtime, precision="int8")
         assert p.predict(x).shape == (3, 2)
 
 
@@ -278,6 +277,6 @@ def test_accuracy_drop_over_the_limit_is_one_line_and_writes_no_int8(lenet_int8,
     assert error.startswith("Error: int8 (") and r.output.count("Error") == 1, r.output
     assert "vs fp32" in error and "--max-accuracy-drop 1 " in error
     assert "model.int8.onnx was not written" in error and "--calibration-method" in error
-    assert not (run / ONNX_INT8_FILE).exists()
-    assert "verification" not in card_of(run / ONNX_FILE).provenance  # the fp32 export alone, as always
+    assert not (run / rundir.ONNX_INT8).exists()
+    assert "verification" not in card_of(run / rundir.ONNX).provenance  # the fp32 export alone, as always
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]

@@ -47,17 +47,18 @@ def test_predict_raw_body_and_multipart(server, predictor, served_lenet):
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["model"] == predictor.name
-    top = answer["predictions"]
+    assert len(answer["predictions"]) == 1
+    top = answer["predictions"][0]["top_k"]
     assert len(top) == 5 and [p["index"] for p in top] == list(np.argsort(-want[0])[:5])
     assert top[0]["label"] == predictor.card.class_names[top[0]["index"]]
-    assert np.allclose([p["score"] for p in top], np.sort(want[0])[::-1][:5], atol=1e-5)
+    assert np.allclose([p["probability"] for p in top], np.sort(want[0])[::-1][:5], atol=1e-5)
 
     files = [("file", (f"{i}.png", d, "image/png")) for i, (d, _) in enumerate(digits)]
     r = httpx.post(f"{server}/predict", params={"top_k": 2}, files=files)
     assert r.status_code == 200, r.text
     per_image = r.json()["predictions"]
-    assert len(per_image) == 3 and all(len(p) == 2 for p in per_image)
-    assert [p[0]["index"] for p in per_image] == list(want.argmax(1))
+    assert len(per_image) == 3 and all(len(p["top_k"]) == 2 for p in per_image)
+    assert [p["top_k"][0]["index"] for p in per_image] == list(want.argmax(1))
 
 
 def test_concurrent_requests_each_get_their_own_answer(server, predictor, served_lenet):
@@ -72,7 +73,7 @@ def test_concurrent_requests_each_get_their_own_answer(server, predictor, served
             r = await client.post("/predict", content=digits[i], headers={"Content-Type": "image/png"},
                                   params={"top_k": 10})
             assert r.status_code == 200, r.text
-            scores = {p["index"]: p["score"] for p in r.json()["predictions"]}
+            scores = {p["index"]: p["probability"] for p in r.json()["predictions"][0]["top_k"]}
             return np.array([scores[k] for k in range(10)])
         body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
                             "data": tensors[i].ravel().tolist()}]}
@@ -198,22 +199,6 @@ def test_api_key_guards_everything_but_health_and_the_page(predictor, served_len
         assert httpx.post(**post, headers={"Content-Type": "image/png", **key}).status_code == 200
 
 
-def test_the_answer_writer_gives_the_same_json_as_json_dumps():
-    from serve.app import _Answers, _json, top_predictions
-
-    names = ["zero", 'say "one"', "två", "three\\", "4", "5", "6", "7", "8", "9"]
-    answers = _Answers("lenet5-ü", names)
-    rng = np.random.default_rng(0)
-    for rows in (1, 3):
-        for k in (1, 5, 10):
-            logits = (rng.standard_normal((rows, 10)) * 10).astype(np.float32)
-            preds = top_predictions(logits, names, k)
-            want = _json({"model": "lenet5-ü", "predictions": preds[0] if rows == 1 else preds})
-            assert answers.encode(logits, k) == want
-    with pytest.raises(ValueError, match="not finite"):
-        answers.encode(np.full((1, 10), np.nan, np.float32), 5)
-
-
 def test_metrics_label_unknown_methods_as_other():
     from serve.metrics import Metrics
 
@@ -225,3 +210,26 @@ def test_metrics_label_unknown_methods_as_other():
     assert 'zoo_requests_total{method="other",route="unmatched",status="405"} 1.0' in text
     assert 'zoo_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
     assert "BREW" not in text
+
+
+def test_classify_and_predict_give_one_image_the_same_top_k(server, served_lenet, tmp_path):
+    """One vocabulary (infer.answer): a line of `zoo classify -o x.jsonl` and the /predict answer carry
+    the same per-image `top_k` (same keys, same values) for the same image."""
+    import json
+
+    from click.testing import CliRunner
+
+    from zoo.cli import main
+
+    digit = served_lenet.digits[0][0]
+    (tmp_path / "one.png").write_bytes(digit)
+    out = tmp_path / "x.jsonl"
+    r = CliRunner().invoke(main, ["classify", str(served_lenet.onnx), str(tmp_path / "one.png"), "--backend",
+                                  "onnxruntime", "--top-k", "3", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    (line,) = [json.loads(s) for s in out.read_text().splitlines()]
+    answer = httpx.post(f"{server}/predict?top_k=3", content=digit, headers={"Content-Type": "image/png"}).json()
+    (image,) = answer["predictions"]
+    assert list(image) == ["top_k"] and len(image["top_k"]) == 3
+    assert all(list(t) == ["label", "index", "probability"] for t in image["top_k"])
+    assert line["top_k"] == image["top_k"]

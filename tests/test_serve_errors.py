@@ -119,7 +119,7 @@ def test_every_bad_input_is_a_4xx_json_error_and_the_server_carries_on(served_le
                 assert isinstance(r.json().get("error"), str) and r.json()["error"], what
 
             r = client.post("/predict", content=digit, headers={"Content-Type": "image/png"})
-            assert r.status_code == 200 and r.json()["predictions"][0]["label"]
+            assert r.status_code == 200 and r.json()["predictions"][0]["top_k"][0]["label"]
             metrics = client.get("/metrics").text
     assert 'status="5' not in metrics  # no 5xx, counted by the server itself
     assert metrics.count("zoo_request_errors_total{") >= 10

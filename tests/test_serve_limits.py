@@ -126,7 +126,7 @@ def test_a_request_at_the_cap_runs_in_batches_and_answers_as_one_at_a_time(serve
     files = [("file", (f"{i}.png", d, "image/png")) for i, d in enumerate(digits)]
     r = httpx.post(f"{server}/predict", files=files, params={"top_k": 1})
     assert r.status_code == 200, r.text
-    assert [p[0]["index"] for p in r.json()["predictions"]] == list(want.argmax(1))
+    assert [p["top_k"][0]["index"] for p in r.json()["predictions"]] == list(want.argmax(1))
 
     after = batch_sizes(server)  # no batch of the model held more than BATCH images
     assert float(after[str(float(BATCH))]) - float(before[str(float(BATCH))]) == \

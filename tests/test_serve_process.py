@@ -56,7 +56,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
             proc.kill()
     out.thread.join(10)
     assert [a.status_code for a in answers] == [200] * len(digits)
-    assert all(a.json()["predictions"][0]["label"] for a in answers)
+    assert all(a.json()["predictions"][0]["top_k"][0]["label"] for a in answers)
     log = "".join(out.lines)
     assert len(re.findall(r"POST /predict 200 [\d.]+ ms", log)) == len(digits)  # one line per request
     assert re.search(r"GET /v2/health/ready (200|503) [\d.]+ ms", log)
@@ -75,6 +75,21 @@ def children(pid):
         return [int(c) for c in f.read().split()]
 
 
+def ready_workers(url, proc, out, count, timeout=120):
+    """The pids of `count` workers that answer /health 200, asked on fresh connections (each lands on any)."""
+    deadline, ready = time.monotonic() + timeout, set()
+    while len(ready) < count:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+        try:
+            r = httpx.get(f"{url}/health", headers={"Connection": "close"})
+            if r.status_code == 200:
+                ready.add(r.json()["pid"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    return ready
+
+
 def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lenet):
     import infer
 
@@ -85,19 +100,7 @@ def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lene
     try:
         url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
         assert "2 worker processes" in "".join(out.lines)
-        # each worker process loads and warms up its own model: ask on fresh connections (which land on
-        # either worker) until both have said they are ready
-        deadline, ready = time.monotonic() + 120, set()
-        while len(ready) < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
-            try:
-                r = httpx.get(f"{url}/health", headers={"Connection": "close"})
-            except httpx.TransportError:
-                continue
-            if r.status_code == 200:
-                ready.add(r.json()["pid"])
-            time.sleep(0.02)
-        workers = sorted(ready)
+        workers = sorted(ready_workers(url, proc, out, 2))  # each loads and warms up its own model
         assert set(workers) <= set(children(proc.pid))  # (multiprocessing may add a helper process too)
 
         answers = [None] * len(digits)
@@ -124,7 +127,7 @@ def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lene
     for data, answer in zip(digits, answers):
         assert answer.status_code == 200
         want = predictor.predict(preprocess(data, predictor.card)[None])[0]
-        got = [p["index"] for p in answer.json()["predictions"]]
+        got = [p["index"] for p in answer.json()["predictions"][0]["top_k"]]
         assert got[0] == int(want.argmax())
     assert "Traceback" not in "".join(out.lines)
 
@@ -143,16 +146,7 @@ def test_workers_drain_like_one_process(served_lenet):
     clients = []
     try:
         url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
-        deadline = time.monotonic() + 120
-        ready = set()
-        while len(ready) < 2:  # both workers loaded and warmed up (each fresh connection lands on either)
-            try:
-                r = httpx.get(f"{url}/health", headers={"Connection": "close"})
-                if r.status_code == 200:
-                    ready.add(r.json()["pid"])
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+        ready_workers(url, proc, out, 2)
         clients += [on_a_worker(url) for _ in digits]
         answers = [None] * len(digits)
 
@@ -195,3 +189,50 @@ def test_workers_drain_like_one_process(served_lenet):
     assert set(late) <= {503, "refused"}, late
     assert [a.status_code for a in answers] == [200] * len(digits)
     assert "Traceback" not in "".join(out.lines)
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(served_lenet):
+    digit = served_lenet.digits[0][0]
+    proc = zoo_serve(served_lenet.onnx, "--port", 0, "--workers", 2, "--max-delay-ms", 1, "--threads", 1)
+    out = Output(proc)
+    try:
+        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
+        workers = ready_workers(url, proc, out, 2)
+        killed = min(workers)
+        os.kill(killed, signal.SIGKILL)
+        out.wait_for(rf"worker process \[{killed}\] died")
+        deadline = time.monotonic() + 60
+        while True:  # the other worker and the new one both answer, and the killed one is gone
+            now = ready_workers(url, proc, out, 2)
+            if killed not in now and len(now & workers) == 1:
+                break
+            assert time.monotonic() < deadline, "".join(out.lines)
+        assert now <= set(children(proc.pid))
+        for _ in range(8):  # on fresh connections: every one is answered, whichever worker it lands on
+            r = httpx.post(f"{url}/predict", content=digit, timeout=60,
+                           headers={"Content-Type": "image/png", "Connection": "close"})
+            assert r.status_code == 200 and r.json()["predictions"][0]["top_k"][0]["label"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out.thread.join(10)
+    assert "Traceback" not in "".join(out.lines)
+
+
+def test_no_class_in_serve_subclasses_uvicorn():
+    """serve/ uses uvicorn's public API (Config, Server.run) and subclasses none of its classes."""
+    import ast
+    import pathlib
+
+    for path in (pathlib.Path(__file__).resolve().parents[1] / "serve").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        from_uvicorn = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                        and (node.module or "").split(".")[0] == "uvicorn" for alias in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    name = ast.unparse(base)
+                    assert not (name.startswith("uvicorn.") or name.split(".")[0] in from_uvicorn), \
+                        f"{path.name}: class {node.name}({name})"

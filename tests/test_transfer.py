@@ -1,5 +1,6 @@
 """Transfer learning: torchvision checkpoints load with a new head, inputs adapt, frozen stays frozen."""
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -10,9 +11,15 @@ import pytest
 import torch
 
 from zoo import download
-from zoo.models import create
+from zoo.models import Weights, create, get_spec, list_models, registry
 from zoo.train import transfer
 from zoo.train.transfer import PretrainedError, freeze, load_pretrained, param_groups
+
+
+def publish(monkeypatch, arch: str, weights: Weights) -> None:
+    """Let `arch`'s spec publish `weights` for the length of a test."""
+    spec = get_spec(arch)
+    monkeypatch.setitem(registry._REGISTRY, spec.name, dataclasses.replace(spec, weights=weights))
 
 
 def checkpoint_like(shapes: dict) -> dict:
@@ -103,7 +110,7 @@ def test_imagenet_download_from_a_local_mirror_checks_sha256(http_dir, tmp_path,
     data = (tmp_path / "ckpt.pth").read_bytes()
     name = f"lenet5-{hashlib.sha256(data).hexdigest()[:8]}.pth"
     (root / name).write_bytes(data)
-    monkeypatch.setitem(transfer.IMAGENET_FILES, "lenet5", name)
+    publish(monkeypatch, "lenet5", Weights(name))
 
     model = create("lenet", num_classes=3)
     prov = load_pretrained(model, "lenet", "imagenet", log=lambda s: None)
@@ -113,7 +120,7 @@ def test_imagenet_download_from_a_local_mirror_checks_sha256(http_dir, tmp_path,
 
     bad = "lenet5-00000000.pth"  # a file whose hash does not match its name
     (root / bad).write_bytes(data)
-    monkeypatch.setitem(transfer.IMAGENET_FILES, "lenet5", bad)
+    publish(monkeypatch, "lenet5", Weights(bad))
     with pytest.raises(PretrainedError, match="sha256"):
         load_pretrained(model, "lenet", "imagenet")
     assert not (tmp_path / "cache" / "weights" / bad).exists()  # nothing half-written
@@ -128,14 +135,13 @@ def test_imagenet_full_digest_is_checked_where_known(http_dir, tmp_path, monkeyp
     full = hashlib.sha256(data).hexdigest()
     name = f"lenet5-{full[:8]}.pth"  # the name's 8 hex digits match: only the full digest can refuse it
     (root / name).write_bytes(data)
-    monkeypatch.setitem(transfer.IMAGENET_FILES, "lenet5", name)
     wrong = full[:-1] + ("0" if full[-1] != "0" else "1")  # the last hex digit differs
-    monkeypatch.setitem(transfer.IMAGENET_SHA256, name, wrong)
+    publish(monkeypatch, "lenet5", Weights(name, sha256=wrong))
     with pytest.raises(PretrainedError) as e:
         load_pretrained(create("lenet", num_classes=3), "lenet", "imagenet")
     assert "checksum mismatch" in str(e.value) and full in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "cache" / "weights" / name).exists()
-    monkeypatch.setitem(transfer.IMAGENET_SHA256, name, full)
+    publish(monkeypatch, "lenet5", Weights(name, sha256=full))
     prov = load_pretrained(create("lenet", num_classes=3), "lenet", "imagenet", log=lambda s: None)
     assert prov["sha256"] == full
     (tmp_path / "cache" / "weights" / name).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # a corrupt cache
@@ -144,10 +150,15 @@ def test_imagenet_full_digest_is_checked_where_known(http_dir, tmp_path, monkeyp
 
 
 def test_imagenet_digest_table_holds_full_digests_of_the_published_files():
-    for name, digest in transfer.IMAGENET_SHA256.items():
-        assert name in transfer.IMAGENET_FILES.values()
-        assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")
-        assert digest.startswith(name.rsplit("-", 1)[1].split(".")[0])  # the 8 digits of its name
+    published = [w for w in (get_spec(n).weights for n in list_models()) if w is not None]
+    assert [w.file for w in published if w.sha256] == ["resnet18-f37072fd.pth"]
+    for w in published:
+        assert w.digest == (w.sha256 or w.file.rsplit("-", 1)[1].split(".")[0])  # the 8 digits of its name
+        assert w.digest.startswith(w.file.rsplit("-", 1)[1].split(".")[0])
+    with pytest.raises(ValueError, match="64 hex digits"):
+        Weights("x-0123abcd.pth", sha256="0123abcd" + "0" * 55)
+    with pytest.raises(ValueError, match="starting with 0123abcd"):
+        Weights("x-0123abcd.pth", sha256="f" * 64)
 
 
 def test_imagenet_offline_says_what_to_fetch(tmp_path, monkeypatch):

@@ -14,9 +14,9 @@ from zoo.card import ModelCard
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
 from zoo.models import create, get_spec, list_models
-from zoo.rundir import CARD, WEIGHTS, load_model, save_weights
+from zoo.rundir import CARD, CONFUSION, WEIGHTS, load_model, save_weights
+from zoo.viz import figures
 from zoo.viz.activations import capture
-from zoo.viz.layers import default_layers
 
 LENET_LABELS = ["C1", "S2", "C3", "S4", "C5", "F6", "output"]
 LENET_SHAPES = [[6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [120], [84], [10]]
@@ -50,14 +50,15 @@ def digit(shared, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lenet_page(tmp_path_factory, digit):
-    """`zoo visualize` on a LeNet run directory that has a history and a confusion matrix."""
+    """`zoo visualize` on a LeNet run directory that has a history and the confusion matrix `zoo evaluate`
+    draws."""
     root = tmp_path_factory.mktemp("runs")
     run = make_run(root, "lenet5")
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_accuracy": 0.8 + e / 100,
                 "lr": 0.01, "seconds": 3.0} for e in range(1, 4)]
     (run / "history.json").write_text(json.dumps(history))
     confusion = (np.eye(10, dtype=int) * 90 + 1).tolist()
-    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "confusion": confusion}))
+    (run / CONFUSION).write_bytes(figures.confusion(confusion, [str(d) for d in range(10)]))
     out = root / "page"
     r = visualize(run, digit, "--output", out)
     assert r.exit_code == 0, r.output
@@ -98,8 +99,9 @@ def test_lenet_numbers_match_an_independent_forward(lenet_page, digit):
         logits = model(x)
     probs = torch.softmax(logits[0], 0)
     top = probs.topk(5)
-    assert [p["class"] for p in stats["predictions"]] == [card.class_names[i] for i in top.indices]
-    assert [p["probability"] for p in stats["predictions"]] == pytest.approx(top.values.tolist(), rel=1e-5)
+    assert [p["label"] for p in stats["predictions"]] == [card.class_names[i] for i in top.indices]
+    assert [p["index"] for p in stats["predictions"]] == top.indices.tolist()
+    assert [p["probability"] for p in stats["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
     assert stats["layers"][-1]["activation"]["mean"] == pytest.approx(float(logits.mean()), rel=1e-4)
 
 
@@ -187,7 +189,7 @@ def test_default_layers_of_every_model_run_in_order(name):
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
         model = create(name).eval()
         x = torch.empty(1, *spec.input_size)
-    layers = default_layers(model, spec.family)
+    layers = spec.layers(model)
     _, acts = capture(model, x, [layer.output for layer in layers])
     assert [layer.output for layer in layers if layer.output not in acts] == []
     labels = [layer.label for layer in layers]
@@ -198,7 +200,7 @@ def test_default_layers_of_every_model_run_in_order(name):
 def _labels(name):
     spec = get_spec(name)
     with torch.device("meta"):
-        return [layer.label for layer in default_layers(create(name), spec.family)]
+        return [layer.label for layer in spec.layers(create(name))]
 
 
 def test_paper_names_per_family():

@@ -24,7 +24,9 @@ class DownloadError(RuntimeError):
 
 
 def cache_dir(*parts: str) -> pathlib.Path:
-    """`$ZOO_CACHE` (default ~/.cache/zoo) / parts."""
+    """`$ZOO_CACHE` (default ~/.cache/zoo) / parts: the one cache root, every cache a folder in it
+    (weights/ for pretrained weights, mnist/ for `--data mnist` unless `$ZOO_DATA` says otherwise, ort-trt/
+    for ONNX Runtime's TensorRT engines)."""
     root = os.environ.get("ZOO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zoo")
     return pathlib.Path(root, *parts)
 

@@ -21,15 +21,19 @@ import math
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Callable
 
 import click
+
+if TYPE_CHECKING:
+    from click.decorators import FC
 
 HELP = ("Threads torch computes with.  [default: one per CPU that other processes leave free, "
         "measured at start; $OMP_NUM_THREADS if set]")
 WINDOW_S = 0.2  # how long the machine is watched to see how busy it is
 
 
-def option(help: str = HELP):
+def option(help: str = HELP) -> Callable[[FC], FC]:
     """The `--threads N` option (N >= 1; None when not given)."""
     return click.option("--threads", type=click.IntRange(1), default=None, help=help)
 
@@ -105,6 +109,22 @@ def configure(threads: int | None = None) -> int:
     return threads
 
 
+def recorded(run: str | os.PathLike) -> int | None:
+    """The thread count a run's card records (`zoo train` writes it), or None where there is none:
+    resuming with it gives the weights an uninterrupted run gives, bit for bit (the count changes the
+    order in which floats are summed). Reads the JSON itself: torch is not imported yet."""
+    import json
+
+    from .rundir import CARD
+
+    try:
+        with open(os.path.join(run, CARD), encoding="utf-8") as f:
+            n = json.load(f)["provenance"]["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no card, or a damaged one: the trainer says what is wrong with it
+    return n if isinstance(n, int) and n >= 1 else None
+
+
 def _env_threads() -> int | None:
     """$OMP_NUM_THREADS as a positive int (torch reads it too; torchrun sets it to 1 per process)."""
     try:
@@ -114,4 +134,4 @@ def _env_threads() -> int | None:
     return n if n >= 1 else None
 
 
-__all__ = ["HELP", "busy_cpus", "configure", "cpu_times", "default_threads", "option", "usable_cpus"]
+__all__ = ["HELP", "busy_cpus", "configure", "cpu_times", "default_threads", "option", "recorded", "usable_cpus"]

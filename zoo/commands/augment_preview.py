@@ -25,13 +25,13 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
     import numpy as np
     import torch
 
-    from zoo import rundir
+    from zoo import atomic, rundir
     from zoo.card import CardError, ModelCard
     from zoo.cli import UserError
     from zoo.data import augment as augmentation
     from zoo.data.datasets import DataError, open_source, to_unit
     from zoo.models import UnknownModelError
-    from zoo.train.plots import plot_grid
+    from zoo.viz import figures
 
     path = pathlib.Path(run_or_data)
     try:
@@ -65,6 +65,6 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
         row = [v[i].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy() for v in versions]
         rows.append(row)
     titles = [f"class {card.class_names[int(y)]}" for y in images.labels]
-    plot_grid(rows, titles, output, title=f"{run_or_data}: {augmentation.describe(spec)} "
-                                          f"(first column: original)")
+    atomic.write_bytes(output, figures.image_grid(rows, titles, title=f"{run_or_data}: {augmentation.describe(spec)} "
+                                                                     f"(first column: original)"))
     click.echo(f"wrote {output}: {len(rows)} images x {per_sample} augmentations ({augmentation.describe(spec)})")

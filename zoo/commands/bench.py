@@ -1,7 +1,8 @@
 import click
 
-from infer.bench import DEFAULT_BATCH_SIZES
+from infer.bench import DEFAULT_BATCH_SIZES, FORMATTERS
 from infer.predictor import BACKENDS
+from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
 
@@ -37,8 +38,8 @@ def _batch_sizes(ctx, param, value):
     return sizes
 
 
-@click.command()
-@click.argument("model", type=click.Path())
+@click.command(epilog=rundir.MODEL_HELP)
+@click.argument("model", required=False, type=click.Path())
 @click.option("--runtime", "-r", "runtimes", type=_CommaChoice(BACKENDS), multiple=True,
               help="Runtimes to measure (repeat, or separate with commas).  [default: every one that can "
                    "run MODEL here; ONNX Runtime fp32 is always measured as the baseline]")
@@ -57,7 +58,7 @@ def _batch_sizes(ctx, param, value):
               help="Timed calls at least, however long they take.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where runtimes that have both run.  [default: a GPU where the runtime has one]")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(list(FORMATTERS)), default=None,
               help="Output format.  [default: table; for a FILE ending in .json or .csv, that format]")
 @click.option("--output", "-o", default="-", show_default=True, metavar="FILE",
               help="Where the results go; - is stdout (progress lines go to stderr).")
@@ -67,8 +68,8 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
     precision this machine can run, at each batch size, against ONNX Runtime fp32 measured in the same
     run.
 
-    MODEL is a run directory (every file `zoo export` wrote beside the weights: model.onnx,
-    model.int8.onnx, model.fp16.onnx, model.engine) or one model file. Inputs are random (speed does
+    A run directory's files are every one `zoo export` wrote beside the weights (model.onnx,
+    model.int8.onnx, model.fp16.onnx, model.engine). Inputs are random (speed does
     not depend on them). Pairs that cannot run here are listed with the reason; the JSON schema is in
     infer/bench.py.
     """
@@ -76,7 +77,7 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
 
     import infer
     from infer.bench import FORMATTERS, BenchError, run_bench
-    from zoo import atomic, rundir
+    from zoo import atomic
     from zoo.cli import UserError
 
     runtimes = tuple(dict.fromkeys(r for group in runtimes for r in group)) or None
@@ -85,6 +86,7 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
         suffix = pathlib.Path(output).suffix.lower() if output != "-" else ""
         fmt = {".json": "json", ".csv": "csv"}.get(suffix, "table")
     try:
+        model = rundir.resolve_model(model)
         report = run_bench(model, runtimes, precisions, batch_sizes, threads=threads, seconds=seconds,
                            warmup=warmup, min_iterations=min_iterations, device=device,
                            progress=lambda line: click.echo(line, err=True))

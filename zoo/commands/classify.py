@@ -2,7 +2,9 @@ import os
 
 import click
 
+from infer.classify import ResultWriter
 from infer.predictor import BACKENDS
+from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
 
@@ -15,7 +17,7 @@ def _default_workers() -> int:
     return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
-@click.command()
+@click.command(epilog=rundir.MODEL_HELP)
 @click.argument("model", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
@@ -34,13 +36,13 @@ def _default_workers() -> int:
 @threads_.option(help="Intra-op threads of the inference library (default: its own choice).")
 @click.option("--output", "-o", default="-", show_default=True, metavar="FILE",
               help="Where results go; - is stdout.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(ResultWriter.FORMATS), default=None,
               help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]")
 @click.option("--resume", is_flag=True,
               help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
                    "FILE.partial, left by a run that crashed) and classify only the other images.")
 def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume):
-    """Classify images with MODEL (a run directory, .onnx or .engine file).
+    """Classify images with MODEL.
 
     PATHS are image files and folders. Folders are read recursively in sorted order, following symbolic
     links; they skip hidden files, files without an image extension, FIFOs, devices and symbolic link
@@ -58,13 +60,13 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
 
     import infer
     from infer.classify import PathError, collect, describe_skipped
-    from zoo import rundir
     from zoo.cli import UserError
     from zoo.text import plural
 
     try:
+        model = rundir.resolve_model(model)
         files, skipped = collect(paths)
-    except PathError as e:
+    except (rundir.RunError, PathError) as e:
         raise UserError(str(e)) from None
     if not files:
         raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(_extensions()))}"

@@ -2,16 +2,18 @@ import json
 
 import click
 
+from zoo import devices, rundir
 from zoo import threads as threads_
+from zoo.data import SPLITS
 
 MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and the JSON only
 
 
-@click.command()
+@click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP}")
 @click.argument("model", required=False)
 @click.option("--data", help="mnist-small, mnist, an IDX directory (the t10k files alone are a test split) or "
                              "an image folder (default: the data the model was trained on, split as in training).")
-@click.option("--split", type=click.Choice(["auto", "train", "val", "test"]), default="auto", show_default=True,
+@click.option("--split", type=click.Choice(["auto", *SPLITS]), default="auto", show_default=True,
               help="auto: the run's held-out split (test, else validation) of the data it trained on; of "
                    "other data, its test split if it has one, else all of it.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -25,8 +27,7 @@ MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and th
 def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers, threads):
     """Accuracy, top-5, per-class accuracy, confusion matrix and loss of MODEL on held-out data.
 
-    MODEL is a run directory or its model.safetensors (default: the newest run under runs/). Without
-    --data, the run's own test split, else its validation split; a number on images the model was
+    Without --data, the run's own test split, else its validation split; a number on images the model was
     trained on is marked "not held out" (a warning, and "held_out": false in JSON).
 
     \b
@@ -36,27 +37,22 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     import pathlib
 
     threads_.configure(threads)  # before torch loads OpenMP
-    import torch
-
-    from zoo import rundir
+    from zoo import atomic
     from zoo.cli import UserError
     from zoo.text import plural
     from zoo.data.datasets import DataError
     from zoo.train.evaluate import evaluate_data
-    from zoo.train.plots import plot_confusion
+    from zoo.viz import figures
 
     try:
-        path = pathlib.Path(model) if model else rundir.newest_run()
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device here; use --device cpu")
+        path = rundir.resolve_model(model, weights=True)
+        device = devices.resolve(device)
         net, card = rundir.load_model(path, device=device)
         if not data and not card.provenance.get("data", {}).get("source"):
             raise UserError(f"{path}: its card does not say what data it was trained on; pass --data")
         scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size,
                                workers=workers)
-    except (rundir.RunError, DataError) as e:
+    except (rundir.RunError, DataError, devices.DeviceError) as e:
         raise UserError(str(e)) from None
     result, data, used, skipped = scored.result, scored.data, scored.split, scored.skipped
     if scored.held_out is False:
@@ -66,9 +62,9 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     if skipped:
         click.echo(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images "
                    f"(first: {skipped[0]})", err=True)
-    png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / "confusion.png"
-    plot_confusion(result.confusion, card.class_names, png,
-                   title=f"{card.architecture} on {data} ({used}): {100 * result.accuracy:.2f}%")
+    png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / rundir.CONFUSION
+    title = f"{card.architecture} on {data} ({used}): {100 * result.accuracy:.2f}%"
+    atomic.write_bytes(png, figures.confusion(result.confusion, card.class_names, title=title))
     if fmt == "json":
         click.echo(json.dumps({"model": str(path), **scored.to_dict()}, indent=2))
         return

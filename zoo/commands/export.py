@@ -1,11 +1,14 @@
+import pathlib
+
 import click
 
 from export.quantize import DEFAULT_IMAGES, DEFAULT_MAX_DROP, DEFAULT_METHOD, METHODS
+from zoo import rundir
 
 INT8_OPTIONS = ("calibration", "calibration_images", "calibration_method", "max_accuracy_drop", "verify_data")
 
 
-@click.command()
+@click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP} --runs names another place for runs/.")
 @click.argument("model", required=False, type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True,
               help="Write model.onnx, verified against PyTorch (the default when no format is asked for; "
@@ -48,15 +51,11 @@ INT8_OPTIONS = ("calibration", "calibration_images", "calibration_method", "max_
               help="Where to look for the newest run when MODEL is not given.")
 def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calibration_method,
            max_accuracy_drop, verify_data, opset, batch, triton, output, runs):
-    """Export run directory MODEL to ONNX (and int8 / fp16 ONNX, a TensorRT engine, a Triton model repository).
-
-    Without MODEL, the newest finished run under --runs is exported (and named).
+    """Export MODEL to ONNX (and int8 / fp16 ONNX, a TensorRT engine, a Triton model repository).
 
     \b
     zoo export runs/lenet5-20261121-101500 --int8     # model.onnx + model.int8.onnx, accuracy verified
     """
-    import pathlib
-
     from click.core import ParameterSource
 
     from zoo.cli import UserError
@@ -86,22 +85,15 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
             except ExportError as e:
                 raise UserError(str(e), exit_code=2) from None
 
-    from zoo import rundir
-
     try:
-        if model is None:
-            model = rundir.newest_run(runs)
-            click.echo(f"exporting the newest run: {model}", err=True)
-        run = pathlib.Path(model)
-        if run.is_file() and run.suffix != ".safetensors":
-            raise UserError(f"{run}: MODEL is a run directory (or its .safetensors weights), "
-                            "as `zoo train` writes it")
+        run = rundir.resolve_model(model, runs=runs, weights=True)
+        if not model:
+            click.echo(f"exporting the newest run: {run}", err=True)
         rundir.read_card(run)  # a damaged card stops here, before anything is written
     except rundir.RunError as e:
         raise UserError(str(e)) from None
 
-    from export.onnx import ExportError, card_of, export_run
-    from infer.predictor import ONNX_INT8_FILE
+    from export.onnx import ExportError, export_run
 
     try:
         if int8:  # the data to calibrate and verify on must be there before anything is written
@@ -117,27 +109,38 @@ def export(model, onnx_, trt, fp16, int8, calibration, calibration_images, calib
             written["onnx_int8"] = result.path
         model_file = written.get("onnx_int8", onnx_file)
         if trt:
-            from export.tensorrt import build_engine, engine_file
-
-            if not int8 or fp16:  # float32 or float16, from the file above (its card says which)
-                card = card_of(onnx_file)
-                model_file = build_engine(onnx_file, onnx_file.parent / engine_file(card.precision), card, profile,
-                                          version_compatible=bool(triton), log=click.echo)
-            if int8:  # explicitly quantized, from the symmetric-int8 variant of the QDQ file (verified too)
-                import tempfile
-
-                with tempfile.TemporaryDirectory(prefix="zoo-int8-trt-") as tmp:
-                    variant = quantize.quantize(written["onnx"], pathlib.Path(tmp) / ONNX_INT8_FILE,
-                                                method=calibration_method, max_accuracy_drop=max_accuracy_drop,
-                                                prepared=prepared, tensorrt=True, log=click.echo)
-                    card = card_of(variant.path)
-                    model_file = build_engine(variant.path, written["onnx"].parent / engine_file(card.precision),
-                                              card, profile, version_compatible=bool(triton), log=click.echo)
+            model_file = _engines(written, onnx_file, profile, int8=int8, fp16=fp16, triton=bool(triton),
+                                  method=calibration_method, max_accuracy_drop=max_accuracy_drop,
+                                  prepared=prepared if int8 else None)
         if triton:
             from export.triton import write_repository
-            from infer.predictor import model_name
 
             card = rundir.read_card(run)
-            write_repository(triton, model_name(run), model_file, card, profile, log=click.echo)
+            write_repository(triton, rundir.model_name(run), model_file, card, profile, log=click.echo)
     except (ExportError, rundir.RunError) as e:
         raise UserError(str(e)) from None
+
+
+def _engines(written: dict, onnx_file, profile, *, int8: bool, fp16: bool, triton: bool, method: str,
+             max_accuracy_drop: float, prepared) -> pathlib.Path:
+    """Build the TensorRT engines `zoo export --trt` asks for; the path of the last one."""
+    import tempfile
+
+    from export import quantize
+    from export.onnx import card_of
+    from export.tensorrt import build_engine, engine_file
+
+    model_file = None
+    if not int8 or fp16:  # float32 or float16, from the file above (its card says which)
+        card = card_of(onnx_file)
+        model_file = build_engine(onnx_file, onnx_file.parent / engine_file(card.precision), card, profile,
+                                  version_compatible=triton, log=click.echo)
+    if int8:  # explicitly quantized, from the symmetric-int8 variant of the QDQ file (verified too)
+        with tempfile.TemporaryDirectory(prefix="zoo-int8-trt-") as tmp:
+            variant = quantize.quantize(written["onnx"], pathlib.Path(tmp) / rundir.ONNX_INT8, method=method,
+                                        max_accuracy_drop=max_accuracy_drop, prepared=prepared, tensorrt=True,
+                                        log=click.echo)
+            card = card_of(variant.path)
+            model_file = build_engine(variant.path, written["onnx"].parent / engine_file(card.precision), card,
+                                      profile, version_compatible=triton, log=click.echo)
+    return model_file

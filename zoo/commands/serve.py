@@ -1,14 +1,16 @@
 import click
 
 from infer.predictor import BACKENDS
+from serve.options import DEFAULTS
+from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
-@click.command()
-@click.argument("model", type=click.Path())
+@click.command(epilog=rundir.MODEL_HELP)
+@click.argument("model", required=False, type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the server to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
@@ -18,20 +20,18 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 @click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
               help="Arithmetic to run in (auto: the fastest one the export verified and this machine has natively).")
 @click.option("--name", default=None, help="Model name in URLs and answers [default: the model's].")
-@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
+@click.option("--max-batch-size", default=DEFAULTS.max_batch_size, show_default=True, type=click.IntRange(1),
               help="Most images the dynamic batcher runs as one batch.")
-@click.option("--max-delay-ms", default=5.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-delay-ms", default=DEFAULTS.max_delay_ms, show_default=True, type=click.FloatRange(0),
               help="How long a batch waits for more requests after its first.")
-@click.option("--max-body-mb", default=16.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--max-body-mb", default=DEFAULTS.max_body_mb, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Larger request bodies are refused (413).")
-@click.option("--max-image-pixels", default=None, type=click.IntRange(1),
-              show_default="64,000,000: zoo.data.preprocess's limit",
+@click.option("--max-image-pixels", default=DEFAULTS.max_image_pixels, type=click.IntRange(1), show_default=True,
               help="Larger images are refused as decompression bombs (400).")
-@click.option("--max-images", default=None, type=click.IntRange(1),
-              show_default="256: serve.app.MAX_IMAGES",
+@click.option("--max-images", default=DEFAULTS.max_images, type=click.IntRange(1), show_default=True,
               help="Most images in one request (/predict files, v2 batch N); more are refused (413) before "
                    "any is decoded. Larger requests run --max-batch-size images at a time.")
-@click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(1),
+@click.option("--max-queue", default=DEFAULTS.max_queue, show_default=True, type=click.IntRange(1),
               help="Requests that may wait for the model; more are answered 503.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Server processes, each with its own copy of the model and its own batcher, sharing "
@@ -47,7 +47,8 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 @click.option("--timeout-header", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds a client may take to send a request's headers (from connecting, or from the "
                    "answer before); then the connection is closed.")
-@click.option("--timeout-body", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--timeout-body", default=DEFAULTS.timeout_body, show_default=True,
+              type=click.FloatRange(0, min_open=True),
               help="Seconds a client may take to send a request's body; then it is answered 408.")
 @click.option("--max-connections", default=None, type=click.IntRange(1),
               show_default="the open-file limit less 64",
@@ -56,7 +57,7 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 def serve(model, host, port, backend, precision, name, max_batch_size, max_delay_ms, max_body_mb, max_image_pixels,
           max_images, max_queue, workers, threads, api_key, log_level, timeout_graceful_shutdown, timeout_header,
           timeout_body, max_connections):
-    """Serve MODEL (a run directory, .onnx or .engine file) over HTTP: /predict, KServe v2, a page at /.
+    """Serve MODEL over HTTP: /predict, KServe v2, a page at /.
 
     Requests that arrive within --max-delay-ms run as one batch. SIGTERM (or Ctrl+C) drains: requests
     in flight finish, new ones are refused, then the server exits 0. With --workers N, N processes
@@ -77,6 +78,10 @@ def serve(model, host, port, backend, precision, name, max_batch_size, max_delay
     logging.basicConfig(level=log_level.upper(), format=worker.LOG_FORMAT)
     if threads is None and workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
+    try:
+        model = rundir.resolve_model(model)
+    except rundir.RunError as e:
+        raise UserError(str(e)) from None
     settings = {"model": str(model), "backend": backend, "precision": precision, "threads": threads, "log_level": log_level,
                 "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_body_mb": max_body_mb,
                 "max_image_pixels": max_image_pixels, "api_key": api_key, "model_name": name,
@@ -112,8 +117,9 @@ def serve(model, host, port, backend, precision, name, max_batch_size, max_delay
     if workers > 1:
         del predictor  # each worker loads its own
         os.environ[worker.SETTINGS_ENV] = json.dumps(settings)
-        config = uvicorn.Config("serve.worker:app_from_environment", factory=True, workers=workers, **options)
-        worker.supervise(config, sockets)  # SIGTERM / SIGINT: each worker drains, then exit 0
+        config = uvicorn.Config("serve.worker:app_from_environment", factory=True, **options)
+        if not worker.supervise(config, sockets):  # SIGTERM / SIGINT: each worker drains, then exit 0
+            raise UserError("a worker process failed to start (the log above says why)")
         return
 
     app = worker.build(settings, predictor)

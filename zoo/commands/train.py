@@ -1,7 +1,9 @@
 import click
 
 from zoo import threads as threads_
-from zoo.train.config import TrainConfig
+from zoo.card import RESIZE_MODES
+from zoo.data.augment import OPTIONS as AUGMENTATIONS
+from zoo.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = TrainConfig()  # the defaults live in one place
 
@@ -33,11 +35,11 @@ def _amount(value):
 @click.option("--input-size", type=click.IntRange(1), help="Input height and width (default: the model's).")
 @click.option("--in-channels", type=int, help="1 (grayscale) or 3 (RGB); default: 1 for MNIST, the model's "
                                                "for image folders.")
-@click.option("--resize-mode", type=click.Choice(["squash", "crop", "fill", "half-crop"]), default=D.resize_mode,
+@click.option("--resize-mode", type=click.Choice(RESIZE_MODES), default=D.resize_mode,
               show_default=True, help="How images are brought to the input size (DIGITS' modes).")
 @click.option("--augment", default=D.augment, show_default=True,
-              help="Augmentations on the training device, e.g. rotate=15,shift=0.1,shear=10,zoom=0.1,hflip,"
-                   "vflip,invert,crop=4 ('none' for none). See `zoo augment-preview`.")
+              help=f"Augmentations on the training device, any of {', '.join(AUGMENTATIONS)}, each with an optional "
+                   "magnitude, e.g. rotate=15,shift=0.1,hflip ('none' for none). See `zoo augment-preview`.")
 @click.option("--pretrained", help="Start from these weights: a run directory or .safetensors made by zoo, a "
                                    "torchvision-format .pth checkpoint, or 'imagenet' (torchvision's published "
                                    "weights, downloaded once to ~/.cache/zoo/weights, SHA-256 checked). The head is "
@@ -53,11 +55,11 @@ def _amount(value):
 @click.option("--batch-size", type=int, default=D.batch_size, show_default=True,
               help="Images per batch (per process under torchrun).")
 @click.option("--lr", type=float, default=D.lr, show_default=True, help="Base learning rate.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]), default=D.optimizer,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer,
               show_default=True)
 @click.option("--momentum", type=float, default=D.momentum, show_default=True, help="sgd and rmsprop.")
 @click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True)
-@click.option("--schedule", type=click.Choice(["constant", "step", "exp", "cosine", "plateau"]),
+@click.option("--schedule", type=click.Choice(SCHEDULES),
               default=D.schedule, show_default=True,
               help="step: lr*gamma**(epoch//step-size); exp: lr*gamma**epoch; cosine: down to --min-lr; "
                    "plateau: lr*gamma after --patience epochs without a better val loss.")
@@ -94,6 +96,8 @@ def train(ctx, arch, resume, threads, **options):
     zoo train resnet18 --data photos/ --pretrained imagenet --freeze backbone
     torchrun --nproc-per-node 2 -m zoo train lenet   # DistributedDataParallel (gloo on CPU)
     """
+    if threads is None and resume:  # the run's own count: other counts sum floats in another order
+        threads = threads_.recorded(resume)
     threads_.configure(threads)  # before torch loads OpenMP; the set-up line says how many
 
     from zoo.cli import UserError

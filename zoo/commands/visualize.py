@@ -2,10 +2,11 @@ import pathlib
 
 import click
 
+from zoo import rundir
 from zoo import threads as threads_
 
 
-@click.command()
+@click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP} {rundir.NAMES_HELP}")
 @click.argument("model")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=pathlib.Path))
 @click.option("--layers", help="Comma-separated layers to show, by module name (conv1,layer1,features.0) "
@@ -18,8 +19,7 @@ from zoo import threads as threads_
 def visualize(model, image, layers, output, top, threads):
     """Write one self-contained HTML page that shows what MODEL does with IMAGE.
 
-    MODEL is a run directory (or a .safetensors file with card.json beside it), or a registered model
-    name (random weights) to look at an architecture. The page shows the image as the model sees it,
+    A registered model name (random weights) shows an architecture. The page shows the image as the model sees it,
     the top predictions, each layer's activations, statistics, histograms and filters, and a run's
     training curves and confusion matrix; every figure is also written as a PNG beside it.
     """
@@ -29,7 +29,6 @@ def visualize(model, image, layers, output, top, threads):
     from zoo.cli import UserError
     from zoo.data.preprocess import ImageError
     from zoo.models import UnknownModelError
-    from zoo.rundir import RunError
     from zoo.viz.layers import UnknownLayerError
     from zoo.viz.report import build, open_model, write
 
@@ -38,7 +37,7 @@ def visualize(model, image, layers, output, top, threads):
         raise UserError(f"{image}: no such image file")
     try:
         net, card, run_dir, source = open_model(model)
-    except RunError as e:
+    except rundir.RunError as e:
         raise UserError(str(e), exit_code=2) from None
     except UnknownModelError as e:
         raise UserError(f"{e}; MODEL may also be a run directory", exit_code=2) from None
@@ -51,7 +50,7 @@ def visualize(model, image, layers, output, top, threads):
         raise UserError(str(e)) from None
     output = output or pathlib.Path("viz") / (run_dir.name if run_dir else card.architecture)
     page = write(report, output)
-    for i, (name, p) in enumerate(report.predictions, 1):
-        click.echo(f"{i}. {name:<24} {p:7.2%}")
+    for i, p in enumerate(report.predictions, 1):
+        click.echo(f"{i}. {p['label']:<24} {p['probability']:7.2%}")
     click.echo(f"{len(report.layers)} layers, {len(report.figures())} figures -> {page} "
                f"({page.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s)")

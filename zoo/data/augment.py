@@ -9,6 +9,11 @@ trainer seeds from (seed, epoch), so an epoch's augmentations are the same after
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
 # name -> (default magnitude, what the magnitude means)
 OPTIONS = {
     "invert": (0.5, "probability of inverting an image (the DIGITS lab's MNIST invert)"),
@@ -52,7 +57,7 @@ def describe(spec: dict[str, float]) -> str:
     return ",".join(f"{k}={v:g}" for k, v in spec.items()) or "none"
 
 
-def build(spec: dict[str, float], input_size: tuple[int, int] | list[int]):
+def build(spec: dict[str, float], input_size: tuple[int, int] | list[int]) -> nn.Sequential | None:
     """A kornia module mapping float [B, C, H, W] in [0, 1] to augmented images; None when spec is empty."""
     if not spec:
         return None

@@ -18,18 +18,19 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from . import mnist
-from .preprocess import IMAGE_EXTENSIONS, ImageError, prepare
+from ..card import ModelCard
+from . import SPLITS, mnist
+from .preprocess import IMAGE_EXTENSIONS, UNIT, ImageError, Normalization, normalization, prepare
 
 SMALL = "mnist-small"
 MNIST = "mnist"
 CACHE_LIMIT_BYTES = 2 << 30  # image folders whose decoded images fit in this stay in memory
-SPLITS = ("train", "val", "test")
 
 
 class DataError(ValueError):
@@ -70,7 +71,7 @@ class Source:
     def describe(self) -> dict:
         return {"source": self.name, **{s: len(r) for s, r in self.splits.items()}, **self.notes}
 
-    def load(self, card, workers: int = 0, cache_limit: int = CACHE_LIMIT_BYTES,
+    def load(self, card: ModelCard, workers: int = 0, cache_limit: int = CACHE_LIMIT_BYTES,
              progress: bool = True) -> tuple[dict[str, "ImageSet"], list[str]]:
         """Each split as an ImageSet at the card's input shape; also the files skipped (not of an image
         kind, or not decodable), "path: why" each."""
@@ -307,7 +308,7 @@ class ImageSet:
         return share // batch_size if drop_last and share > batch_size else -(-share // batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                rank: int = 0, world: int = 1, drop_last: bool = False):
+                rank: int = 0, world: int = 1, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 images [B, C, H, W], int64 labels [B]) for this process's share of the split.
 
         Shuffled: a DistributedSampler permutation seeded with seed + epoch, so every epoch's order is
@@ -337,36 +338,38 @@ class ImageSet:
                 yield x, y
 
 
-_UNIT = torch.tensor(1 / 255, dtype=torch.float32)
+# torch's side of `preprocess.normalize`: the constants are preprocess's (UNIT, `normalization(card)`),
+# applied in the same float32 order, so a batch here is bit for bit what `preprocess` makes.
+_UNIT = torch.from_numpy(np.asarray(UNIT))
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1] (the first step of `preprocess.normalize`, same arithmetic)."""
+    """uint8 images -> float32 in [0, 1] (the first step of `preprocess.normalize`)."""
     return x.float() * _UNIT.to(x.device)
 
 
-def standardize(x: torch.Tensor, card) -> torch.Tensor:
+def standardize(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
     """Subtract the card's mean and divide by its std, per channel (the rest of `normalize`)."""
-    mean, std = _mean_std(tuple(card.mean), tuple(card.std), x.device)
+    mean, std = _on_device(normalization(card), x.device)
     return (x - mean) / std
 
 
 @functools.lru_cache(maxsize=16)
-def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
-    return as_tensor(mean).view(-1, 1, 1), as_tensor(std).view(-1, 1, 1)
+def _on_device(norm: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = norm.arrays()
+    return torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
 
 
 # ---- the data a run was trained on (what `zoo train` recorded on its card) ----
 
-def run_training(card) -> dict:
+def run_training(card: ModelCard) -> dict:
     """The options `zoo train` recorded on a run's card (its data and how it was split); {} for a
     model that `zoo train` did not make."""
     training = card.provenance.get("training")
     return training if isinstance(training, dict) and training.get("data") else {}
 
 
-def run_source(card, remedy: str = "--data") -> "Source":
+def run_source(card: ModelCard, remedy: str = "--data") -> "Source":
     """The run's own data, split exactly as its training split it (DataError, ending "pass REMEDY",
     where it cannot be read here or its classes are no longer the model's)."""
     t = run_training(card)

@@ -43,9 +43,8 @@ class MnistError(ValueError):
 
 
 def mnist_root() -> pathlib.Path:
-    """Where `--data mnist` lives: $ZOO_DATA/mnist, by default ~/.cache/zoo/mnist."""
-    base = os.environ.get("ZOO_DATA") or pathlib.Path.home() / ".cache" / "zoo"
-    return pathlib.Path(base) / "mnist"
+    """Where `--data mnist` lives: $ZOO_DATA/mnist, by default the cache root's mnist/ folder."""
+    return pathlib.Path(os.environ.get("ZOO_DATA") or download.cache_dir()) / "mnist"
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -13,16 +13,25 @@ The fill noise is drawn from a fixed seed, so the same image always gives the sa
 
 An image is turned upright by its EXIF orientation tag (phone photos store the sensor's pixels and a
 tag saying how to turn them) as it decodes, before anything else looks at it.
+
+Normalization has two implementations and one owner of its arithmetic: `normalize` here (NumPy, for
+the torch-free paths) and `zoo.data.datasets.to_unit` + `standardize` (torch, batched on the training
+device) both take their constants from `UNIT` and `normalization(card)` and apply them in the same
+float32 order, so they give the same bits (tests/test_one_preprocessing.py holds them to it).
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..card import ModelCard
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -147,21 +156,46 @@ def resize(img: Image.Image, size: tuple[int, int] | list[int], mode: str = "squ
     return Image.fromarray(_fit(arr, height, width), img.mode)
 
 
-def normalize(arr: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 HxW or HxWxC -> float32 CxHxW, scaled to [0, 1] then standardized per channel.
+UNIT = np.float32(1 / 255)  # uint8 pixel -> [0, 1], the first step of every normalization
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """A model input from uint8 pixels x, per channel c, in float32 and in this order:
+    (x * UNIT - mean[c]) / std[c]. Hashable, so the torch side can keep its device copies by it."""
+
+    mean: tuple[float, ...]  # float32 values, one per input channel
+    std: tuple[float, ...]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """mean and std as float32 [C, 1, 1], to broadcast over a CHW image or an NCHW batch."""
+        return (np.asarray(self.mean, np.float32).reshape(-1, 1, 1),
+                np.asarray(self.std, np.float32).reshape(-1, 1, 1))
+
+
+def normalization(card: ModelCard) -> Normalization:
+    """The card's per-channel constants, rounded to float32 once: the one source of both `normalize`
+    and torch's `standardize`."""
+    return Normalization(tuple(np.asarray(card.mean, np.float32).tolist()),
+                         tuple(np.asarray(card.std, np.float32).tolist()))
+
+
+def normalize(arr: np.ndarray, card: ModelCard) -> np.ndarray:
+    """uint8 HxW or HxWxC -> float32 CxHxW, normalized as `normalization(card)` says.
 
     Channels first while still uint8, then the arithmetic in place on one contiguous array: the same
     float32 operations in the same order as training's to_unit + standardize (the same bits), without
     the temporaries (three times faster on a 224x224 photo)."""
+    mean, std = normalization(card).arrays()
     x = arr[:, :, None] if arr.ndim == 2 else arr
     out = np.ascontiguousarray(x.transpose(2, 0, 1)).astype(np.float32)
-    out *= np.float32(1 / 255)
-    out -= np.asarray(mean, np.float32)[:, None, None]
-    out /= np.asarray(std, np.float32)[:, None, None]
+    out *= UNIT
+    out -= mean
+    out /= std
     return out
 
 
-def prepare(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def prepare(source: ImageSource, card: ModelCard, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode, convert and resize as the card says: uint8 HxW (grayscale) or HxWx3 (RGB), not normalized.
 
     The first half of `preprocess`; training keeps images in this compact form (and normalizes them in
@@ -172,11 +206,11 @@ def prepare(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_P
     return np.asarray(resize(to_mode(img, card.color_mode), (h, w), card.resize_mode))
 
 
-def preprocess(source: ImageSource, card, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def preprocess(source: ImageSource, card: ModelCard, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The model's input for one image: float32 array of shape card.input_shape ([C, H, W])."""
-    return normalize(prepare(source, card, max_pixels=max_pixels), card.mean, card.std)
+    return normalize(prepare(source, card, max_pixels=max_pixels), card)
 
 
-def preprocess_batch(sources, card, **kw) -> np.ndarray:
+def preprocess_batch(sources: Iterable[ImageSource], card: ModelCard, **kw: int | None) -> np.ndarray:
     """Stack `preprocess` over several images: float32 [N, C, H, W]."""
     return np.stack([preprocess(s, card, **kw) for s in sources])

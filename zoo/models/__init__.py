@@ -5,5 +5,6 @@
 """
 
 from . import lenet, alexnet, vgg, googlenet, resnet  # noqa: F401  (registers the families, in order)
-from .registry import (ModelSpec, UnknownModelError, create, get_spec, list_models,  # noqa: F401
-                       register_model, resolve)
+from .layers import Layer  # noqa: F401
+from .registry import (AuxHeads, ModelSpec, UnknownModelError, Weights, create, get_spec,  # noqa: F401
+                       list_models, register_model, resolve)

@@ -12,7 +12,8 @@
 import torch
 import torch.nn as nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .layers import caffe_layers, sequential_stages
+from .registry import IMAGENET_MEAN, IMAGENET_STD, Weights, register_model
 
 
 class AlexNet(nn.Module):
@@ -42,10 +43,13 @@ def _lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)  # the paper's constants
 
 
-_ALEX = dict(family="alexnet", mean=IMAGENET_MEAN, std=IMAGENET_STD, head="classifier.6")
+# Stages: each convolution block up to its pooling layer (block1..), then fc1, fc2; the paper's layers:
+# conv1..conv5, pool1, pool2, pool5, fc6..fc8 (the Caffe names the papers' figures use).
+_ALEX = dict(family="alexnet", mean=IMAGENET_MEAN, std=IMAGENET_STD, head="classifier.6",
+             stages=sequential_stages, layers=caffe_layers)
 
 
-@register_model(input_size=(3, 224, 224), year=2012, **_ALEX,
+@register_model(input_size=(3, 224, 224), year=2012, **_ALEX, weights=Weights("alexnet-owt-7be5be79.pth"),
                 paper="ImageNet Classification with Deep Convolutional Neural Networks "
                       "(Krizhevsky et al.), torchvision layout")
 def alexnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
@@ -67,7 +71,7 @@ def alexnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     return AlexNet(features, 256, num_classes)
 
 
-@register_model(input_size=(3, 227, 227), year=2012, **_ALEX,
+@register_model(input_size=(3, 227, 227), year=2012, **_ALEX, weights=None,
                 paper="ImageNet Classification with Deep Convolutional Neural Networks "
                       "(Krizhevsky et al.), the paper's layout with LRN")
 def alexnet_v1(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
@@ -91,7 +95,7 @@ def alexnet_v1(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     return AlexNet(features, 256, num_classes)
 
 
-@register_model(input_size=(3, 224, 224), year=2013, **{**_ALEX, "family": "zfnet"},
+@register_model(input_size=(3, 224, 224), year=2013, **{**_ALEX, "family": "zfnet"}, weights=None,
                 paper="Visualizing and Understanding Convolutional Networks (Zeiler & Fergus)")
 def zfnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     features = nn.Sequential(

@@ -14,7 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .layers import Layer, Stage
+from .registry import IMAGENET_MEAN, IMAGENET_STD, AuxHeads, Weights, register_model
+
+BRANCHES = {"branch1": "1x1", "branch2": "3x3", "branch3": "5x5", "branch4": "pool proj"}  # the paper's
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -48,6 +51,11 @@ class Inception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+    def channel_groups(self) -> list[tuple[str, int]]:
+        """The concatenated output's parts: [(the paper's branch name, channels)] (`zoo visualize`)."""
+        return [(short, [m for m in getattr(self, b).modules() if isinstance(m, nn.Conv2d)][-1].out_channels)
+                for b, short in BRANCHES.items()]
 
 
 class InceptionAux(nn.Module):
@@ -105,7 +113,7 @@ class GoogLeNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         x = self.maxpool1(self.conv1(x))
         x = self.maxpool2(self.conv3(self.conv2(x)))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))
@@ -122,8 +130,46 @@ class GoogLeNet(nn.Module):
         return x
 
 
+def body_stages(model: GoogLeNet) -> list[Stage]:
+    """conv1..conv3, inception3a..inception5b (the auxiliary classifiers belong to the head)."""
+    return [(n, [m]) for n, m in model.named_children() if n.startswith(("conv", "inception"))]
+
+
+_BRANCH_NOTES = {"branch1": "1x1 convolutions", "branch2": "1x1 reduce, then 3x3 convolutions",
+                 "branch3": "1x1 reduce, then the \"5x5\" convolutions (3x3 in torchvision's layout "
+                            "and weights)",
+                 "branch4": "3x3 max pooling, then 1x1 projection"}
+
+
+def paper_layers(model: GoogLeNet) -> list[Layer]:
+    """conv1, pool1, conv2 (reduce and 3x3), pool2, inception (3a)..(5b) each followed by its four
+    branches 1x1 / 3x3 / 5x5 / pool proj, pool3, pool4, avg pool, fc (the paper's Table 1)."""
+    layers = [Layer("conv1", "conv1", ["conv1"], "7x7 convolution, stride 2"),
+              Layer("maxpool1", "pool1", ["maxpool1"], "3x3 max pooling, stride 2"),
+              Layer("conv2", "conv2 reduce", ["conv2"], "1x1 convolution (the 3x3 reduce)"),
+              Layer("conv3", "conv2", ["conv3"], "3x3 convolution"),
+              Layer("maxpool2", "pool2", ["maxpool2"], "3x3 max pooling, stride 2")]
+    pools = {"maxpool3": "pool3", "maxpool4": "pool4"}
+    for name, _ in model.named_children():
+        if name.startswith("inception"):
+            label = f"inception ({name[len('inception'):]})"
+            layers.append(Layer(name, label, [name], "the four branches, concatenated"))
+            layers += [Layer(f"{name}.{b}", f"{label} · {short}", [f"{name}.{b}"], _BRANCH_NOTES[b])
+                       for b, short in BRANCHES.items()]
+        elif name in pools:
+            layers.append(Layer(name, pools[name], [name], "3x3 max pooling, stride 2"))
+    layers.append(Layer("avgpool", "avg pool", ["avgpool"], "global average pooling"))
+    layers.append(Layer("fc", "fc", ["fc"], "linear classifier"))
+    return layers
+
+
+# torchvision's GoogLeNet weights were trained with transform_input=True, i.e. on pixels scaled to
+# [-1, 1]: feeding them mean 0.5 / std 0.5 inputs is the same thing without the extra layer.
 @register_model(family="googlenet", input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 year=2014, head="fc", aliases=("inception_v1",),
-                paper="Going Deeper with Convolutions (Szegedy et al.)")
+                paper="Going Deeper with Convolutions (Szegedy et al.)",
+                weights=Weights("googlenet-1378be20.pth", mean=(0.5,) * 3, std=(0.5,) * 3),
+                stages=body_stages, layers=paper_layers,
+                aux=AuxHeads(switch="aux_logits", modules=("aux1", "aux2"), classifier="fc2"))
 def googlenet(num_classes: int = 1000, in_channels: int = 3, aux_logits: bool = False) -> GoogLeNet:
     return GoogLeNet(num_classes, in_channels, aux_logits=aux_logits)

@@ -1,26 +1,71 @@
 """The model registry: a decorator that records each constructor with its defaults, and `create`.
 
-In the spirit of timm: a model's defaults (input size, mean/std, paper, year) are written beside its
-definition, and callers ask the registry for them instead of retyping them.
+In the spirit of timm's default_cfgs and torchvision's weights enums: everything the rest of the zoo knows
+about a model (input size, mean/std, paper, year, published weights, stages, paper layer names, auxiliary
+heads) is written beside its definition, and callers ask the spec instead of switching on family names.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch.nn as nn
 
+from .layers import Layer, Stage
+
+TORCHVISION_BASE = "https://download.pytorch.org/models/"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
+_HEX = "0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One published checkpoint (torchvision's IMAGENET1K_V1), downloaded by `zoo.download`."""
+
+    file: str  # e.g. "resnet18-f37072fd.pth", under TORCHVISION_BASE; the 8 hex digits start its SHA-256
+    sha256: str | None = None  # the full digest where known (say where it comes from); else the 8 digits
+    mean: tuple[float, ...] | None = None  # the input mean/std the weights expect, where not the spec's
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not (len(self.sha256) == 64 and set(self.sha256) <= set(_HEX)
+                                            and self.sha256.startswith(self.prefix)):
+            raise ValueError(f"{self.file}: sha256 must be 64 hex digits starting with {self.prefix}")
+
+    @property
+    def prefix(self) -> str:
+        """The 8 hex digits of the file's name (torchvision publishes only those)."""
+        return self.file.rsplit("-", 1)[1].split(".")[0]
+
+    @property
+    def digest(self) -> str:
+        """What the download is checked against: the full SHA-256 where known, else the name's prefix."""
+        return self.sha256 or self.prefix
+
+    def url(self, base: str | None = None) -> str:
+        """The file's URL under `base` (a mirror) or torchvision's."""
+        return (base or TORCHVISION_BASE).rstrip("/") + "/" + self.file
+
+
+@dataclass(frozen=True)
+class AuxHeads:
+    """Training-only auxiliary classifiers. `create(name, **{switch: True})` adds them; the model then
+    returns (logits, *aux_logits) in training mode, and plain logits in eval mode and without them."""
+
+    switch: str  # the builder's keyword argument that adds them, e.g. "aux_logits"
+    modules: tuple[str, ...]  # their module names, e.g. ("aux1", "aux2")
+    classifier: str  # each one's final linear layer, relative to it (a new head when the classes change)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a registered model is and how to feed it."""
+    """What a registered model is, how to feed it, and what the rest of the zoo asks about it."""
 
     name: str
     family: str
@@ -30,9 +75,30 @@ class ModelSpec:
     std: tuple[float, ...]
     paper: str
     year: int
+    weights: Weights | None  # the published ImageNet checkpoint (`--pretrained imagenet`), None if none
+    body_stages: Callable[[nn.Module], list[Stage]]  # the stages before the head, in forward order
+    layers: Callable[[nn.Module], list[Layer]]  # the paper's layers, in forward order (`zoo visualize`)
     num_classes: int = 1000
     head: str = "fc"  # dotted name of the final classifier layer (for head surgery)
     aliases: tuple[str, ...] = field(default=())
+    aux: AuxHeads | None = None  # training-only auxiliary classifiers
+
+    @property
+    def training_kwargs(self) -> dict:
+        """The builder's keyword arguments for training (auxiliary heads on, where the model has them)."""
+        return {self.aux.switch: True} if self.aux else {}
+
+    def aux_modules(self, model: nn.Module) -> list[str]:
+        """The auxiliary heads `model` was built with (none without `training_kwargs`)."""
+        return [n for n in (self.aux.modules if self.aux else ()) if getattr(model, n, None) is not None]
+
+    def stages(self, model: nn.Module) -> list[Stage]:
+        """The network's stages in forward order, for freezing and layer-wise learning rates: the family's
+        body stages that hold parameters, then "head" (the classifier and any auxiliary classifiers)."""
+        heads = [model.get_submodule(n) for n in [self.head, *self.aux_modules(model)]]
+        body = [(n, ms) for n, ms in self.body_stages(model)
+                if any(True for m in ms for _ in m.parameters())]
+        return body + [("head", heads)]
 
     def mean_std(self, in_channels: int) -> tuple[list[float], list[float]]:
         """Mean and std for `in_channels` input channels (averaged when the channel count changes)."""
@@ -54,13 +120,19 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def register_model(*, family: str, input_size, mean, std, paper: str, year: int,
-                   num_classes: int = 1000, head: str = "fc", aliases: tuple[str, ...] = ()):
-    """Decorator: register a constructor `fn(num_classes=..., in_channels=..., **kw) -> nn.Module`."""
+def register_model(*, family: str, input_size: tuple[int, int, int], mean: Sequence[float],
+                   std: Sequence[float], paper: str, year: int,
+                   weights: Weights | None, stages: Callable[[nn.Module], list[Stage]],
+                   layers: Callable[[nn.Module], list[Layer]], num_classes: int = 1000, head: str = "fc",
+                   aliases: tuple[str, ...] = (), aux: AuxHeads | None = None) -> Callable:
+    """Decorator: register a constructor `fn(num_classes=..., in_channels=..., **kw) -> nn.Module`.
+
+    `weights` (None where nothing is published), `stages` (the body's stages, head excluded) and `layers`
+    (the paper's layer names) are required, so that every family says what it has."""
 
     def wrap(fn):
         spec = ModelSpec(fn.__name__, family, fn, tuple(input_size), tuple(mean), tuple(std), paper,
-                         year, num_classes, head, tuple(aliases))
+                         year, weights, stages, layers, num_classes, head, tuple(aliases), aux)
         if spec.name in _REGISTRY:
             raise ValueError(f"model {spec.name!r} registered twice")
         _REGISTRY[spec.name] = spec

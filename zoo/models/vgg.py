@@ -4,7 +4,8 @@ batch normalization, in torchvision's layout (`features`, `avgpool` to 7x7, `cla
 import torch
 import torch.nn as nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .layers import Layer, caffe_layers, sequential_stages
+from .registry import IMAGENET_MEAN, IMAGENET_STD, Weights, register_model
 
 # The paper's Table 1: numbers are 3x3 convolution widths, "M" a 2x2 max pooling.
 CONFIGS = {
@@ -64,47 +65,53 @@ def _vgg(cfg: str, batch_norm: bool, num_classes: int, in_channels: int) -> VGG:
     return VGG(make_features(CONFIGS[cfg], in_channels, batch_norm), num_classes)
 
 
+def paper_layers(model: VGG) -> list[Layer]:
+    """conv1_1..conv5_3, pool1..pool5, fc6..fc8."""
+    return caffe_layers(model, by_stage=True)
+
+
+# Stages: each convolution block up to its pooling layer (block1..block5), then fc1, fc2.
 _VGG = dict(family="vgg", input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, year=2014,
-            head="classifier.6",
+            head="classifier.6", stages=sequential_stages, layers=paper_layers,
             paper="Very Deep Convolutional Networks for Large-Scale Image Recognition "
                   "(Simonyan & Zisserman)")
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg11-8a719046.pth"))
 def vgg11(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("A", False, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg11_bn-6002323d.pth"))
 def vgg11_bn(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("A", True, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg13-19584684.pth"))
 def vgg13(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("B", False, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg13_bn-abd245e5.pth"))
 def vgg13_bn(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("B", True, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg16-397923af.pth"))
 def vgg16(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("D", False, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg16_bn-6c64b313.pth"))
 def vgg16_bn(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("D", True, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg19-dcbb9e9d.pth"))
 def vgg19(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("E", False, num_classes, in_channels)
 
 
-@register_model(**_VGG)
+@register_model(**_VGG, weights=Weights("vgg19_bn-c79401a0.pth"))
 def vgg19_bn(num_classes: int = 1000, in_channels: int = 3) -> VGG:
     return _vgg("E", True, num_classes, in_channels)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def wrap(model: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.M
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def broadcast_object(obj, dist: Dist):
+def broadcast_object(obj: _T, dist: Dist) -> _T:
     """Rank 0's `obj` on every rank (e.g. a decision only rank 0 can make)."""
     if dist.world == 1:
         return obj

@@ -15,11 +15,15 @@ The trainer uses the same function for validation and test, sharded over process
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..data.datasets import DataError, ImageSet, open_source, run_source, run_training, same_data, standardize, to_unit
+
+if TYPE_CHECKING:
+    from ..card import ModelCard
 
 
 @dataclass
@@ -45,8 +49,9 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model, card, images: ImageSet, *, device: str | torch.device = "cpu", batch_size: int = 256,
-             rank: int = 0, world: int = 1, label_smoothing: float = 0.0) -> Evaluation:
+def evaluate(model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], card: ModelCard, images: ImageSet,
+             *, device: str | torch.device = "cpu", batch_size: int = 256, rank: int = 0, world: int = 1,
+             label_smoothing: float = 0.0) -> Evaluation:
     """Evaluate on `images`; with world > 1 each process takes its share and the sums are all-reduced.
 
     The loss is the mean cross-entropy (with the training's label smoothing when the trainer asks, so
@@ -91,7 +96,8 @@ class DataEvaluation:
         return {"data": self.data, "split": self.split, "held_out": self.held_out, **self.result.to_dict()}
 
 
-def evaluate_data(model, card, data: str | None = None, *, split: str = "auto", device: str = "cpu",
+def evaluate_data(model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], card: ModelCard,
+                  data: str | None = None, *, split: str = "auto", device: str = "cpu",
                   batch_size: int = 256, workers: int = 0) -> DataEvaluation:
     """Evaluate on a `--data` value, by default (None) the data the run was trained on.
 

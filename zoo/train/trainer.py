@@ -4,6 +4,10 @@
     result = train(TrainConfig(arch="lenet", data="mnist-small", epochs=15))
     result.run_dir, result.card, result.history, result.test.accuracy
 
+`train` reads top to bottom: `_set_up` builds everything once (data, card, model with its pretrained
+weights and freezing, optimizer, the training state or a checkpoint's), the loop runs the epochs
+(`_train_epoch`, `_validate`, a line of log, `_save_epoch`), and `_finish` evaluates the test split.
+
 One epoch: a shuffled order (seeded by seed + epoch); for each batch: uint8 images -> device -> [0, 1]
 -> augmentation -> mean/std -> forward -> cross-entropy (+ 0.3 x each GoogLeNet auxiliary loss)
 -> backward, and an optimizer step every --accumulate batches with the learning rate of the schedule.
@@ -28,17 +32,17 @@ from typing import Callable
 
 import torch
 
-from .. import __version__, atomic, rundir
+from .. import __version__, atomic, devices, rundir
 from ..card import CardError, ModelCard
 from ..data import augment as augmentation
-from ..data.datasets import open_source, standardize, to_unit
+from ..data.datasets import ImageSet, Source, open_source, standardize, to_unit
 from ..models import create, get_spec
 from ..text import plural
+from ..viz import figures
 from . import distributed, transfer
 from .config import (DEFAULT_GAMMA, HISTORY_FIELDS, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
                      TrainError, load_checkpoint)
 from .evaluate import Evaluation, evaluate
-from .plots import plot_curves
 
 @dataclass
 class Result:
@@ -50,9 +54,9 @@ class Result:
 
 
 def build_model(arch: str, card: ModelCard, cfg: TrainConfig) -> torch.nn.Module:
-    """The network to train, from the card (pretrained weights and freezing are applied by `_train`)."""
-    extra = {"aux_logits": True} if get_spec(arch).family == "googlenet" else {}
-    return create(arch, num_classes=card.num_classes, in_channels=card.in_channels, **extra)
+    """The network to train, from the card (pretrained weights and freezing are applied by `_set_up`)."""
+    return create(arch, num_classes=card.num_classes, in_channels=card.in_channels,
+                  **get_spec(arch).training_kwargs)  # auxiliary heads on, where the model has them
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -94,52 +98,77 @@ def _gamma(cfg: TrainConfig) -> float:
 
 
 def deployable(model: torch.nn.Module, card: ModelCard) -> torch.nn.Module:
-    """The model later stages load: without GoogLeNet's training-only auxiliary heads."""
-    if not getattr(model, "aux_logits", False):
+    """The model later stages load: without its training-only auxiliary heads (GoogLeNet's)."""
+    if not get_spec(card.architecture).aux_modules(model):
         return model
     plain = create(card.architecture, num_classes=card.num_classes, in_channels=card.in_channels)
-    plain.load_state_dict(model.state_dict(), strict=False)  # drops aux1.*, aux2.*
+    plain.load_state_dict(model.state_dict(), strict=False)  # drops the auxiliary heads' tensors
     return plain.to(next(model.parameters()).device)
 
 
+@dataclass
+class _Run:
+    """What the epoch loop works on, each built once by `_set_up`."""
+    cfg: TrainConfig
+    dist: distributed.Dist
+    device: torch.device
+    log: Callable[[str], None]
+    source: Source
+    card: ModelCard  # its provenance is rewritten after each epoch, and at the end
+    augment_spec: dict[str, float]  # --augment, parsed
+    augment: torch.nn.Module | None  # the kornia pipeline of augment_spec
+    model: torch.nn.Module
+    net: torch.nn.Module  # what the training steps call: the model, or DDP around it
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: torch.nn.Module
+    sets: dict[str, ImageSet]
+    run_dir: pathlib.Path
+    state: dict  # epoch, history, best, plateau: what the checkpoint holds besides the tensors
+    steps: int  # batches per epoch
+
+    @property
+    def val_set(self) -> ImageSet | None:
+        return self.sets.get("val")
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
-    _check_options(cfg)
+    augment_spec = _check_options(cfg)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     device = _pick_device(cfg.device, cfg.amp)
     dist = distributed.setup(device.type)
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _train(cfg, checkpoint, device, dist, log)
+        run = _set_up(cfg, augment_spec, checkpoint, device, dist, log)
+        for epoch in range(run.state["epoch"], cfg.epochs):
+            started = time.perf_counter()
+            row = _train_epoch(run, epoch, started)
+            best = _validate(run, epoch, row)
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            run.state["history"].append(row)
+            run.state["epoch"] = epoch + 1
+            if dist.main:
+                _log_epoch(run, row, best)
+                _save_epoch(run, best or run.val_set is None)
+        return _finish(run)
     finally:
         distributed.teardown(dist)
 
 
-def _train(cfg, checkpoint, device, dist, log) -> Result:
-    # ---- data, card and model: everything is checked before the run directory exists ----
+def _set_up(cfg: TrainConfig, augment_spec: dict[str, float], checkpoint: dict | None, device: torch.device,
+            dist: distributed.Dist, log: Callable[[str], None]) -> _Run:
+    """Data, card, model (pretrained weights, freezing), optimizer and training state, each built once;
+    everything is checked before the run directory exists. A checkpoint's state replaces the fresh one."""
     source = open_source(cfg.data, val_split=cfg.val_split, val_dir=cfg.val_dir, test_dir=cfg.test_dir,
                          test_split=cfg.test_split, seed=cfg.seed)
-    spec = get_spec(cfg.arch)
-    card = ModelCard.for_model(
-        spec.name, in_channels=cfg.in_channels or source.channels or spec.input_size[0],
-        input_size=[cfg.input_size] * 2 if cfg.input_size else None, class_names=source.class_names,
-        resize_mode=cfg.resize_mode)
-    norm = transfer.normalization(spec.name, cfg.pretrained)
-    if norm:
-        card.mean, card.std = norm
+    card = _card(cfg, source)
     torch.manual_seed(cfg.seed)
-    model = build_model(spec.name, card, cfg)
+    model = build_model(card.architecture, card, cfg)
     _check_input(model, card)
-    weights = "trained from scratch"
-    if cfg.pretrained and checkpoint is None:  # a resumed run's weights come from its checkpoint
-        weights = transfer.load_pretrained(model, spec.name, cfg.pretrained, partial=cfg.pretrained_partial,
-                                           log=(lambda s: log(f"pretrained: {s}")) if dist.main else (lambda s: None))
-    frozen = transfer.freeze(model, spec.name, cfg.freeze)
-    if dist.main and cfg.freeze != "none":
-        log(f"frozen: {', '.join(frozen['frozen_stages']) or 'nothing'} ({frozen['frozen_params']:,} parameters); "
-            f"training {', '.join(frozen['trainable_stages'])} ({frozen['trainable_params']:,})")
-    augment = augmentation.build(augmentation.parse(cfg.augment), card.input_size)
-    run_dir = _run_dir(cfg, spec.name, dist)
+    weights, frozen = _transfer(model, card.architecture, cfg, checkpoint is not None, log if dist.main else None)
+    augment = augmentation.build(augment_spec, card.input_size)
+    run_dir = _run_dir(cfg, card.architecture, dist)
     sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
     if skipped and dist.main:
         log(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})")
@@ -153,131 +182,193 @@ def _train(cfg, checkpoint, device, dist, log) -> Result:
         state = _restore(checkpoint, model, optimizer, scaler, run_dir)
         if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
             raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
-    net = distributed.wrap(model, dist, device)  # what the training steps call
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    train_set, val_set = sets["train"], sets.get("val")
-    steps = train_set.num_batches(cfg.batch_size, world=dist.world, drop_last=True)
+    run = _Run(cfg, dist, device, log, source, card, augment_spec, augment, model,
+               distributed.wrap(model, dist, device), optimizer, scaler,
+               torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), sets, run_dir, state,
+               sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True))
     if dist.main:
-        sizes = " / ".join(f"{len(s):,} {name}" for name, s in sets.items())
-        log(f"training {spec.name} on {cfg.data} ({sizes}; {card.num_classes} classes, "
-            f"{'x'.join(map(str, card.input_shape))}) on {device}"
+        _announce(run)
+    return run
+
+
+def _card(cfg: TrainConfig, source: Source) -> ModelCard:
+    """The run's model card: the architecture's defaults, the data's classes and channels, the options,
+    and the mean/std that pretrained weights expect."""
+    spec = get_spec(cfg.arch)
+    card = ModelCard.for_model(
+        spec.name, in_channels=cfg.in_channels or source.channels or spec.input_size[0],
+        input_size=[cfg.input_size] * 2 if cfg.input_size else None, class_names=source.class_names,
+        resize_mode=cfg.resize_mode)
+    norm = transfer.normalization(spec.name, cfg.pretrained)
+    if norm:
+        card.mean, card.std = norm
+    return card
+
+
+def _transfer(model: torch.nn.Module, arch: str, cfg: TrainConfig, resumed: bool,
+              log: Callable[[str], None] | None) -> tuple[str, dict]:
+    """--pretrained and --freeze applied to `model`: (where its weights came from, what is frozen).
+    A resumed run's weights come from its checkpoint. `log` is None on ranks other than 0."""
+    weights = "trained from scratch"
+    if cfg.pretrained and not resumed:
+        weights = transfer.load_pretrained(model, arch, cfg.pretrained, partial=cfg.pretrained_partial,
+                                           log=(lambda s: log(f"pretrained: {s}")) if log else (lambda s: None))
+    frozen = transfer.freeze(model, arch, cfg.freeze)
+    if log and cfg.freeze != "none":
+        log(f"frozen: {', '.join(frozen['frozen_stages']) or 'nothing'} ({frozen['frozen_params']:,} parameters); "
+            f"training {', '.join(frozen['trainable_stages'])} ({frozen['trainable_params']:,})")
+    return weights, frozen
+
+
+def _announce(run: _Run) -> None:
+    """The run's first line of log (and, for a run resumed after its last epoch, what is left to do)."""
+    cfg, card, dist = run.cfg, run.card, run.dist
+    sizes = " / ".join(f"{len(s):,} {name}" for name, s in run.sets.items())
+    threads = torch.get_num_threads()
+    run.log(f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
+            f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
             f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
-            f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)} -> {run_dir}")
-    if state["epoch"] == cfg.epochs and dist.main:  # resumed after its last epoch: what is left is the end
-        log(f"all {cfg.epochs} epoch(s) were done; finishing the run (test evaluation, final card)")
-        _write_history(run_dir, cfg, card, state["history"])
+            f"{threads} thread{'s' * (threads != 1)} -> {run.run_dir}")
+    if run.state["epoch"] == cfg.epochs:  # resumed after its last epoch: what is left is the end
+        run.log(f"all {cfg.epochs} epoch(s) were done; finishing the run (test evaluation, final card)")
+        _write_history(run)
 
-    for epoch in range(state["epoch"], cfg.epochs):
-        torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + dist.rank)  # augmentation, dropout
-        net.train()
-        started = time.perf_counter()
-        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", dist.main)
-        batches = train_set.batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                                    rank=dist.rank, world=dist.world, drop_last=True)
-        for i, (x, y) in enumerate(batches):
-            lr = lr_at(cfg, epoch, i, steps, state["plateau"]["scale"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_mult", 1.0)
-            x, y = to_unit(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-            if augment is not None:
-                x = augment(x)
-            x = standardize(x, card)
-            step_now = (i + 1) % cfg.accumulate == 0 or i + 1 == steps
-            with (nullcontext() if step_now or dist.world == 1 else net.no_sync()):
-                with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-                    out = net(x)
-                    logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-                    loss = criterion(logits, y) + sum(cfg.aux_weight * criterion(a, y) for a in aux)
-                scaler.scale(loss / cfg.accumulate).backward()
-            if step_now:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if bar is not None:
-                bar.update()
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                    img_s=f"{seen * dist.world / (time.perf_counter() - started):.0f}")
+
+def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
+    """One pass over this process's share of the training split; the epoch's history row, its
+    validation columns empty."""
+    cfg, dist, device = run.cfg, run.dist, run.device
+    torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + dist.rank)  # augmentation, dropout
+    run.net.train()
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    bar = _progress(run.steps, f"epoch {epoch + 1}/{cfg.epochs}", dist.main)
+    batches = run.sets["train"].batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                                        rank=dist.rank, world=dist.world, drop_last=True)
+    for i, (x, y) in enumerate(batches):
+        lr = lr_at(cfg, epoch, i, run.steps, run.state["plateau"]["scale"])
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, logits = _step(run, x, y, step_now=(i + 1) % cfg.accumulate == 0 or i + 1 == run.steps)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
         if bar is not None:
-            bar.close()
-        sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
-        if dist.world > 1:
-            torch.distributed.all_reduce(sums)
-        train_seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2]),
-               "val_loss": None, "val_acc": None, "lr": lr, "train_seconds": round(train_seconds, 3),
-               "images_per_s": round(float(sums[2]) / train_seconds, 1)}
+            bar.update()
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                img_s=f"{seen * dist.world / (time.perf_counter() - started):.0f}")
+    if bar is not None:
+        bar.close()
+    sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+    if dist.world > 1:
+        torch.distributed.all_reduce(sums)
+    train_seconds = time.perf_counter() - started
+    return {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2]),
+            "val_loss": None, "val_acc": None, "lr": lr, "train_seconds": round(train_seconds, 3),
+            "images_per_s": round(float(sums[2]) / train_seconds, 1)}
 
-        # ---- validation, schedule and model selection ----
-        if val_set is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            ev = evaluate(model, card, val_set, device=device, rank=dist.rank, world=dist.world,
-                          label_smoothing=cfg.label_smoothing)
-            row.update(val_loss=ev.loss, val_acc=ev.accuracy)
-            p = state["plateau"]
-            if ev.loss < p["best"] * (1 - 1e-4):
-                p["best"], p["bad"] = ev.loss, 0
-            else:
-                p["bad"] += 1
-                if cfg.schedule == "plateau" and p["bad"] > cfg.patience:
-                    p["scale"], p["bad"] = p["scale"] * _gamma(cfg), 0
-        best = row["val_acc"] is not None and row["val_acc"] > state["best_acc"]
-        if best or val_set is None:
-            state["best_acc"], state["best_epoch"] = row["val_acc"] or -1.0, epoch + 1
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
-        if dist.main:
-            val = (f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_acc']:.2f}%"
-                   if row["val_acc"] is not None else "(no validation)")
-            log(f"epoch {epoch + 1:>{len(str(cfg.epochs))}}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
-                f"{val}  lr {lr:.3g}  {row['seconds']:.1f}s{'  *' if best else ''}")
-            _save_epoch(run_dir, cfg, card, source, model, optimizer, scaler, state, best or val_set is None)
 
-    # ---- the test split, with the best weights ----
-    result = Result(run_dir if dist.main else None, card, state["history"], deployable(model, card))
-    if dist.main:
-        if "test" in sets:
-            best_model = deployable(build_model(spec.name, card, cfg), card).to(device)
-            try:
-                rundir.load_weights(best_model, run_dir / rundir.WEIGHTS, device=str(device))
-            except rundir.RunError as e:
-                raise TrainError(str(e)) from None
-            result.test = evaluate(best_model, card, sets["test"], device=device)
-            log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
-                f"weights of epoch {state['best_epoch']})")
-        _write_card(run_dir, cfg, card, source, state, result.test, finished=True)
-        log(f"wrote {run_dir}")
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch on the device: uint8 images -> [0, 1] -> augmentation -> mean/std -> forward -> loss ->
+    backward, and an optimizer step where `step_now` (every --accumulate batches); (loss, logits)."""
+    cfg, device = run.cfg, run.device
+    x = to_unit(x)
+    if run.augment is not None:
+        x = run.augment(x)
+    x = standardize(x, run.card)
+    with (nullcontext() if step_now or run.dist.world == 1 else run.net.no_sync()):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+            out = run.net(x)
+            logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+            loss = run.criterion(logits, y) + sum(cfg.aux_weight * run.criterion(a, y) for a in aux)
+        run.scaler.scale(loss / cfg.accumulate).backward()
+    if step_now:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss, logits
+
+
+def _validate(run: _Run, epoch: int, row: dict) -> bool:
+    """Validation where it is due (filling the row), the plateau schedule and model selection: whether
+    this epoch's weights are the best so far."""
+    cfg, state = run.cfg, run.state
+    if run.val_set is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+        ev = evaluate(run.model, run.card, run.val_set, device=run.device, rank=run.dist.rank,
+                      world=run.dist.world, label_smoothing=cfg.label_smoothing)
+        row.update(val_loss=ev.loss, val_acc=ev.accuracy)
+        p = state["plateau"]
+        if ev.loss < p["best"] * (1 - 1e-4):
+            p["best"], p["bad"] = ev.loss, 0
+        else:
+            p["bad"] += 1
+            if cfg.schedule == "plateau" and p["bad"] > cfg.patience:
+                p["scale"], p["bad"] = p["scale"] * _gamma(cfg), 0
+    best = row["val_acc"] is not None and row["val_acc"] > state["best_acc"]
+    if best or run.val_set is None:
+        state["best_acc"], state["best_epoch"] = row["val_acc"] or -1.0, epoch + 1
+    return best
+
+
+def _log_epoch(run: _Run, row: dict, best: bool) -> None:
+    epochs = run.cfg.epochs
+    val = (f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_acc']:.2f}%"
+           if row["val_acc"] is not None else "(no validation)")
+    run.log(f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}  "
+            f"{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  *' if best else ''}")
+
+
+def _finish(run: _Run) -> Result:
+    """The test split, with the best weights, and the final card (rank 0); the run's result."""
+    result = Result(run.run_dir if run.dist.main else None, run.card, run.state["history"],
+                    deployable(run.model, run.card))
+    if not run.dist.main:
+        return result
+    if "test" in run.sets:
+        card = run.card
+        best_model = deployable(build_model(card.architecture, card, run.cfg), card).to(run.device)
+        try:
+            rundir.load_weights(best_model, run.run_dir / rundir.WEIGHTS, device=str(run.device))
+        except rundir.RunError as e:
+            raise TrainError(str(e)) from None
+        result.test = evaluate(best_model, card, run.sets["test"], device=run.device)
+        run.log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
+                f"weights of epoch {run.state['best_epoch']})")
+    _write_card(run, result.test, finished=True)
+    run.log(f"wrote {run.run_dir}")
     return result
 
 
-def _save_epoch(run_dir, cfg, card, source, model, optimizer, scaler, state, best: bool) -> None:
-    """The run directory after an epoch: weights, checkpoint, history, card, curves."""
-    plain = deployable(model, card)
+def _save_epoch(run: _Run, best: bool) -> None:
+    """The run directory after an epoch: weights, checkpoint, card (it records the thread count that
+    `--resume` takes again), history and curves."""
+    run_dir, state = run.run_dir, run.state
+    plain = deployable(run.model, run.card)
     rundir.save_weights(run_dir / rundir.LAST, plain)
     if best:
         rundir.save_weights(run_dir / rundir.WEIGHTS, plain)
-    if cfg.snapshot_every and state["epoch"] % cfg.snapshot_every == 0:
+    if run.cfg.snapshot_every and state["epoch"] % run.cfg.snapshot_every == 0:
         rundir.save_weights(run_dir / rundir.SNAPSHOT.format(epoch=state["epoch"]), plain)
-    checkpoint = {"format": "cnnzoo.checkpoint/1", "config": asdict(cfg), "state": state,
-                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+    checkpoint = {"format": "cnnzoo.checkpoint/1", "config": asdict(run.cfg), "state": state,
+                  "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                  "scaler": run.scaler.state_dict()}
     atomic.write_with(run_dir / rundir.CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
-    _write_history(run_dir, cfg, card, state["history"])
-    _write_card(run_dir, cfg, card, source, state, None, finished=False)
+    _write_card(run, None, finished=False)
+    _write_history(run)
 
 
-def _write_history(run_dir, cfg, card, history: list[dict]) -> None:
+def _write_history(run: _Run) -> None:
     """history.csv, history.json and curves.png: everything in them comes from the checkpoint's state."""
+    history = run.state["history"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS} for r in history)
-    atomic.write_text(run_dir / rundir.HISTORY_CSV, buf.getvalue())
-    atomic.write_text(run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
-    plot_curves(history, run_dir / rundir.CURVES, title=f"{card.architecture} on {cfg.data}")
+    atomic.write_text(run.run_dir / rundir.HISTORY_CSV, buf.getvalue())
+    atomic.write_text(run.run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
+    atomic.write_bytes(run.run_dir / rundir.CURVES,
+                       figures.curves(history, title=f"{run.card.architecture} on {run.cfg.data}"))
 
 
 def _restore(checkpoint: dict, model, optimizer, scaler, run_dir: pathlib.Path) -> dict:
@@ -304,7 +395,9 @@ def _finished(run_dir: pathlib.Path) -> bool:
         return False
 
 
-def _write_card(run_dir, cfg, card, source, state, test: Evaluation | None, finished: bool) -> None:
+def _write_card(run: _Run, test: Evaluation | None, finished: bool) -> None:
+    """The card with the run's provenance so far: data, epochs, options, metrics, weights, freezing."""
+    cfg, state = run.cfg, run.state
     last_val = next((r["val_acc"] for r in reversed(state["history"]) if r["val_acc"] is not None), None)
     metrics = {"best_val_acc": state["best_acc"] if state["best_acc"] >= 0 else None,
                "best_epoch": state["best_epoch"], "last_val_acc": last_val,
@@ -312,15 +405,18 @@ def _write_card(run_dir, cfg, card, source, state, test: Evaluation | None, fini
     if test is not None:
         metrics.update(test_acc=test.accuracy, test_top5=test.top5, test_loss=test.loss, test_n=test.n)
     training = {k: v for k, v in asdict(cfg).items() if k not in ("output", "resume", "workers", "device")}
-    card.provenance = {"data": source.describe(), "epochs": state["epoch"], "seed": cfg.seed,
-                       "augment": augmentation.describe(augmentation.parse(cfg.augment)),
-                       "metrics": metrics, "training": training, "finished": finished,
-                       "weights": state.get("weights", "trained from scratch"),
-                       "frozen": state.get("frozen"), "cnnzoo": __version__}
-    card.save(run_dir / rundir.CARD)
+    run.card.provenance = {"data": run.source.describe(), "epochs": state["epoch"], "seed": cfg.seed,
+                           "augment": augmentation.describe(run.augment_spec),
+                           "metrics": metrics, "training": training, "finished": finished,
+                           "weights": state.get("weights", "trained from scratch"),
+                           "frozen": state.get("frozen"), "cnnzoo": __version__,
+                           # the thread count changes the float sums: `--resume` takes it again (bit-identical)
+                           "threads": torch.get_num_threads()}
+    run.card.save(run.run_dir / rundir.CARD)
 
 
-def _check_options(cfg: TrainConfig) -> None:
+def _check_options(cfg: TrainConfig) -> dict[str, float]:
+    """TrainError for an option out of range; --augment, parsed."""
     checks = [
         (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: must be at least 1"),
         (cfg.epochs >= 1, f"--epochs {cfg.epochs}: must be at least 1"),
@@ -338,19 +434,16 @@ def _check_options(cfg: TrainConfig) -> None:
         if not ok:
             raise TrainError(message)
     try:
-        augmentation.parse(cfg.augment)
+        return augmentation.parse(cfg.augment)
     except augmentation.AugmentError as e:
         raise TrainError(str(e)) from None
 
 
 def _pick_device(name: str, amp: bool) -> torch.device:
-    cuda = torch.cuda.is_available()
-    if name == "cuda" and not cuda:
-        raise TrainError("--device cuda: no CUDA device here (torch.cuda.is_available() is False); "
-                         "use --device cpu")
-    if name not in ("auto", "cpu", "cuda"):
-        raise TrainError(f"--device {name}: use auto, cpu or cuda")
-    device = torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
+    try:
+        device = torch.device(devices.resolve(name))
+    except devices.DeviceError as e:
+        raise TrainError(str(e)) from None
     if amp and device.type != "cuda":
         raise TrainError("--amp needs a CUDA device (mixed precision is for GPUs); leave it out on CPU")
     return device

@@ -18,32 +18,7 @@ import torch
 import torch.nn as nn
 
 from .. import download, rundir
-from ..models import get_spec
-
-TORCHVISION_BASE = "https://download.pytorch.org/models/"
-# torchvision's IMAGENET1K_V1 checkpoints; the 8 hex digits are the start of the file's SHA-256.
-IMAGENET_FILES = {
-    "alexnet": "alexnet-owt-7be5be79.pth",
-    "vgg11": "vgg11-8a719046.pth", "vgg11_bn": "vgg11_bn-6002323d.pth",
-    "vgg13": "vgg13-19584684.pth", "vgg13_bn": "vgg13_bn-abd245e5.pth",
-    "vgg16": "vgg16-397923af.pth", "vgg16_bn": "vgg16_bn-6c64b313.pth",
-    "vgg19": "vgg19-dcbb9e9d.pth", "vgg19_bn": "vgg19_bn-c79401a0.pth",
-    "googlenet": "googlenet-1378be20.pth",
-    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
-    "resnet50": "resnet50-0676ba61.pth", "resnet101": "resnet101-63fe2227.pth",
-    "resnet152": "resnet152-394f9c45.pth",
-}
-# Full SHA-256 digests of those files, where known; the others are checked against the 8 hex digits of
-# their name. torchvision publishes only those 8 digits (in the file name), and none of the files can be
-# fetched here, so a digest enters this table from a source that hashed the downloaded file:
-#   resnet18: the same digest is recorded by several independent public projects that hashed their
-#             downloaded copy; consistent with the name's f37072fd, not re-hashed here (no network).
-IMAGENET_SHA256 = {
-    "resnet18-f37072fd.pth": "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
-}
-# torchvision's GoogLeNet weights were trained with transform_input=True, i.e. on pixels scaled to
-# [-1, 1]: feeding them mean 0.5 / std 0.5 inputs is the same thing without the extra layer.
-IMAGENET_NORMALIZATION = {"googlenet": ([0.5] * 3, [0.5] * 3)}
+from ..models import get_spec, list_models
 
 
 class PretrainedError(ValueError):
@@ -51,23 +26,22 @@ class PretrainedError(ValueError):
 
 
 def imagenet_checkpoint(arch: str, base_url: str | None = None) -> pathlib.Path:
-    """The cached torchvision ImageNet checkpoint for `arch`, downloaded if missing; SHA-256 checked against
-    its full digest where IMAGENET_SHA256 has it, else against the 8 hex digits in its name.
+    """The cached ImageNet checkpoint `arch`'s spec publishes, downloaded if missing; SHA-256 checked
+    against its full digest where the spec has it, else against the 8 hex digits in its name.
 
     `base_url` (or `$ZOO_WEIGHTS_URL`) replaces https://download.pytorch.org/models/, e.g. for a mirror.
     """
     import os
 
-    arch = get_spec(arch).name
-    if arch not in IMAGENET_FILES:
-        raise PretrainedError(f"there are no published ImageNet weights for {arch}; they exist for "
-                              f"{', '.join(IMAGENET_FILES)}")
-    name = IMAGENET_FILES[arch]
-    base = base_url or os.environ.get("ZOO_WEIGHTS_URL") or TORCHVISION_BASE
-    digest = IMAGENET_SHA256.get(name) or name.rsplit("-", 1)[1].split(".")[0]
+    spec = get_spec(arch)
+    if spec.weights is None:
+        published = [name for name in list_models() if get_spec(name).weights is not None]
+        raise PretrainedError(f"there are no published ImageNet weights for {spec.name}; they exist for "
+                              f"{', '.join(published)}")
+    weights = spec.weights
     try:
-        return download.fetch(base.rstrip("/") + "/" + name, download.cache_dir("weights", name),
-                              digest=digest)
+        return download.fetch(weights.url(base_url or os.environ.get("ZOO_WEIGHTS_URL")),
+                              download.cache_dir("weights", weights.file), digest=weights.digest)
     except download.DownloadError as e:
         raise PretrainedError(str(e)) from None
 
@@ -115,9 +89,8 @@ def read_state_dict(source: str | pathlib.Path, arch: str) -> tuple[dict, pathli
 
 def head_modules(model: nn.Module, arch: str) -> list[str]:
     """Dotted names of the classifier layers that map features to classes (the main and aux heads)."""
-    names = [get_spec(arch).head]
-    names += [f"{aux}.fc2" for aux in ("aux1", "aux2") if getattr(model, aux, None) is not None]
-    return names
+    spec = get_spec(arch)
+    return [spec.head] + [f"{aux}.{spec.aux.classifier}" for aux in spec.aux_modules(model)]
 
 
 def _fold_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -138,10 +111,10 @@ def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool =
     own = model.state_dict()
     notes = []
 
-    if getattr(model, "aux1", 1) is None:  # GoogLeNet without aux heads: torchvision ships them
-        aux = [k for k in state if k.startswith(("aux1.", "aux2."))]
-        for k in aux:
-            del state[k]
+    spec = get_spec(arch)
+    absent = [f"{n}." for n in (spec.aux.modules if spec.aux else ()) if n not in spec.aux_modules(model)]
+    for k in [k for k in state if k.startswith(tuple(absent))]:  # aux heads the file has, the model not
+        del state[k]
 
     first_conv = next(k for k, v in own.items() if v.ndim == 4)
     if first_conv in state and state[first_conv].ndim == 4 and \
@@ -186,39 +159,10 @@ def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool =
 
     provenance = {"source": str(source), "file": str(path), "sha256": download.file_digest(path),
                   "loaded_tensors": len(state), "new_head": bool(new_head), "notes": notes}
-    arch = get_spec(arch).name
-    if str(source) == "imagenet" and arch in IMAGENET_NORMALIZATION:
-        mean, std = IMAGENET_NORMALIZATION[arch]
-        provenance["normalization"] = {"mean": mean, "std": std}
+    norm = normalization(arch, str(source))
+    if norm:
+        provenance["normalization"] = {"mean": norm[0], "std": norm[1]}
     return provenance
-
-
-def stages(model: nn.Module, arch: str) -> list[tuple[str, list[nn.Module]]]:
-    """The network's stages in forward order, the classifier head last: ResNet's stem, layer1..layer4,
-    fc; GoogLeNet's conv1..conv3, inception3a..5b, fc; for AlexNet/ZFNet/VGG/LeNet each convolution block
-    up to its pooling layer (block1..), then each fully connected layer."""
-    spec = get_spec(arch)
-    head = model.get_submodule(spec.head)
-    heads = [head]
-    if spec.family == "resnet":
-        body = [("stem", [model.conv1, model.bn1])] + [(n, [getattr(model, n)])
-                                                        for n in ("layer1", "layer2", "layer3", "layer4")]
-    elif spec.family == "googlenet":
-        body = [(n, [m]) for n, m in model.named_children() if n.startswith(("conv", "inception"))]
-        heads += [m for n in ("aux1", "aux2") if (m := getattr(model, n, None)) is not None]
-    else:  # features (conv blocks split at pooling) + classifier (one stage per linear layer)
-        body, block, i = [], [], 0
-        for m in model.features:
-            block.append(m)
-            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-                i += 1
-                body.append((f"block{i}", block))
-                block = []
-        if block:
-            body.append((f"block{i + 1}", block))
-        fcs = [m for m in model.classifier if isinstance(m, nn.Linear) and m is not head]
-        body += [(f"fc{j + 1}", [m]) for j, m in enumerate(fcs)]
-    return [(n, ms) for n, ms in body if any(True for _ in _params(ms))] + [("head", heads)]
 
 
 def _params(modules):
@@ -234,7 +178,7 @@ def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
     """Freeze `model` in place: "none" (full fine-tuning), "backbone" (everything but the head: feature
     extraction) or N (everything but the last N stages trainable). Frozen batch-norm layers stay in eval
     mode (their running statistics never change), whatever `model.train()` says."""
-    all_stages = stages(model, arch)
+    all_stages = get_spec(arch).stages(model)
     if spec == "none":
         n_train = len(all_stages)
     elif spec == "backbone":
@@ -264,7 +208,7 @@ def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
 def param_groups(model: nn.Module, arch: str, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Optimizer parameter groups of the trainable parameters, each with an "lr_mult" that scales the
     schedule's learning rate: 1 for the head, `backbone_lr_mult` for the rest (discriminative rates)."""
-    head_ids = {id(p) for _, ms in stages(model, arch)[-1:] for p in _params(ms)}
+    head_ids = {id(p) for _, ms in get_spec(arch).stages(model)[-1:] for p in _params(ms)}
     head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     groups = [{"params": head, "lr_mult": 1.0, "name": "head"}]
@@ -275,4 +219,7 @@ def param_groups(model: nn.Module, arch: str, backbone_lr_mult: float = 1.0) -> 
 
 def normalization(arch: str, source: str | None) -> tuple[list[float], list[float]] | None:
     """The input mean/std that pretrained weights from `source` expect, where it differs from the model's."""
-    return IMAGENET_NORMALIZATION.get(get_spec(arch).name) if source == "imagenet" else None
+    weights = get_spec(arch).weights
+    if source != "imagenet" or weights is None or weights.mean is None:
+        return None
+    return list(weights.mean), list(weights.std)

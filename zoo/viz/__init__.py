@@ -1,9 +1,10 @@
 """Pictures of what a network does: `zoo visualize` (one self-contained HTML page per model and image)
 and `zoo kernels` (the classic 3x3 image kernels, applied with the convolution the models use).
 
-    layers.py       which layers to show, named as the papers name them (C1, conv1_1, inception (3a), conv2_x)
+    layers.py       the layers asked for (the spec names them as the papers do: C1, conv1_1, inception (3a))
     activations.py  forward hooks that capture each layer's output, and statistics of tensors
-    figures.py      PNG figures: tile grids (PIL), histograms, curves, confusion matrix, bars (matplotlib, Agg)
+    figures.py      every PNG the project draws (the page's, and `zoo train`'s curves, `zoo evaluate`'s
+                    confusion matrix): tile grids (PIL), histograms, curves, bars (matplotlib, Agg)
     page.py         the HTML page, every image embedded as base64 PNG
     report.py       the whole `zoo visualize` run: model + image -> DIR/index.html and DIR/*.png
     kernels.py      the lecture's image kernels and `zoo kernels`

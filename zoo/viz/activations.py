@@ -47,10 +47,3 @@ def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     if len(tensors) == 1:
         return tensors[0].detach().reshape(-1)
     return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
-def top_k(logits: torch.Tensor, class_names: list[str], k: int = 5) -> list[tuple[str, float]]:
-    """The k most probable classes of one image's logits, as (name, softmax probability)."""
-    probs = torch.softmax(logits.float().reshape(-1), 0)
-    p, i = probs.topk(min(k, probs.numel()))
-    return [(class_names[j], float(v)) for v, j in zip(p.tolist(), i.tolist())]

@@ -1,17 +1,27 @@
-"""PNG figures for the visualize page and `zoo kernels`.
+"""Every PNG figure the project draws, as bytes.
+
+The project's one plotting module: the visualize page, `zoo kernels`, and the run's pictures
+(`zoo train`'s curves.png, `zoo evaluate`'s confusion.png, `zoo augment-preview`'s grid), which the
+callers write with `zoo.atomic.write_bytes`.
 
 Grids of activation maps and filters are drawn straight into pixels (NumPy + a matplotlib colormap +
 Pillow): dozens of them per page, each in milliseconds. Plots with axes (histograms, training curves,
-confusion matrix, top-5 bars, the kernels figure) are matplotlib `Figure`s rendered by Agg, kept small.
-Every function returns PNG bytes.
+confusion matrix, top-5 bars, the kernels figure, the augmentation grid) are matplotlib `Figure`s
+rendered by Agg (never pyplot: no global state, safe in threads). Every function returns PNG bytes.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+from ..card import ModelCard
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GRID_COLUMNS = 8
 GAP = 2  # pixels between tiles
@@ -30,13 +40,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def figure_png(fig, dpi: int = DPI, tight: bool = True) -> bytes:
+def figure_png(fig: Figure, dpi: int = DPI, tight: bool = True) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, **(dict(bbox_inches="tight", pad_inches=0.08) if tight else {}))
     return buf.getvalue()
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained"):
+def _figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout=layout)
@@ -153,10 +163,13 @@ def matrix_image(m: np.ndarray, cmap: str = "RdBu_r") -> bytes:
     return png_bytes(np.repeat(np.repeat(rgb, f, axis=0), f, axis=1))
 
 
-def input_image(x: np.ndarray, mean, std, min_side: int = 224) -> bytes:
-    """The model's input [C, H, W] turned back into pixels (x * std + mean), enlarged if small."""
-    x = np.asarray(x, np.float32) * np.asarray(std, np.float32)[:, None, None] \
-        + np.asarray(mean, np.float32)[:, None, None]
+def input_image(x: np.ndarray, card: ModelCard, min_side: int = 224) -> bytes:
+    """The model's input [C, H, W] turned back into pixels (x * std + mean, the card's normalization
+    undone), enlarged if small."""
+    from ..data.preprocess import normalization
+
+    mean, std = normalization(card).arrays()
+    x = np.asarray(x, np.float32) * std + mean
     img = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
     img = img[..., 0] if img.shape[2] == 1 else img
     f = max(1, min_side // max(img.shape[:2]))
@@ -206,57 +219,90 @@ def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[:n - 1] + "…"
 
 
-def curves(rows: list[dict]) -> bytes | None:
-    """Training curves from history rows (dicts with an epoch and numbers): losses, accuracies, LR."""
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def curves(rows: list[dict], title: str = "") -> bytes | None:
+    """Training curves from history rows (dicts with an epoch and numbers, None where a number is
+    missing): losses, accuracies and learning rate against epoch; None when there is nothing to draw."""
     if not rows:
         return None
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
-    keys = [k for k in rows[0] if k != "epoch" and isinstance(rows[0][k], (int, float))
-            and not isinstance(rows[0][k], bool)]
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if k != "epoch" and _number(v)))
     groups = [("loss", [k for k in keys if "loss" in k]),
               ("accuracy", [k for k in keys if "acc" in k or "top" in k]),
-              ("learning rate", [k for k in keys if k in ("lr", "learning_rate")])]
+              ("learning rate (end of epoch)", [k for k in keys if k in ("lr", "learning_rate")])]
     groups = [(t, ks) for t, ks in groups if ks]
     if not groups:
         return None
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(2.6 * len(groups), 2.4)
-    for ax, (title, ks) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
+    # A fixed layout: the trainer redraws this after every epoch, and tight layouts are slower.
+    fig = _figure(3.6 * len(groups) + 0.6, 3.0 if title else 2.7, layout=None)
+    fig.subplots_adjust(left=0.2 / len(groups), right=0.985, bottom=0.17, top=0.8 if title else 0.88,
+                        wspace=0.28)
+    for ax, (name, ks) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for k in ks:
-            ax.plot(epochs, [r.get(k, np.nan) for r in rows], marker="o", ms=3, label=k)
-        ax.set_title(title, fontsize=9)
+            ax.plot(epochs, [r[k] if _number(r.get(k)) else np.nan for r in rows], marker="o", ms=3, label=k)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return figure_png(fig)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return figure_png(fig, dpi=100, tight=False)
 
 
-def confusion(matrix, names: list[str]) -> bytes:
-    """Confusion matrix (rows: true class, columns: predicted), with counts where there is room."""
+def confusion(matrix: np.ndarray | list[list[int]], names: list[str], title: str = "") -> bytes:
+    """Confusion matrix (rows: true class, columns: predicted), coloured by the fraction of each true
+    class, with the counts where there is room."""
     m = np.asarray(matrix)
-    n = len(m)
-    side = min(6.0, 1.4 + 0.33 * n)
-    fig = _figure(side, side * 0.9)
+    k = len(names)
+    side = min(3 + 0.4 * k, 16)
+    fig = _figure(side, side * 0.85)
     ax = fig.subplots()
-    ax.imshow(m, cmap="Blues")
-    ticks = list(range(n)) if n <= 30 else []
-    ax.set_xticks(ticks, [_short(names[i], 12) for i in ticks], rotation=90, fontsize=7)
+    rows = m.sum(1, keepdims=True)
+    im = ax.imshow(m / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    ticks = list(range(k)) if k <= 30 else []
+    ax.set_xticks(ticks, [_short(names[i], 12) for i in ticks], rotation=90 if k > 10 else 0, fontsize=7)
     ax.set_yticks(ticks, [_short(names[i], 12) for i in ticks], fontsize=7)
+    if k <= 30:
+        for i, j in zip(*np.nonzero(m)):
+            ax.text(j, i, f"{m[i, j]:g}", ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > 0.5 * max(rows[i, 0], 1) else "black")
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
-    if n <= 15:
-        hi = m.max() or 1
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, f"{m[i, j]:g}", ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] > hi / 2 else "black")
-    return figure_png(fig)
+    ax.set_title(title or "confusion matrix", fontsize=9)
+    ax.tick_params(labelsize=7)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046)
+    bar.set_label("fraction of the true class", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return figure_png(fig, dpi=100)
 
 
-def kernels_figure(gray: np.ndarray, results: dict[str, np.ndarray], kernels: dict, text) -> bytes:
+def image_grid(rows: list[list[np.ndarray]], titles: list[str], title: str = "") -> bytes:
+    """Rows of HxW or HxWx3 float images in [0, 1] (`zoo augment-preview`); the first of each row is
+    titled with titles[i]."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig = _figure(1.3 * n_cols, 1.4 * n_rows + (0.3 if title else 0))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], cmap="gray" if row[j].ndim == 2 else None, vmin=0, vmax=1)
+        axes[i][0].set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return figure_png(fig, dpi=100, tight=False)
+
+
+def kernels_figure(gray: np.ndarray, results: dict[str, np.ndarray], kernels: dict[str, list[list[float]]],
+                   text: Callable[[list[list[float]]], str]) -> bytes:
     """The image and each kernel's result side by side, each with its 3x3 matrix under it."""
     panels = [("original (grayscale)", gray, None), *((n, results[n], kernels[n]) for n in results)]
     cols = 5

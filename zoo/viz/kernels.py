@@ -8,7 +8,14 @@ through it. Results outside 0..255 are clipped for display, as the page does.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 # name -> 3x3 kernel, in the order the figure shows them
 KERNELS: dict[str, list[list[float]]] = {
@@ -24,7 +31,7 @@ KERNELS: dict[str, list[list[float]]] = {
 }
 
 
-def convolve(image, kernels, padding: int = 0) -> np.ndarray:
+def convolve(image: ArrayLike, kernels: ArrayLike, padding: int = 0) -> np.ndarray:
     """Apply each of `kernels` (one KxK matrix, or a list of them) to a 2-D image with F.conv2d.
 
     Returns float32 [H', W'] for one kernel, [N, H', W'] for a list; stride 1, zero `padding`.
@@ -41,7 +48,7 @@ def convolve(image, kernels, padding: int = 0) -> np.ndarray:
     return out[0] if single else out
 
 
-def format_kernel(kernel) -> str:
+def format_kernel(kernel: Sequence[Sequence[float]]) -> str:
     """The 3x3 matrix as aligned text rows (".0625" style for fractions, as the lecture prints them)."""
     cells = [[_fmt(v) for v in row] for row in kernel]
     width = max(len(c) for row in cells for c in row)
@@ -54,7 +61,7 @@ def _fmt(v: float) -> str:
     return f"{v:g}".replace("0.", ".", 1) if abs(v) < 1 else f"{v:g}"
 
 
-def load_gray(path, max_size: int | None = 512) -> np.ndarray:
+def load_gray(path: str | os.PathLike, max_size: int | None = 512) -> np.ndarray:
     """An image file as float32 grayscale 0..255, scaled down so its longer side is at most `max_size`."""
     from PIL import Image
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import Fig, Report
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
@@ -28,7 +32,7 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def img(fig, pixelated: bool = False) -> str:
+def img(fig: Fig, pixelated: bool = False) -> str:
     """<figure> for a Figure(file, data, caption)."""
     cls = ' class="px"' if pixelated else ""
     return (f'<figure><img{cls} src="{data_url(fig.data)}" alt="{escape(fig.caption)}">'
@@ -72,10 +76,10 @@ def _layer_section(i: int, L) -> str:
             f"min {_num(a['min'])}, max {_num(a['max'])}</p>{wline}<div class=row>{figs}</div></section>")
 
 
-def render(r) -> str:
+def render(r: Report) -> str:
     """The page for a report `r` (see zoo.viz.report.Report)."""
-    preds = "".join(f"<tr><td class=n>{i + 1}</td><td>{escape(n)}</td><td class=n>{p:.2%}</td></tr>"
-                    for i, (n, p) in enumerate(r.predictions))
+    preds = "".join(f"<tr><td class=n>{i + 1}</td><td>{escape(p['label'])}</td>"
+                    f"<td class=n>{p['probability']:.2%}</td></tr>" for i, p in enumerate(r.predictions))
     warn = f'<div class=warn>{escape(r.warning)}</div>' if r.warning else ""
     facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in r.facts)
     training = ""

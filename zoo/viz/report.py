@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pathlib
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from infer import answer
+
 from .. import atomic
+from ..rundir import CONFUSION, CURVES, HISTORY_CSV, HISTORY_JSON
 from . import activations, figures, layers as L, page
 
+if TYPE_CHECKING:
+    from ..card import ModelCard
+    from ..data.preprocess import ImageSource
+
 MAX_CHANNELS = 64  # activation maps and filters shown per layer
-CONFUSION_FILES = ("confusion.json", "metrics.json", "evaluation.json", "eval.json", "history.json")
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Report:
     warning: str
     facts: list[tuple[str, object]]
     input_figure: Fig
-    predictions: list[tuple[str, float]]
+    predictions: list[dict]  # infer.answer.top_k's {label, index, probability}, best first
     predictions_figure: Fig
     training_figures: list[Fig]
     last_epoch: dict
@@ -65,27 +73,27 @@ class Report:
 
     def to_dict(self) -> dict:
         """The numbers of the page (stats.json): predictions and each layer's shape and statistics."""
-        return {"title": self.title, "predictions": [{"class": n, "probability": p} for n, p in self.predictions],
+        return {"title": self.title, "predictions": self.predictions,
                 "layers": [{"label": v.label, "name": v.name, "type": v.type, "output_shape": v.shape,
                             "params": v.params, "activation": v.activation, "weights": v.weights,
                             "figures": [f.file for f in v.figures]} for v in self.layers]}
 
 
-def open_model(arg: str):
+def open_model(arg: str) -> tuple[torch.nn.Module, ModelCard, pathlib.Path | None, str]:
     """(model, card, run_dir or None, source) for a run directory, a weights file, or a registered name.
 
     A registered name gives that architecture with random weights (seed 0) and its default card.
     """
     from ..card import ModelCard
-    from ..models import create, resolve
-    from ..rundir import load_model
+    from ..models import create
+    from ..rundir import load_model, resolve_model
 
-    path = pathlib.Path(arg)
-    if path.exists() or "/" in arg or path.suffix == ".safetensors":  # a path, not a name
+    path = resolve_model(arg, weights=True, names=True)  # UnknownModelError (with suggestions): no name
+    if isinstance(path, pathlib.Path):
         model, card = load_model(path)
         run_dir = path if path.is_dir() else path.parent
         return model, card, run_dir, f"trained weights from {path}"
-    name = resolve(arg)  # UnknownModelError (with suggestions) for anything else
+    name = path
     torch.manual_seed(0)
     return create(name).eval(), ModelCard.for_model(name), None, "random weights (seed 0), not trained"
 
@@ -171,8 +179,6 @@ def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv
 
 def read_history(run_dir: pathlib.Path) -> list[dict]:
     """Per-epoch rows from history.json (a list of rows, {"epochs": rows} or columns) or history.csv."""
-    from ..rundir import HISTORY_CSV, HISTORY_JSON
-
     path = run_dir / HISTORY_JSON
     if path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -200,50 +206,22 @@ def _number(v: str):
             return v
 
 
-def find_confusion(run_dir: pathlib.Path, card, history: list[dict]):
-    """(matrix, class names) from whatever the run directory holds, or None."""
-    candidates = []
-    for name in CONFUSION_FILES:
-        p = run_dir / name
-        if p.is_file():
-            try:
-                candidates.append(json.loads(p.read_text(encoding="utf-8")))
-            except (ValueError, OSError):
-                continue
-    candidates += [card.provenance.get("metrics"), card.provenance, history[-1] if history else None]
-    for d in candidates:
-        m = d.get("confusion") if isinstance(d, dict) else None
-        names = card.class_names
-        if isinstance(m, dict):
-            names = m.get("labels") or m.get("class_names") or names
-            m = m.get("matrix")
-        if isinstance(m, list) and m and all(isinstance(r, list) and len(r) == len(m) for r in m) \
-                and len(names) == len(m):
-            return np.asarray(m, dtype=np.float64), list(names)
-    return None
-
-
-def _training(run_dir: pathlib.Path | None, card) -> tuple[list[Fig], dict]:
-    from ..rundir import CURVES
-
+def _training(run_dir: pathlib.Path | None) -> tuple[list[Fig], dict]:
+    """The run's training curves (curves.png, or drawn from its history) and the confusion matrix
+    `zoo evaluate` drew (confusion.png), with the last epoch's numbers."""
     if run_dir is None:
         return [], {}
     figs = []
     history = read_history(run_dir)
     if (run_dir / CURVES).is_file():
-        figs.append(Fig("curves.png", (run_dir / CURVES).read_bytes(), "training curves (from the run)"))
+        figs.append(Fig(CURVES, (run_dir / CURVES).read_bytes(), "training curves (from the run)"))
     else:
         data = figures.curves(history)
         if data:
-            figs.append(Fig("curves.png", data, "training curves (from history)"))
-    if (run_dir / "confusion.png").is_file():
-        figs.append(Fig("confusion.png", (run_dir / "confusion.png").read_bytes(),
-                        "confusion matrix (from the run)"))
-    else:
-        found = find_confusion(run_dir, card, history)
-        if found is not None:
-            figs.append(Fig("confusion.png", figures.confusion(*found),
-                            "confusion matrix (rows: true class, columns: predicted)"))
+            figs.append(Fig(CURVES, data, "training curves (from history)"))
+    if (run_dir / CONFUSION).is_file():
+        figs.append(Fig(CONFUSION, (run_dir / CONFUSION).read_bytes(),
+                        "confusion matrix (from `zoo evaluate`; rows: true class, columns: predicted)"))
     last = {k: v for k, v in (history[-1] if history else {}).items()
             if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     return figs, last
@@ -262,25 +240,24 @@ def _facts(model, card, spec, source: str) -> list[tuple[str, object]]:
     return facts
 
 
-def build(model, card, image, *, layer_names: list[str] | None = None, run_dir=None,
-          source: str = "", top: int = 5) -> Report:
+def build(model: torch.nn.Module, card: ModelCard, image: ImageSource, *, layer_names: list[str] | None = None,
+          run_dir: str | os.PathLike | None = None, source: str = "", top: int = 5) -> Report:
     """Everything the page shows, computed: one forward pass with hooks, then the figures."""
     from .. import __version__
     from ..data.preprocess import preprocess
     from ..models import get_spec
 
     spec = get_spec(card.architecture)
-    chosen = (L.select_layers(model, spec.family, layer_names) if layer_names
-              else L.default_layers(model, spec.family))
+    chosen = L.select_layers(model, spec, layer_names) if layer_names else spec.layers(model)
     x = torch.from_numpy(preprocess(image, card))[None]
     model.eval()
     out, acts = activations.capture(model, x, [layer.output for layer in chosen])
-    predictions = activations.top_k(out[0], card.class_names, top)
+    predictions = answer.top_k(out[0].float().numpy()[None], card.class_names, top)[0]
 
     first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     views = [_layer_view(model, layer, acts[layer.output], i, first_conv, card.class_names)
              for i, layer in enumerate(chosen) if layer.output in acts]
-    training_figs, last_epoch = _training(pathlib.Path(run_dir) if run_dir else None, card)
+    training_figs, last_epoch = _training(pathlib.Path(run_dir) if run_dir else None)
     name = getattr(image, "name", None) or pathlib.Path(str(image)).name
     h, w = card.input_size
     return Report(
@@ -289,18 +266,18 @@ def build(model, card, image, *, layer_names: list[str] | None = None, run_dir=N
         warning="" if run_dir else f"{spec.name} with random weights (seed 0): the layers show what an "
                                    "untrained network does; pass a run directory to see a trained one.",
         facts=_facts(model, card, spec, source),
-        input_figure=Fig("input.png", figures.input_image(x[0].numpy(), card.mean, card.std),
+        input_figure=Fig("input.png", figures.input_image(x[0].numpy(), card),
                          f"{name} as the model sees it: {card.in_channels}x{h}x{w} after preprocessing "
                          f"({card.resize_mode}), de-normalized"),
         predictions=predictions,
         predictions_figure=Fig("predictions.png",
-                               figures.prediction_bars([n for n, _ in predictions],
-                                                       [p for _, p in predictions]),
+                               figures.prediction_bars([p["label"] for p in predictions],
+                                                       [p["probability"] for p in predictions]),
                                f"top-{len(predictions)} prediction"),
         training_figures=training_figs, last_epoch=last_epoch, layers=views, version=__version__)
 
 
-def write(report: Report, output) -> pathlib.Path:
+def write(report: Report, output: str | os.PathLike) -> pathlib.Path:
     """Write every figure as a PNG, stats.json and index.html into `output`; return the page's path."""
     output = pathlib.Path(output)
     for fig in report.figures():

@@ -1,0 +1,45 @@
+"""The server's options and their defaults, in one place: `create_app(predictor, **options)` takes them,
+`zoo serve`'s flags show them as their defaults, and serve/worker.py carries them to each process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zoo.data.preprocess import DEFAULT_MAX_PIXELS
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    """What one app is built with (every field a plain JSON-able value).
+
+    max_batch_size / max_delay_ms: the dynamic batcher's limits. max_body_mb: larger request bodies
+    are refused (413). max_image_pixels: larger images are refused as decompression bombs (400; None:
+    no limit). api_key: if set, `Authorization: Bearer KEY` is required on everything but the health
+    endpoints and the page at / (which asks for the key). model_name: the name in URLs and answers
+    (None: the predictor's). max_queue: requests that may wait for the model before new ones get 503.
+    decode_threads: threads that decode images and parse v2 bodies (None: CPU count, at most 4).
+    max_images: images in one request (/predict files, v2 N), more are refused (413) before any is
+    decoded; a request of several images runs max_batch_size at a time, so the memory it takes is
+    bounded by the batch, not by the request. timeout_body: seconds a request's body may take to
+    arrive, from its first read (408 past them; None: no limit).
+    """
+
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_body_mb: float = 16.0
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS
+    api_key: str | None = None
+    model_name: str | None = None
+    max_queue: int = 1024
+    decode_threads: int | None = None
+    max_images: int = 256  # 8 batches of the default 32
+    timeout_body: float | None = 60.0
+
+    @property
+    def max_body(self) -> int:
+        """max_body_mb in bytes."""
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ServeOptions))
+DEFAULTS = ServeOptions()
