@@ -58,9 +58,10 @@ class Verification:
         return self.max_abs <= self.atol + self.rtol * self.scale
 
     def __str__(self) -> str:
-        return (f"batch {self.batch}: max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g} "
-                f"(tolerance {self.atol:g} + {self.rtol:g} x {self.scale:.3g}): "
-                + ("ok" if self.ok else "FAILED"))
+        return (
+            f"batch {self.batch}: max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g} "
+            f"(tolerance {self.atol:g} + {self.rtol:g} x {self.scale:.3g}): " + ("ok" if self.ok else "FAILED")
+        )
 
 
 def random_batch(card: ModelCard, batch: int, seed: int = 0) -> np.ndarray:
@@ -107,12 +108,18 @@ def to_onnx(model: torch.nn.Module, card: ModelCard, opset: int | None = None) -
     with _quiet_exporter(), torch.inference_mode(False):
         try:
             program = torch.onnx.export(
-                model, (x,), input_names=[rundir.INPUT_TENSOR], output_names=[rundir.OUTPUT_TENSOR],
-                dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
-                optimize=True, verbose=False)
+                model,
+                (x,),
+                input_names=[rundir.INPUT_TENSOR],
+                output_names=[rundir.OUTPUT_TENSOR],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=opset,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
         except Exception as e:  # the exporter raises many types; all mean the same to the user
-            raise ExportError(f"{card.architecture}: torch.onnx.export failed: "
-                              f"{str(e).strip().splitlines()[0]}") from e
+            raise ExportError(f"{card.architecture}: torch.onnx.export failed: {str(e).strip().splitlines()[0]}") from e
     proto = program.model_proto
     proto.producer_name = "cnnzoo"
     proto.doc_string = f"{card.architecture}, {card.num_classes} classes, input {card.input_shape}"
@@ -125,8 +132,7 @@ def set_card(proto: onnx.ModelProto, card: ModelCard) -> None:
     import onnx
 
     del proto.metadata_props[:]
-    proto.metadata_props.append(onnx.StringStringEntryProto(key=ONNX_METADATA_KEY,
-                                                            value=card.to_json(indent=None)))
+    proto.metadata_props.append(onnx.StringStringEntryProto(key=ONNX_METADATA_KEY, value=card.to_json(indent=None)))
 
 
 def card_of(path: str | os.PathLike) -> ModelCard:
@@ -172,9 +178,13 @@ def torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return model.eval().cpu()(torch.from_numpy(x)).float().numpy()
 
 
-def verify(path: str | os.PathLike, reference: np.ndarray, x: np.ndarray,
-           tolerance: tuple[float, float] = FP32_TOLERANCE, name: str | os.PathLike | None = None
-           ) -> Verification:
+def verify(
+    path: str | os.PathLike,
+    reference: np.ndarray,
+    x: np.ndarray,
+    tolerance: tuple[float, float] = FP32_TOLERANCE,
+    name: str | os.PathLike | None = None,
+) -> Verification:
     """ONNX Runtime's logits for `x` against `reference`; ExportError (naming `name`, default `path`)
     if over the tolerance."""
     v = compare(ort_logits(path, x), reference, tolerance)
@@ -183,9 +193,16 @@ def verify(path: str | os.PathLike, reference: np.ndarray, x: np.ndarray,
     return v
 
 
-def export_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike, *, opset: int | None = None,
-                 tolerance: tuple[float, float] = FP32_TOLERANCE, verify_batch: int = VERIFY_BATCH,
-                 log: Callable[[str], None] | None = print) -> Verification:
+def export_model(
+    model: torch.nn.Module,
+    card: ModelCard,
+    path: str | os.PathLike,
+    *,
+    opset: int | None = None,
+    tolerance: tuple[float, float] = FP32_TOLERANCE,
+    verify_batch: int = VERIFY_BATCH,
+    log: Callable[[str], None] | None = print,
+) -> Verification:
     """Export `model` (described by `card`) to `path`, check and verify it; the verification.
 
     The file is first written beside `path` under a temporary name and only renamed into place
@@ -201,13 +218,19 @@ def export_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLik
         v = verify(tmp, reference, x, tolerance, name=path)
         ov = verify_openvino(tmp, x, tolerance, name=path)
     if log:
-        log(f"wrote {path} (opset {proto.opset_import[0].version}); verified against PyTorch on {v}"
-            + (f"; OpenVINO fp32 agrees with ONNX Runtime ({ov})" if ov else ""))
+        log(
+            f"wrote {path} (opset {proto.opset_import[0].version}); verified against PyTorch on {v}"
+            + (f"; OpenVINO fp32 agrees with ONNX Runtime ({ov})" if ov else "")
+        )
     return v
 
 
-def verify_openvino(path: str | os.PathLike, x: np.ndarray, tolerance: tuple[float, float] = FP32_TOLERANCE,
-                    name: str | os.PathLike | None = None) -> Verification | None:
+def verify_openvino(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    tolerance: tuple[float, float] = FP32_TOLERANCE,
+    name: str | os.PathLike | None = None,
+) -> Verification | None:
     """Where openvino is installed: its float32 logits for `x` against ONNX Runtime's on the same file
     (ExportError if over the tolerance); None where it is not installed."""
     from infer.predictor import installed
@@ -223,9 +246,15 @@ def verify_openvino(path: str | os.PathLike, x: np.ndarray, tolerance: tuple[flo
     return v
 
 
-def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model: torch.nn.Module | None = None,
-            tolerance: tuple[float, float] = FP16_TOLERANCE, verify_batch: int = VERIFY_BATCH,
-            log: Callable[[str], None] | None = print) -> Verification:
+def to_fp16(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    model: torch.nn.Module | None = None,
+    tolerance: tuple[float, float] = FP16_TOLERANCE,
+    verify_batch: int = VERIFY_BATCH,
+    log: Callable[[str], None] | None = print,
+) -> Verification:
     """Write the float16 variant of ONNX file `src` to `dst` (float32 input and output kept) and
     verify it on ONNX Runtime CPU against PyTorch's logits (`model`) or else `src`'s, with a looser
     tolerance."""
@@ -248,17 +277,25 @@ def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, model: torch.nn.M
         try:
             v = verify(tmp, reference, x, tolerance, name=dst)
         except ExportError as e:
-            raise ExportError(f"{e}; float16 is too coarse for this model's activations: "
-                              f"use the float32 {pathlib.Path(src).name}") from None
+            raise ExportError(
+                f"{e}; float16 is too coarse for this model's activations: use the float32 {pathlib.Path(src).name}"
+            ) from None
     if log:
-        log(f"wrote {dst} (float16 weights and activations, float32 input/output); verified against "
-            f"{'PyTorch' if model is not None else 'the float32 model'} on {v}")
+        log(
+            f"wrote {dst} (float16 weights and activations, float32 input/output); verified against "
+            f"{'PyTorch' if model is not None else 'the float32 model'} on {v}"
+        )
     return v
 
 
-def export_run(run: str | os.PathLike, output_dir: str | os.PathLike | None = None, *,
-               opset: int | None = None, fp16: bool = False,
-               log: Callable[[str], None] | None = print) -> dict[str, pathlib.Path]:
+def export_run(
+    run: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    opset: int | None = None,
+    fp16: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, pathlib.Path]:
     """Export a run directory's model to OUTPUT_DIR/model.onnx (default: the run directory), and with
     `fp16` also model.fp16.onnx; returns {"onnx": path, ["onnx_fp16": path]}."""
     model, card = rundir.load_model(run)

@@ -101,8 +101,17 @@ def calibration_images(card: ModelCard, calibration: str | None = None, count: i
     split, or from `calibration`: a --data value (its training split; a folder with class subfolders:
     all of it) or a plain folder of images. Never the run's validation or test images."""
     from zoo.data import mnist
-    from zoo.data.datasets import (MNIST, SMALL, DataError, RawSplit, _stratified, open_source, run_training,
-                                   same_data, scan_folder)
+    from zoo.data.datasets import (
+        MNIST,
+        SMALL,
+        DataError,
+        RawSplit,
+        _stratified,
+        open_source,
+        run_training,
+        same_data,
+        scan_folder,
+    )
     from zoo.data.preprocess import IMAGE_EXTENSIONS
 
     if count < 1:
@@ -110,12 +119,16 @@ def calibration_images(card: ModelCard, calibration: str | None = None, count: i
     t = run_training(card)
     seed = int(t.get("seed", card.provenance.get("seed", 0)) or 0)
     if calibration is None and not t:
-        raise QuantizeError("the run's card names no training data to calibrate on (it was not trained by "
-                            "`zoo train`): pass --calibration DATA (a --data value or a folder of images)")
+        raise QuantizeError(
+            "the run's card names no training data to calibrate on (it was not trained by "
+            "`zoo train`): pass --calibration DATA (a --data value or a folder of images)"
+        )
     if calibration is not None and any(same_data(calibration, t.get(k)) for k in ("val_dir", "test_dir")):
-        raise QuantizeError(f"--calibration {calibration}: that is the run's held-out "
-                            f"{'validation' if same_data(calibration, t.get('val_dir')) else 'test'} data, "
-                            "which verifies the int8 model; calibrate on training images")
+        raise QuantizeError(
+            f"--calibration {calibration}: that is the run's held-out "
+            f"{'validation' if same_data(calibration, t.get('val_dir')) else 'test'} data, "
+            "which verifies the int8 model; calibrate on training images"
+        )
     if calibration is None or same_data(calibration, t.get("data")):
         data, split, raw = t["data"], "train", _run_source(card, "--calibration DATA").splits["train"]
     else:
@@ -126,16 +139,23 @@ def calibration_images(card: ModelCard, calibration: str | None = None, count: i
             elif path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
                 split, raw = "all", scan_folder(path)[1]
             elif path.is_dir():  # a plain folder of images: no classes
-                files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                               and p.suffix.lower() in IMAGE_EXTENSIONS)
+                files = sorted(
+                    str(p)
+                    for p in path.rglob("*")
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+                )
                 if not files:
-                    raise QuantizeError(f"--calibration {calibration}: no images in it (expected "
-                                        f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files, "
-                                        "or class subfolders of them)")
+                    raise QuantizeError(
+                        f"--calibration {calibration}: no images in it (expected "
+                        f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files, "
+                        "or class subfolders of them)"
+                    )
                 split, raw = "all", RawSplit(np.zeros(len(files), np.int64), files=files)
             else:
-                raise QuantizeError(f"--calibration {calibration}: no such directory; use mnist-small, mnist, "
-                                    "a directory of MNIST IDX files or a folder of images")
+                raise QuantizeError(
+                    f"--calibration {calibration}: no such directory; use mnist-small, mnist, "
+                    "a directory of MNIST IDX files or a folder of images"
+                )
         except DataError as e:
             raise QuantizeError(f"--calibration {calibration}: {e}") from None
     if len(raw) > count:
@@ -160,14 +180,18 @@ def held_out_images(card: ModelCard, verify_data: str | None = None) -> Images:
         split = "test" if "test" in source.splits else "train"
         return Images(verify_data, "test" if split == "test" else "all", source.splits[split])
     if not t:
-        raise QuantizeError("the run's card names no held-out data to verify int8's accuracy on (it was not "
-                            "trained by `zoo train`): pass --verify-data DATA (images it never trained on)")
+        raise QuantizeError(
+            "the run's card names no held-out data to verify int8's accuracy on (it was not "
+            "trained by `zoo train`): pass --verify-data DATA (images it never trained on)"
+        )
     source = _run_source(card, "--verify-data DATA")
     for split, folder in (("test", "test_dir"), ("val", "val_dir")):
         if split in source.splits:  # named after the folder it came from, if it had one of its own
             return Images(t.get(folder) or t["data"], split, source.splits[split])
-    raise QuantizeError(f"the run has neither a test nor a validation split of {t['data']} to "
-                        "verify int8's accuracy on: pass --verify-data DATA (images it never trained on)")
+    raise QuantizeError(
+        f"the run has neither a test nor a validation split of {t['data']} to "
+        "verify int8's accuracy on: pass --verify-data DATA (images it never trained on)"
+    )
 
 
 def decode(images: Images, card: ModelCard, what: str, option: str | None = None) -> tuple[ImageSet, list[str]]:
@@ -188,7 +212,9 @@ class CalibrationReader:
     """ONNX Runtime's CalibrationDataReader over an ImageSet: standardized float32 batches, exactly as
     training feeds the model. `set_range` (in batches) lets the calibration go step by step."""
 
-    def __init__(self, image_set, card: ModelCard, input_name: str = rundir.INPUT_TENSOR, batch: int = CALIBRATION_BATCH):
+    def __init__(
+        self, image_set, card: ModelCard, input_name: str = rundir.INPUT_TENSOR, batch: int = CALIBRATION_BATCH
+    ):
         import torch
 
         self.images = image_set.images
@@ -211,7 +237,7 @@ class CalibrationReader:
             return None
         i = self.next * self.batch
         self.next += 1
-        x = self.images[i:i + self.batch]
+        x = self.images[i : i + self.batch]
         return {self.input_name: standardize(to_unit(x), self.card).numpy()}
 
     def __iter__(self):
@@ -241,8 +267,14 @@ def library() -> str:
     return "onnxruntime " + ".".join(onnxruntime.__version__.split(".")[:2])
 
 
-def quantize_file(src: str | os.PathLike, dst: str | os.PathLike, reader: CalibrationReader,
-                  method: str = DEFAULT_METHOD, *, symmetric: bool = False) -> None:
+def quantize_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    reader: CalibrationReader,
+    method: str = DEFAULT_METHOD,
+    *,
+    symmetric: bool = False,
+) -> None:
     """ONNX Runtime's static QDQ quantization of `src` to `dst` (no card, no verification), calibrated on
     `reader` one batch at a time, so memory does not grow with the number of images. (Its
     `quant_pre_process` is not run: on our exports, already shape-inferred with batch norm folded, it
@@ -254,21 +286,34 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike, reader: Calibr
 
     if method not in METHODS:
         raise QuantizeError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     with _quiet():
         reader.set_range(0, len(reader))
         quantize_static(
-            str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(src),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=calibrate,
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                           "QuantizeBias": False,  # float bias: TensorRT refuses int32 DequantizeLinear
-                           "CalibStridedMinMax": 1})  # one batch at a time, for every method
+            extra_options={
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,  # float bias: TensorRT refuses int32 DequantizeLinear
+                "CalibStridedMinMax": 1,
+            },
+        )  # one batch at a time, for every method
 
 
-def top1(path: pathlib.Path, backend: str, precision: str, card: ModelCard, image_set: ImageSet
-         ) -> tuple[float, np.ndarray, float | None]:
+def top1(
+    path: pathlib.Path, backend: str, precision: str, card: ModelCard, image_set: ImageSet
+) -> tuple[float, np.ndarray, float | None]:
     """(top-1 accuracy, predicted classes, img/s) of `path` on `backend` (on the CPU) in `precision`,
     through the one evaluation (zoo.train.evaluate) with the card's preprocessing. img/s: the model's
     own calls at batch EVALUATION_BATCH after the first (a warm-up), what `auto` ranks by on this CPU."""
@@ -332,8 +377,9 @@ class Prepared:
     skipped: list[str]
 
 
-def prepare(card: ModelCard, *, calibration: str | None = None, images: int = DEFAULT_IMAGES,
-            verify_data: str | None = None) -> Prepared:
+def prepare(
+    card: ModelCard, *, calibration: str | None = None, images: int = DEFAULT_IMAGES, verify_data: str | None = None
+) -> Prepared:
     """Find and decode the calibration and held-out images (QuantizeError when either is missing or has no
     usable image): what can fail with the data fails here, before anything is written."""
     calib, held = calibration_images(card, calibration, images), held_out_images(card, verify_data)
@@ -369,8 +415,9 @@ def _top1_everywhere(src: pathlib.Path, candidate: pathlib.Path, card: ModelCard
     return by_runtime, predicted, img_s
 
 
-def _judged(by_runtime: dict, held, n: int, title: str, max_accuracy_drop: float, method: str,
-            dst: pathlib.Path) -> tuple[dict, list[str], str]:
+def _judged(
+    by_runtime: dict, held, n: int, title: str, max_accuracy_drop: float, method: str, dst: pathlib.Path
+) -> tuple[dict, list[str], str]:
     """(accuracy by precision (the worst runtime counts), verified precisions, summary line);
     QuantizeError where int8 loses more than `max_accuracy_drop` points."""
     fp32 = by_runtime["fp32"]["onnxruntime"]  # the reference: every machine has it
@@ -378,30 +425,47 @@ def _judged(by_runtime: dict, held, n: int, title: str, max_accuracy_drop: float
     drop = _points(fp32, accuracy["int8"])
     each = ", ".join(f"{r} {100 * a:.2f}%" for r, a in by_runtime["int8"].items())
     images_of = f"{n:,} {'' if held.split == 'all' else held.split + ' '}images of {held.data}"
-    summary = (f"{title}: top-1 {100 * accuracy['int8']:.2f}%"
-               + (f" ({each})" if len(by_runtime["int8"]) > 1 else "")
-               + f" vs fp32 {100 * fp32:.2f}% on {images_of} ({_signed(-drop)} points)")
+    summary = (
+        f"{title}: top-1 {100 * accuracy['int8']:.2f}%"
+        + (f" ({each})" if len(by_runtime["int8"]) > 1 else "")
+        + f" vs fp32 {100 * fp32:.2f}% on {images_of} ({_signed(-drop)} points)"
+    )
     if drop > max_accuracy_drop:
         others = ", ".join(m for m in METHODS if m != method)
-        raise QuantizeError(f"{summary}: int8 loses more than --max-accuracy-drop {max_accuracy_drop:g} points, "
-                            f"so {dst.name} was not written; try another --calibration-method ({others}), "
-                            "more --calibration-images, or a larger --max-accuracy-drop")
-    verified = ["fp32"] + [p for p in ("int8", *REDUCED)
-                           if p in accuracy and _points(fp32, accuracy[p]) <= max_accuracy_drop]
+        raise QuantizeError(
+            f"{summary}: int8 loses more than --max-accuracy-drop {max_accuracy_drop:g} points, "
+            f"so {dst.name} was not written; try another --calibration-method ({others}), "
+            "more --calibration-images, or a larger --max-accuracy-drop"
+        )
+    verified = ["fp32"] + [
+        p for p in ("int8", *REDUCED) if p in accuracy and _points(fp32, accuracy[p]) <= max_accuracy_drop
+    ]
     return accuracy, verified, summary
 
 
-def _log_verified(log: Callable[[str], None], summary: str, accuracy: dict, verified: list[str],
-                  src: pathlib.Path, dst: pathlib.Path, activations: str, tensorrt: bool) -> None:
+def _log_verified(
+    log: Callable[[str], None],
+    summary: str,
+    accuracy: dict,
+    verified: list[str],
+    src: pathlib.Path,
+    dst: pathlib.Path,
+    activations: str,
+    tensorrt: bool,
+) -> None:
     fp32 = accuracy["fp32"]
     log(summary)
     for p in REDUCED:
         if p in accuracy:
-            log(f"{p} (OpenVINO from {src.name}): top-1 {100 * accuracy[p]:.2f}% vs fp32 {100 * fp32:.2f}% "
+            log(
+                f"{p} (OpenVINO from {src.name}): top-1 {100 * accuracy[p]:.2f}% vs fp32 {100 * fp32:.2f}% "
                 f"({_signed(-_points(fp32, accuracy[p]))} points): "
-                + ("verified" if p in verified else "over the limit, so `auto` will not take it"))
-    log(f"wrote {dst} (QDQ: weights {WEIGHTS}, activations {activations}); verified: {', '.join(verified)}"
-        + ("" if tensorrt else f", recorded in the cards of {dst.name} and {src.name}"))
+                + ("verified" if p in verified else "over the limit, so `auto` will not take it")
+            )
+    log(
+        f"wrote {dst} (QDQ: weights {WEIGHTS}, activations {activations}); verified: {', '.join(verified)}"
+        + ("" if tensorrt else f", recorded in the cards of {dst.name} and {src.name}")
+    )
 
 
 def _float32_card(src: pathlib.Path, method: str, max_accuracy_drop: float) -> ModelCard:
@@ -416,11 +480,55 @@ def _float32_card(src: pathlib.Path, method: str, max_accuracy_drop: float) -> M
     return card
 
 
-def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, calibration: str | None = None,
-             images: int = DEFAULT_IMAGES, method: str = DEFAULT_METHOD,
-             max_accuracy_drop: float = DEFAULT_MAX_DROP, verify_data: str | None = None,
-             prepared: Prepared | None = None, tensorrt: bool = False,
-             log: Callable[[str], None] | None = print) -> Result:
+def _quantization(method: str, activations: str, calib: Images, images: int) -> dict:
+    """What the int8 file's card records about how it was made."""
+    return {
+        "library": library(),
+        "format": "QDQ",
+        "weights": WEIGHTS,
+        "activations": activations,
+        "bias": "float32",
+        "method": method,
+        "calibration": {"source": calib.data, "split": calib.split, "images": images, "seed": calib.seed},
+    }
+
+
+def _verification(
+    held: Images, n: int, max_accuracy_drop: float, accuracy: dict, by_runtime: dict, verified: list, img_s: dict
+) -> dict:
+    """What both cards record about the verification: `auto` reads it."""
+    from infer.hardware import cpu
+
+    return {
+        "data": held.data,
+        "split": held.split,
+        "n": n,
+        "max_accuracy_drop": max_accuracy_drop,
+        "accuracy": accuracy,
+        "by_runtime": by_runtime,
+        "verified": verified,
+        # how fast each ran while verified, on this CPU model: `auto` ranks by it here
+        "speed": {
+            "cpu": cpu().name,
+            "batch_size": EVALUATION_BATCH,
+            "img_s": {k: round(v, 1) for k, v in img_s.items() if v},
+        },
+    }
+
+
+def quantize(
+    src: str | os.PathLike,
+    dst: str | os.PathLike | None = None,
+    *,
+    calibration: str | None = None,
+    images: int = DEFAULT_IMAGES,
+    method: str = DEFAULT_METHOD,
+    max_accuracy_drop: float = DEFAULT_MAX_DROP,
+    verify_data: str | None = None,
+    prepared: Prepared | None = None,
+    tensorrt: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> Result:
     """Quantize float32 ONNX file `src` (from `zoo export`) to `dst` (default: model.int8.onnx beside it),
     verify it and record the verification in both files' cards; QuantizeError (nothing written) when
     data is missing or int8 loses more than `max_accuracy_drop` points of top-1 accuracy.
@@ -428,22 +536,19 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
     prepared: the images from `prepare` (else found from `calibration`, `images`, `verify_data`).
     tensorrt: the variant TensorRT builds an engine from (symmetric int8 activations), verified the same
     way on the CPU runtimes; `src`'s card is left as it is and bf16 / fp16 are not measured."""
-    from infer.hardware import cpu
-
     src = pathlib.Path(src)
     dst = pathlib.Path(dst) if dst is not None else src.parent / rundir.ONNX_INT8
     card = _float32_card(src, method, max_accuracy_drop)
     prepared = prepared or prepare(card, calibration=calibration, images=images, verify_data=verify_data)
-    calib, held, calib_set, held_set = (prepared.calibration, prepared.held_out, prepared.calibration_set,
-                                        prepared.held_out_set)
+    calib, held = prepared.calibration, prepared.held_out
+    calib_set, held_set = prepared.calibration_set, prepared.held_out_set
     if log and prepared.skipped and not tensorrt:
-        log(f"calibration: {plural(len(prepared.skipped), 'file')} could not be read and were left out "
-            f"(first: {prepared.skipped[0]})")
+        log(
+            f"calibration: {plural(len(prepared.skipped), 'file')} could not be read and were left out "
+            f"(first: {prepared.skipped[0]})"
+        )
     activations = ACTIVATIONS_TENSORRT if tensorrt else ACTIVATIONS
-    quantization = {"library": library(), "format": "QDQ", "weights": WEIGHTS, "activations": activations,
-                    "bias": "float32", "method": method,
-                    "calibration": {"source": calib.data, "split": calib.split, "images": len(calib_set),
-                                    "seed": calib.seed}}
+    quantization = _quantization(method, activations, calib, len(calib_set))
     qcard = copy.deepcopy(card)
     qcard.precision = "int8"
     qcard.provenance.pop("verification", None)
@@ -458,8 +563,10 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
         try:
             quantize_file(src, candidate, CalibrationReader(calib_set, card), method, symmetric=tensorrt)
         except Exception as e:  # the tools raise many kinds; all mean the same to the user
-            raise QuantizeError(f"{src}: ONNX Runtime's quantization failed: "
-                                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+            raise QuantizeError(
+                f"{src}: ONNX Runtime's quantization failed: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            ) from e
         import onnx
 
         proto = onnx.load(str(candidate))
@@ -467,14 +574,10 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ca
         candidate.write_bytes(checked(proto, f"{card.architecture} (int8)"))
 
         by_runtime, predicted, img_s = _top1_everywhere(src, candidate, card, held_set, tensorrt)
-        accuracy, verified, summary = _judged(by_runtime, held, len(held_set), f"{name} ({what})",
-                                              max_accuracy_drop, method, dst)
-        verification = {"data": held.data, "split": held.split, "n": len(held_set),
-                        "max_accuracy_drop": max_accuracy_drop, "accuracy": accuracy, "by_runtime": by_runtime,
-                        "verified": verified,
-                        # how fast each ran while verified, on this CPU model: `auto` ranks by it here
-                        "speed": {"cpu": cpu().name, "batch_size": EVALUATION_BATCH,
-                                  "img_s": {k: round(v, 1) for k, v in img_s.items() if v}}}
+        accuracy, verified, summary = _judged(
+            by_runtime, held, len(held_set), f"{name} ({what})", max_accuracy_drop, method, dst
+        )
+        verification = _verification(held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s)
         if len(predicted) > 1:  # how often the runtimes' int8 answers agree
             first, *rest = predicted.values()
             verification["int8_agreement"] = min(float(np.mean(first == other)) for other in rest)

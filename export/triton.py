@@ -45,9 +45,11 @@ def triton_name(name: str) -> str:
 def check_plan_batch(batch: tuple[int, int, int]) -> None:
     """ExportError unless a TensorRT plan for Triton takes batches from 1 (MIN of --batch is 1)."""
     if batch[0] > 1:
-        raise ExportError(f"--batch {':'.join(map(str, batch))}: a TensorRT plan for Triton needs MIN 1 "
-                          f"(Triton sends batches smaller than {batch[0]} unpadded and the engine would "
-                          f"refuse them); use --batch 1:{batch[1]}:{batch[2]}")
+        raise ExportError(
+            f"--batch {':'.join(map(str, batch))}: a TensorRT plan for Triton needs MIN 1 "
+            f"(Triton sends batches smaller than {batch[0]} unpadded and the engine would "
+            f"refuse them); use --batch 1:{batch[1]}:{batch[2]}"
+        )
 
 
 def config_pbtxt(name: str, card: ModelCard, platform: str, batch: tuple[int, int, int]) -> str:
@@ -80,15 +82,24 @@ def config_pbtxt(name: str, card: ModelCard, platform: str, batch: tuple[int, in
     ]
     if platform == "tensorrt_plan":
         lines += ["instance_group [ { kind: KIND_GPU, count: 1 } ]"]
-    lines += ["parameters {",
-              f"  key: {_quote(ONNX_METADATA_KEY)}",
-              f"  value {{ string_value: {_quote(card.to_json(indent=None))} }}",
-              "}"]
+    lines += [
+        "parameters {",
+        f"  key: {_quote(ONNX_METADATA_KEY)}",
+        f"  value {{ string_value: {_quote(card.to_json(indent=None))} }}",
+        "}",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_repository(repo: str | os.PathLike, name: str, model_file: str | os.PathLike, card: ModelCard,
-                     batch: tuple[int, int, int], *, log: Callable[[str], None] | None = print) -> pathlib.Path:
+def write_repository(
+    repo: str | os.PathLike,
+    name: str,
+    model_file: str | os.PathLike,
+    card: ModelCard,
+    batch: tuple[int, int, int],
+    *,
+    log: Callable[[str], None] | None = print,
+) -> pathlib.Path:
     """Write model `name` into Triton repository `repo` from `model_file` (.onnx or .engine/.plan);
     returns the model's directory."""
     model_file = pathlib.Path(model_file)
@@ -115,7 +126,11 @@ def plan_note(plan: pathlib.Path) -> str:
         info = {}
     version, cc = info.get("tensorrt_version", "?"), info.get("compute_capability", "?")
     if info.get("version_compatible"):
-        return (f"the plan is version-compatible (built with TensorRT {version}): start tritonserver with "
-                f"--backend-config=tensorrt,version-compatible=true, on a GPU of compute capability {cc}")
-    return (f"the plan runs only on a Triton server with TensorRT {version} and a GPU of compute capability "
-            f"{cc} (`zoo export RUN --trt --triton DIR` builds a version-compatible one)")
+        return (
+            f"the plan is version-compatible (built with TensorRT {version}): start tritonserver with "
+            f"--backend-config=tensorrt,version-compatible=true, on a GPU of compute capability {cc}"
+        )
+    return (
+        f"the plan runs only on a Triton server with TensorRT {version} and a GPU of compute capability "
+        f"{cc} (`zoo export RUN --trt --triton DIR` builds a version-compatible one)"
+    )

@@ -3,5 +3,15 @@
 Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backend that needs them.
 """
 
-from .predictor import (BACKENDS, PRECISIONS, BackendUnavailable, ModelFileError, Option, Predictor,  # noqa: F401
-                        choose, load, options, tensorrt_missing)
+from .predictor import (
+    BACKENDS,
+    PRECISIONS,
+    BackendUnavailable,
+    ModelFileError,
+    Option,
+    Predictor,  # noqa: F401
+    choose,
+    load,
+    options,
+    tensorrt_missing,
+)

@@ -31,5 +31,7 @@ def top_k(logits: np.ndarray, class_names: Sequence[str], k: int) -> list[list[d
     {"label", "index", "probability"}, best first (ties: the lower index first)."""
     probs = softmax(logits)
     order = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, probs.shape[1])]
-    return [[{"label": class_names[i], "index": i, "probability": round(row[i], DIGITS)} for i in idx]
-            for row, idx in zip(probs.tolist(), order.tolist())]
+    return [
+        [{"label": class_names[i], "index": i, "probability": round(row[i], DIGITS)} for i in idx]
+        for row, idx in zip(probs.tolist(), order.tolist())
+    ]

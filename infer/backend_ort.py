@@ -81,24 +81,35 @@ def session_options(threads: int | None = None, spin_wait: bool = True) -> ort.S
 def card_of(session: ort.InferenceSession, path: str | os.PathLike) -> ModelCard:
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
-        raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
-                             "export it with `zoo export RUN --onnx`")
+        raise ModelFileError(
+            f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
+            "export it with `zoo export RUN --onnx`"
+        )
     return metadata_card(meta[ONNX_METADATA_KEY], path)
 
 
 class OrtPredictor(Predictor):
     backend = "onnxruntime"
 
-    def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 providers: list | None = None, spin_wait: bool = True, precision: str | None = None):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        providers: list | None = None,
+        spin_wait: bool = True,
+        precision: str | None = None,
+    ):
         import onnxruntime as ort
 
         providers = list(providers) if providers else default_providers(path)
         if device == "cpu":
             providers = ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads, spin_wait),
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads, spin_wait), providers=providers
+            )
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         card = card_of(self.session, path)

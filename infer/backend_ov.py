@@ -35,16 +35,17 @@ def _core():
 class OpenVINOPredictor(Predictor):
     backend = "openvino"
 
-    def __init__(self, path: pathlib.Path, *, precision: str = "fp32", threads: int | None = None,
-                 **_):
+    def __init__(self, path: pathlib.Path, *, precision: str = "fp32", threads: int | None = None, **_):
         core = _core()
         try:
             model = core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
             raise ModelFileError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0]})") from None
         if not model.has_rt_info(["framework", ONNX_METADATA_KEY]):
-            raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
-                                 "export it with `zoo export RUN --onnx`")
+            raise ModelFileError(
+                f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
+                "export it with `zoo export RUN --onnx`"
+            )
         card = metadata_card(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str), path)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:

@@ -18,8 +18,9 @@ from .predictor import BackendUnavailable, Predictor
 class TorchPredictor(Predictor):
     backend = "torch"
 
-    def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 precision: str = "fp32", **_):
+    def __init__(
+        self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None, precision: str = "fp32", **_
+    ):
         import torch
 
         try:

@@ -31,8 +31,12 @@ def _major_minor(version: str) -> tuple[int, int] | None:
         return None
 
 
-def engine_mismatch(engine_path: str | os.PathLike, *, tensorrt_version: str | None = None,
-                    compute_capability: str | tuple[int, int] | None = None) -> str | None:
+def engine_mismatch(
+    engine_path: str | os.PathLike,
+    *,
+    tensorrt_version: str | None = None,
+    compute_capability: str | tuple[int, int] | None = None,
+) -> str | None:
     """Why this engine cannot run here, or None, from its card `<engine>.json` alone (the engine is not
     deserialized). It can run where the installed TensorRT has the major.minor version it was built
     with (or a later one, for an engine built version-compatible) and the GPU has its compute
@@ -69,16 +73,22 @@ def engine_mismatch(engine_path: str | os.PathLike, *, tensorrt_version: str | N
     if not isinstance(compute_capability, str):
         compute_capability = ".".join(map(str, compute_capability))
     if built_cc != compute_capability:
-        return (f"built for a GPU of compute capability {built_cc}, this one has {compute_capability} "
-                f"({REBUILD})")
+        return f"built for a GPU of compute capability {built_cc}, this one has {compute_capability} ({REBUILD})"
     return None
 
 
 class TensorRTPredictor(Predictor):
     backend = "tensorrt"
 
-    def __init__(self, path: pathlib.Path, *, device: str | None = None, threads: int | None = None,
-                 providers=None, precision: str | None = None):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        providers=None,
+        precision: str | None = None,
+    ):
         why = tensorrt_missing()
         if why:
             raise BackendUnavailable(why)
@@ -87,8 +97,9 @@ class TensorRTPredictor(Predictor):
 
         card_path = rundir.engine_card(path)
         if not card_path.is_file():
-            raise ModelFileError(f"{path}: the engine's card {card_path.name} is missing beside it "
-                                 "(rebuild with `zoo export RUN --trt`)")
+            raise ModelFileError(
+                f"{path}: the engine's card {card_path.name} is missing beside it (rebuild with `zoo export RUN --trt`)"
+            )
         try:
             info = json.loads(card_path.read_text(encoding="utf-8"))
             card = ModelCard.from_dict(info)
@@ -99,8 +110,9 @@ class TensorRTPredictor(Predictor):
         try:
             self._runtime = trt.Runtime(self._logger)
         except TypeError:  # pybind's "factory function returned nullptr": TensorRT could not start CUDA
-            raise BackendUnavailable(f"TensorRT {trt.__version__} could not start CUDA (is the NVIDIA driver "
-                                     "installed and a GPU visible?)") from None
+            raise BackendUnavailable(
+                f"TensorRT {trt.__version__} could not start CUDA (is the NVIDIA driver installed and a GPU visible?)"
+            ) from None
         why = engine_mismatch(path, tensorrt_version=trt.__version__)
         if why:
             raise ModelFileError(f"{path}: {why}")
@@ -108,8 +120,10 @@ class TensorRTPredictor(Predictor):
             self._runtime.engine_host_code_allowed = True
         self.engine = self._runtime.deserialize_cuda_engine(pathlib.Path(path).read_bytes())
         if self.engine is None:
-            raise ModelFileError(f"{path}: TensorRT {trt.__version__} cannot load this engine "
-                                 "(built by another TensorRT version or for another GPU? rebuild it here)")
+            raise ModelFileError(
+                f"{path}: TensorRT {trt.__version__} cannot load this engine "
+                "(built by another TensorRT version or for another GPU? rebuild it here)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.engine.get_tensor_mode
@@ -118,7 +132,8 @@ class TensorRTPredictor(Predictor):
         lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch_size, self.max_batch_size = int(lo[0]), int(hi[0])
         self._out_dtype = torch.from_numpy(
-            np.empty(0, trt.nptype(self.engine.get_tensor_dtype(self.output_name)))).dtype
+            np.empty(0, trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        ).dtype
         self._stream = torch.cuda.Stream()
         self._lock = threading.Lock()  # one execution context: one batch at a time
         super().__init__(path, card, f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}")
@@ -136,8 +151,9 @@ class TensorRTPredictor(Predictor):
         with torch.cuda.stream(self._stream):
             xt = torch.from_numpy(x).to("cuda", non_blocking=False)
             self.context.set_input_shape(self.input_name, tuple(xt.shape))
-            out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)),
-                              dtype=self._out_dtype, device="cuda")
+            out = torch.empty(
+                tuple(self.context.get_tensor_shape(self.output_name)), dtype=self._out_dtype, device="cuda"
+            )
             self.context.set_tensor_address(self.input_name, xt.data_ptr())
             self.context.set_tensor_address(self.output_name, out.data_ptr())
             if not self.context.execute_async_v3(self._stream.cuda_stream):

@@ -81,8 +81,23 @@ from .predictor import BACKENDS, Option, _library_missing, load, options
 SCHEMA = "cnnzoo.bench/1"
 BASELINE = ("onnxruntime", "fp32")
 DEFAULT_BATCH_SIZES = (1, 32)
-ROW_FIELDS = ("runtime", "precision", "batch_size", "file", "device", "load_seconds", "iterations", "seconds",
-              "img_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "speedup", "baseline")
+ROW_FIELDS = (
+    "runtime",
+    "precision",
+    "batch_size",
+    "file",
+    "device",
+    "load_seconds",
+    "iterations",
+    "seconds",
+    "img_s",
+    "mean_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "speedup",
+    "baseline",
+)
 CSV_COLUMNS = ("model", "architecture", *ROW_FIELDS)
 LIBRARIES = ("onnxruntime", "openvino", "torch", "tensorrt")  # module names whose versions a report gives
 
@@ -91,8 +106,12 @@ class BenchError(ValueError):
     """What was asked for cannot be benchmarked here; the message (one line) says why."""
 
 
-def plan(path: str | os.PathLike, runtimes: Iterable[str] | None = None,
-         precisions: Iterable[str] | None = None, device: str | None = None) -> tuple[list[Option], Option]:
+def plan(
+    path: str | os.PathLike,
+    runtimes: Iterable[str] | None = None,
+    precisions: Iterable[str] | None = None,
+    device: str | None = None,
+) -> tuple[list[Option], Option]:
     """(every pair to consider, in measuring order, each with its `problem` where it cannot run; the
     baseline). The baseline (ONNX Runtime fp32) comes first, whether named or not."""
     runtimes = _checked(runtimes, BACKENDS, "runtime")
@@ -116,11 +135,17 @@ def _checked(names, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 def _refuse_named(path, found: list[Option], runtimes, precisions) -> None:
     """BenchError where a named runtime or precision has no pair that can run here."""
-    named = [("runtime", "backend", r) for r in runtimes or ()] + \
-            [("precision", "precision", p) for p in precisions or ()]
+    named = [("runtime", "backend", r) for r in runtimes or ()] + [
+        ("precision", "precision", p) for p in precisions or ()
+    ]
     for what, attr, name in named:
-        mine = [o for o in found if getattr(o, attr) == name
-                and o.backend in (runtimes or BACKENDS) and o.precision in (precisions or PRECISIONS)]
+        mine = [
+            o
+            for o in found
+            if getattr(o, attr) == name
+            and o.backend in (runtimes or BACKENDS)
+            and o.precision in (precisions or PRECISIONS)
+        ]
         if mine and all(o.problem for o in mine):
             missing = _library_missing(name) if attr == "backend" else None
             if missing:  # say that, not "no file" for each precision
@@ -132,10 +157,18 @@ def _refuse_named(path, found: list[Option], runtimes, precisions) -> None:
             raise BenchError(f"{path}: {what} {name} cannot run here ({text})")
 
 
-def run_bench(path: str | os.PathLike, runtimes: Iterable[str] | None = None,
-              precisions: Iterable[str] | None = None, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
-              threads: int | None = None, seconds: float = 3.0, warmup: float = 1.0, min_iterations: int = 3,
-              device: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+def run_bench(
+    path: str | os.PathLike,
+    runtimes: Iterable[str] | None = None,
+    precisions: Iterable[str] | None = None,
+    batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
+    threads: int | None = None,
+    seconds: float = 3.0,
+    warmup: float = 1.0,
+    min_iterations: int = 3,
+    device: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Measure `path` (a run directory or a model file, as `infer.load` takes) in every runtime and
     precision usable here, or those named; returns the report (the module docstring gives its schema).
 
@@ -163,41 +196,83 @@ def run_bench(path: str | os.PathLike, runtimes: Iterable[str] | None = None,
         if option.problem:
             report["skipped"].append(_skip(option, option.problem))
             continue
-        measured, problem = _measure_option(path, option, option is baseline, report, inputs, note,
-                                            threads=threads, device=device, batch_sizes=batch_sizes,
-                                            seconds=seconds, warmup=warmup, min_iterations=min_iterations)
+        measured, problem = _measure_option(
+            path,
+            option,
+            option is baseline,
+            report,
+            inputs,
+            note,
+            threads=threads,
+            device=device,
+            batch_sizes=batch_sizes,
+            seconds=seconds,
+            warmup=warmup,
+            min_iterations=min_iterations,
+        )
         rows += measured
         if problem:
             report["skipped"].append(_skip(option, problem))
     if baseline.problem is None and not any(r["baseline"] for r in rows):
-        report["baseline"]["problem"] = next(s["reason"] for s in report["skipped"]
-                                             if (s["runtime"], s["precision"]) == BASELINE)
+        report["baseline"]["problem"] = next(
+            s["reason"] for s in report["skipped"] if (s["runtime"], s["precision"]) == BASELINE
+        )
     base = {r["batch_size"]: r["img_s"] for r in rows if r["baseline"]}
     for r in rows:
         r["speedup"] = round(r["img_s"] / base[r["batch_size"]], 3) if r["batch_size"] in base else None
         r["img_s"] = round(r["img_s"], 2)
     order = {(o.backend, o.precision): i for i, o in enumerate(found)}
-    report["rows"] = sorted(rows, key=lambda r: (batch_sizes.index(r["batch_size"]),
-                                                 order[r["runtime"], r["precision"]]))
+    report["rows"] = sorted(
+        rows, key=lambda r: (batch_sizes.index(r["batch_size"]), order[r["runtime"], r["precision"]])
+    )
     report["load_average"]["end"] = _loadavg()
     return report
 
 
 def _header(path: pathlib.Path, baseline, threads, batch_sizes, seconds, warmup, min_iterations) -> dict:
     """The report's fields that do not depend on the measurements (rows and skipped left empty)."""
-    return {"schema": SCHEMA, "model": rundir.model_name(path), "path": str(path), "architecture": None,
-            "input_shape": None, "num_classes": None, "cpu": _cpu(), "versions": versions(),
-            "threads": threads, "batch_sizes": batch_sizes, "seconds": seconds, "warmup": warmup,
-            "min_iterations": min_iterations,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "load_average": {"start": _loadavg(), "end": None},
-            "baseline": {"runtime": baseline.backend, "precision": baseline.precision,
-                         "file": baseline.file and str(baseline.file), "problem": baseline.problem},
-            "rows": [], "skipped": []}
+    return {
+        "schema": SCHEMA,
+        "model": rundir.model_name(path),
+        "path": str(path),
+        "architecture": None,
+        "input_shape": None,
+        "num_classes": None,
+        "cpu": _cpu(),
+        "versions": versions(),
+        "threads": threads,
+        "batch_sizes": batch_sizes,
+        "seconds": seconds,
+        "warmup": warmup,
+        "min_iterations": min_iterations,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_average": {"start": _loadavg(), "end": None},
+        "baseline": {
+            "runtime": baseline.backend,
+            "precision": baseline.precision,
+            "file": baseline.file and str(baseline.file),
+            "problem": baseline.problem,
+        },
+        "rows": [],
+        "skipped": [],
+    }
 
 
-def _measure_option(path: pathlib.Path, option, is_baseline: bool, report: dict, inputs: dict, note, *,
-                    threads, device, batch_sizes, seconds, warmup, min_iterations) -> tuple[list[dict], str | None]:
+def _measure_option(
+    path: pathlib.Path,
+    option,
+    is_baseline: bool,
+    report: dict,
+    inputs: dict,
+    note,
+    *,
+    threads,
+    device,
+    batch_sizes,
+    seconds,
+    warmup,
+    min_iterations,
+) -> tuple[list[dict], str | None]:
     """(rows, None) for one runtime and precision at every batch size, or ([], why) where it failed to
     load or to run (a finding, not the end of the run). Fills the report's model fields on first use."""
     try:
@@ -208,22 +283,29 @@ def _measure_option(path: pathlib.Path, option, is_baseline: bool, report: dict,
         return [], f"failed to load: {_one_line(e)}"
     card = predictor.card
     if report["architecture"] is None:
-        report.update(architecture=card.architecture, input_shape=list(card.input_shape),
-                      num_classes=card.num_classes)
+        report.update(architecture=card.architecture, input_shape=list(card.input_shape), num_classes=card.num_classes)
     shape = tuple(card.input_shape)
     if shape not in inputs:
         inputs[shape] = np.random.default_rng(0).standard_normal((max(batch_sizes), *shape), dtype=np.float32)
     rows = []
     try:
         for b in batch_sizes:
-            row = {"runtime": option.backend, "precision": option.precision, "batch_size": b,
-                   "file": option.file.name if option.file else None, "device": predictor.device,
-                   "load_seconds": round(load_seconds, 3),
-                   **measure(predictor.predict, inputs[shape][:b], seconds, warmup, min_iterations),
-                   "speedup": None, "baseline": is_baseline}
+            row = {
+                "runtime": option.backend,
+                "precision": option.precision,
+                "batch_size": b,
+                "file": option.file.name if option.file else None,
+                "device": predictor.device,
+                "load_seconds": round(load_seconds, 3),
+                **measure(predictor.predict, inputs[shape][:b], seconds, warmup, min_iterations),
+                "speedup": None,
+                "baseline": is_baseline,
+            }
             rows.append(row)
-            note(f"{option.backend} {option.precision} batch {b}: {row['img_s']:.1f} img/s, "
-                 f"p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms ({row['iterations']} calls)")
+            note(
+                f"{option.backend} {option.precision} batch {b}: {row['img_s']:.1f} img/s, "
+                f"p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms ({row['iterations']} calls)"
+            )
         return rows, None
     except Exception as e:
         return [], f"failed to run: {_one_line(e)}"
@@ -232,8 +314,9 @@ def _measure_option(path: pathlib.Path, option, is_baseline: bool, report: dict,
         gc.collect()  # vgg16 is 500 MB per copy: free it before the next runtime loads its own
 
 
-def measure(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float, warmup: float = 1.0,
-            min_iterations: int = 3) -> dict:
+def measure(
+    fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float, warmup: float = 1.0, min_iterations: int = 3
+) -> dict:
     """Time fn(x): warm up for `warmup` seconds (at least one call), then time calls until `seconds`
     have passed and `min_iterations` calls were made. Returns iterations, seconds, img_s and the
     mean / p50 / p90 / p99 milliseconds per call (img_s unrounded)."""
@@ -249,9 +332,15 @@ def measure(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float, w
         times.append(time.perf_counter() - t)
     t = np.asarray(times)
     p50, p90, p99 = np.percentile(t, [50, 90, 99]) * 1e3
-    return {"iterations": len(t), "seconds": round(float(t.sum()), 4), "img_s": len(x) * len(t) / float(t.sum()),
-            "mean_ms": round(float(t.mean()) * 1e3, 4), "p50_ms": round(float(p50), 4),
-            "p90_ms": round(float(p90), 4), "p99_ms": round(float(p99), 4)}
+    return {
+        "iterations": len(t),
+        "seconds": round(float(t.sum()), 4),
+        "img_s": len(x) * len(t) / float(t.sum()),
+        "mean_ms": round(float(t.mean()) * 1e3, 4),
+        "p50_ms": round(float(p50), 4),
+        "p90_ms": round(float(p90), 4),
+        "p99_ms": round(float(p99), 4),
+    }
 
 
 def _skip(option: Option, reason: str) -> dict:
@@ -302,6 +391,7 @@ def versions() -> dict[str, str | None]:
 
 # ---- output ----
 
+
 def format_json(report: dict) -> str:
     return json.dumps(report, indent=2) + "\n"
 
@@ -316,7 +406,7 @@ def format_csv(report: dict) -> str:
 
 
 def cpu_line(cpu: dict) -> str:
-    """"CPU: <name>, N cores; flags: ..." for a report's `cpu`."""
+    """ "CPU: <name>, N cores; flags: ..." for a report's `cpu`."""
     flags = " ".join(cpu.get("flags") or []) or "none of the AVX512/AMX/VNNI/BF16/FP16 ones"
     cores = f", {cpu['cores']} cores" if cpu.get("cores") else ""
     return f"CPU: {cpu.get('name', '?')}{cores} ({cpu.get('machine', '?')}); flags: {flags}"
@@ -327,12 +417,24 @@ def format_table(report: dict) -> str:
     (runtime, precision, batch size), then the pairs skipped and why."""
     shape = "x".join(map(str, report["input_shape"] or [])) or "?"
     threads = report["threads"] or "each runtime's default"
-    lines = [f"{report['model']}: {report['architecture']}, input {shape}; threads: {threads}; "
-             f"{report['seconds']:g} s per measurement",
-             cpu_line(report["cpu"])]
+    lines = [
+        f"{report['model']}: {report['architecture']}, input {shape}; threads: {threads}; "
+        f"{report['seconds']:g} s per measurement",
+        cpu_line(report["cpu"]),
+    ]
     head = ("runtime", "precision", "batch", "img/s", "p50 ms", "p99 ms", "vs ORT fp32")
-    body = [(r["runtime"], r["precision"], str(r["batch_size"]), f"{r['img_s']:.1f}", _ms(r["p50_ms"]),
-             _ms(r["p99_ms"]), _times(r["speedup"])) for r in report["rows"]]
+    body = [
+        (
+            r["runtime"],
+            r["precision"],
+            str(r["batch_size"]),
+            f"{r['img_s']:.1f}",
+            _ms(r["p50_ms"]),
+            _ms(r["p99_ms"]),
+            _times(r["speedup"]),
+        )
+        for r in report["rows"]
+    ]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines.append("")
     for i, row in enumerate([head, *body]):
@@ -358,4 +460,3 @@ def _times(speedup: float | None) -> str:
 
 
 FORMATTERS = {"table": format_table, "json": format_json, "csv": format_csv}
-

@@ -113,14 +113,27 @@ class Result:
         path = os.fsdecode(base64.b64decode(d["path_bytes"], validate=True)) if d.get("path_bytes") else d["path"]
         if not isinstance(path, str):
             raise TypeError("path is not a string")
-        top = [{"label": str(t["label"]), **({"index": int(t["index"])} if "index" in t else {}),
-                "probability": float(t["probability"])} for t in d.get("top_k", [])]
+        top = [
+            {
+                "label": str(t["label"]),
+                **({"index": int(t["index"])} if "index" in t else {}),
+                "probability": float(t["probability"]),
+            }
+            for t in d.get("top_k", [])
+        ]
         return cls(path, top, d.get("label"), d.get("error"))
 
 
 def _special(mode: int) -> str:
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    return (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a file"
+    )
 
 
 def _kind(path: pathlib.Path) -> tuple[str, os.stat_result | None]:
@@ -188,13 +201,15 @@ def collect(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Path], lis
 
 
 def describe_skipped(skipped: Sequence[tuple[pathlib.Path, str]]) -> str:
-    """"3 files skipped (a/notes.txt: no image extension (+1 more); a/loop: symbolic link loop)":
+    """ "3 files skipped (a/notes.txt: no image extension (+1 more); a/loop: symbolic link loop)":
     the first file of each reason, and how many more had it."""
     by_reason: dict[str, list[pathlib.Path]] = {}
     for path, why in skipped:
         by_reason.setdefault(why, []).append(path)
-    parts = [f"{printable(str(ps[0]))}: {why}" + (f" (+{len(ps) - 1} more)" if len(ps) > 1 else "")
-             for why, ps in by_reason.items()]
+    parts = [
+        f"{printable(str(ps[0]))}: {why}" + (f" (+{len(ps) - 1} more)" if len(ps) > 1 else "")
+        for why, ps in by_reason.items()
+    ]
     return f"{plural(len(skipped), 'file')} skipped ({'; '.join(parts)})"
 
 
@@ -225,15 +240,16 @@ def decode(paths: Sequence[str], card: ModelCard) -> tuple[np.ndarray, list[int]
     return stacked, ok, errors
 
 
-def decoded_batches(files: Sequence[pathlib.Path], card: ModelCard, batch_size: int, workers: int,
-                    prefetch: int | None = None) -> Iterator[tuple[list[pathlib.Path], tuple]]:
+def decoded_batches(
+    files: Sequence[pathlib.Path], card: ModelCard, batch_size: int, workers: int, prefetch: int | None = None
+) -> Iterator[tuple[list[pathlib.Path], tuple]]:
     """(batch of paths, decode(batch)) in order; decoded by `workers` processes (0: in this one)
     that keep up to `prefetch` batches (default 2 per worker) ready ahead of the caller.
     Raises WorkerDied if a worker process dies."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    chunks = [list(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
+    chunks = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
     if workers <= 0:
         for chunk in chunks:
             yield chunk, decode([str(p) for p in chunk], card)
@@ -263,8 +279,15 @@ def decoded_batches(files: Sequence[pathlib.Path], card: ModelCard, batch_size: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def classify_batches(predictor: Predictor, files: Sequence[pathlib.Path], *, top_k: int = 5, batch_size: int = 32,
-                     workers: int = 2, progress: tqdm | None = None) -> Iterator[list[Result]]:
+def classify_batches(
+    predictor: Predictor,
+    files: Sequence[pathlib.Path],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: tqdm | None = None,
+) -> Iterator[list[Result]]:
     """One list of Results per batch of files, in order. `progress`: a tqdm-like object to
     `update(n)` per batch."""
     card = predictor.card
@@ -308,8 +331,11 @@ class Tally:
 
 
 def csv_header(top_k: int) -> list[str]:
-    return (["path", "label", "correct"] + [f"{c}{i}" for i in range(1, top_k + 1) for c in ("top", "p")]
-            + ["error", "path_bytes"])
+    return (
+        ["path", "label", "correct"]
+        + [f"{c}{i}" for i in range(1, top_k + 1) for c in ("top", "p")]
+        + ["error", "path_bytes"]
+    )
 
 
 class ResultWriter:
@@ -341,8 +367,9 @@ class ResultWriter:
             tops = [v for t in r.top for v in (t["label"], f"{t['probability']:.6f}")]
             tops += [""] * (2 * self.top_k - len(tops))
             ok = "" if r.correct is None else str(r.correct).lower()
-            self.csv.writerow([printable(r.path), r.label or "", ok, *tops, printable(r.error or ""),
-                               path_bytes(r.path) or ""])
+            self.csv.writerow(
+                [printable(r.path), r.label or "", ok, *tops, printable(r.error or ""), path_bytes(r.path) or ""]
+            )
         else:
             ok = {None: "", True: "yes", False: "no"}[r.correct]
             what = printable(r.error) if r.error else "  ".join(f"{t['label']} {t['probability']:.3f}" for t in r.top)
@@ -359,8 +386,9 @@ def partial_path(output: str | os.PathLike) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def streamed(output: str | os.PathLike, fmt: str, top_k: int, carried: Sequence[Result] = (),
-             path_width: int = 40) -> Iterator[ResultWriter]:
+def streamed(
+    output: str | os.PathLike, fmt: str, top_k: int, carried: Sequence[Result] = (), path_width: int = 40
+) -> Iterator[ResultWriter]:
     """A ResultWriter onto `output`'s partial file, which holds `carried` first (written atomically,
     so results read from that same file are never lost). Flush it per batch. On success the partial
     file becomes `output` in one rename; on failure it stays, with every result written to it."""
@@ -387,12 +415,13 @@ def read_results(path: str | os.PathLike, fmt: str) -> list[Result]:
         data = path.read_bytes()
     except OSError as e:
         raise ResumeError(f"{path}: cannot read ({e.strerror or e})") from None
-    data = data[:data.rfind(b"\n") + 1]  # whole lines only
+    data = data[: data.rfind(b"\n") + 1]  # whole lines only
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ResumeError(f"{printable(str(path))}: not UTF-8 text (byte {e.start}), so not results this "
-                          "command wrote") from None
+        raise ResumeError(
+            f"{printable(str(path))}: not UTF-8 text (byte {e.start}), so not results this command wrote"
+        ) from None
     return _read_csv(path, text) if fmt == "csv" else _read_jsonl(path, text)
 
 
@@ -404,8 +433,9 @@ def _read_jsonl(path: pathlib.Path, text: str) -> list[Result]:
         try:
             results.append(Result.from_dict(json.loads(line)))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ResumeError(f"{printable(str(path))}, line {n}: not a result of `zoo classify` "
-                              f"({type(e).__name__}: {e})") from None
+            raise ResumeError(
+                f"{printable(str(path))}, line {n}: not a result of `zoo classify` ({type(e).__name__}: {e})"
+            ) from None
     return results
 
 
@@ -424,10 +454,18 @@ def _read_csv(path: pathlib.Path, text: str) -> list[Result]:
     for n, row in enumerate(rows, 2):
         try:
             d = dict(zip(header, row, strict=True))
-            top = [{"label": d[f"top{i}"], "probability": float(d[f"p{i}"])}
-                   for i in range(1, k + 1) if d[f"top{i}"]]
-            results.append(Result.from_dict({"path": d["path"], "path_bytes": d["path_bytes"], "top_k": top,
-                                             "label": d["label"] or None, "error": d["error"] or None}))
+            top = [{"label": d[f"top{i}"], "probability": float(d[f"p{i}"])} for i in range(1, k + 1) if d[f"top{i}"]]
+            results.append(
+                Result.from_dict(
+                    {
+                        "path": d["path"],
+                        "path_bytes": d["path_bytes"],
+                        "top_k": top,
+                        "label": d["label"] or None,
+                        "error": d["error"] or None,
+                    }
+                )
+            )
         except (ValueError, KeyError) as e:
             raise ResumeError(f"{printable(str(path))}, record {n}: not a result of `zoo classify` ({e})") from None
     return results
@@ -440,8 +478,12 @@ def check_carried(results: Sequence[Result], source: pathlib.Path, class_names: 
     names = set(class_names)
     for r in results:
         if r.error is None and len(r.top) != k:
-            raise ResumeError(f"{printable(str(source))}: its results hold {len(r.top)} labels per image and "
-                              f"this run {k}; resume with the same --top-k")
+            raise ResumeError(
+                f"{printable(str(source))}: its results hold {len(r.top)} labels per image and "
+                f"this run {k}; resume with the same --top-k"
+            )
         if any(t["label"] not in names for t in r.top):
-            raise ResumeError(f"{printable(str(source))}: its results name labels this model does not have; "
-                              "resume with the same model")
+            raise ResumeError(
+                f"{printable(str(source))}: its results name labels this model does not have; "
+                "resume with the same model"
+            )

@@ -15,8 +15,21 @@ import platform
 from dataclasses import dataclass
 
 # The flags that decide how fast reduced precision runs, as Linux names them (x86, then aarch64).
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                  "amx_bf16", "amx_int8", "amx_fp16", "asimddp", "bf16", "fphp", "i8mm")
+RELEVANT_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx_vnni",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "asimddp",
+    "bf16",
+    "fphp",
+    "i8mm",
+)
 # Native arithmetic per precision: any one of these flags (int8 and fp32 run everywhere).
 NATIVE = {"bf16": ("avx512_bf16", "amx_bf16", "bf16"), "fp16": ("avx512_fp16", "amx_fp16", "fphp")}
 
@@ -32,8 +45,7 @@ class Cpu:
         return [f for f in RELEVANT_FLAGS if f in self.flags]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "flags": self.relevant_flags, "cores": self.cores,
-                "machine": platform.machine()}
+        return {"name": self.name, "flags": self.relevant_flags, "cores": self.cores, "machine": platform.machine()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,5 +80,7 @@ def native_missing(precision: str, the_cpu: Cpu | None = None) -> str | None:
     wanted = NATIVE[precision]
     if c.flags & set(wanted):
         return None
-    return (f"{precision} is not native on this CPU ({c.name}: no {' / '.join(wanted[:2])}); "
-            "it would be emulated, slower than fp32: use fp32 or int8 here")
+    return (
+        f"{precision} is not native on this CPU ({c.name}: no {' / '.join(wanted[:2])}); "
+        "it would be emulated, slower than fp32: use fp32 or int8 here"
+    )

@@ -44,17 +44,23 @@ GPU_HINT = "pip install 'cnnzoo[gpu]' on a machine with an NVIDIA GPU"
 # `auto`: the fastest precision first (int8 kernels beat bf16 ones on AMX, and fp16 on a GPU; a reduced
 # precision is taken only where the export verified it), then per precision the fastest runtime first.
 AUTO_PRECISIONS = ("int8", "bf16", "fp16", "fp32")
-RUNTIMES = {"int8": ("tensorrt", "openvino", "onnxruntime"),
-            "bf16": ("openvino", "torch"),
-            "fp16": ("tensorrt", "onnxruntime", "openvino", "torch"),
-            "fp32": ("tensorrt", "onnxruntime", "openvino", "torch")}
-UNSUPPORTED = {("onnxruntime", "bf16"): "ONNX Runtime has no bfloat16 convolutions on the CPU; use openvino",
-               ("tensorrt", "bf16"): "export an fp16 or int8 engine instead",
-               ("torch", "int8"): "export with `zoo export --int8` and run onnxruntime or openvino"}
-_HOW_TO_MAKE = {"tensorrt": "build one with `zoo export {path} --trt{flag}`",
-                "onnxruntime": "export one with `zoo export {path}{flag}`",
-                "openvino": "export one with `zoo export {path}{flag}`",
-                "torch": "train one with `zoo train` (a .onnx or .engine file runs on its own backend)"}
+RUNTIMES = {
+    "int8": ("tensorrt", "openvino", "onnxruntime"),
+    "bf16": ("openvino", "torch"),
+    "fp16": ("tensorrt", "onnxruntime", "openvino", "torch"),
+    "fp32": ("tensorrt", "onnxruntime", "openvino", "torch"),
+}
+UNSUPPORTED = {
+    ("onnxruntime", "bf16"): "ONNX Runtime has no bfloat16 convolutions on the CPU; use openvino",
+    ("tensorrt", "bf16"): "export an fp16 or int8 engine instead",
+    ("torch", "int8"): "export with `zoo export --int8` and run onnxruntime or openvino",
+}
+_HOW_TO_MAKE = {
+    "tensorrt": "build one with `zoo export {path} --trt{flag}`",
+    "onnxruntime": "export one with `zoo export {path}{flag}`",
+    "openvino": "export one with `zoo export {path}{flag}`",
+    "torch": "train one with `zoo train` (a .onnx or .engine file runs on its own backend)",
+}
 _FLAG = {"fp16": " --fp16", "int8": " --int8"}  # the export flag that writes a precision's file
 
 
@@ -93,7 +99,7 @@ class Predictor:
         if len(x) == 0:
             return np.zeros((0, self.card.num_classes), np.float32)
         step = self.max_batch_size or len(x)
-        parts = [self._run(x[i:i + step]) for i in range(0, len(x), step)]
+        parts = [self._run(x[i : i + step]) for i in range(0, len(x), step)]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.asarray(out, dtype=np.float32)
 
@@ -106,14 +112,17 @@ class Predictor:
         x = np.asarray(x)
         want = tuple(self.card.input_shape)
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"{self.name} takes a batch of shape [N, {', '.join(map(str, want))}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"{self.name} takes a batch of shape [N, {', '.join(map(str, want))}], got {list(x.shape)}"
+            )
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def describe(self) -> str:
         """One line: model, precision, backend, device, file."""
-        return (f"{self.name}: {self.card.architecture} in {self.precision} on {self.backend} ({self.device}) "
-                f"from {self.path}")
+        return (
+            f"{self.name}: {self.card.architecture} in {self.precision} on {self.backend} ({self.device}) "
+            f"from {self.path}"
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
@@ -185,8 +194,10 @@ def onnx_card(path: str | os.PathLike) -> ModelCard:
             raise ModelFileError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0]})") from None
         meta = {p.key: p.value for p in proto.metadata_props}
         if ONNX_METADATA_KEY not in meta:
-            raise ModelFileError(f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
-                                 "export it with `zoo export RUN --onnx`")
+            raise ModelFileError(
+                f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
+                "export it with `zoo export RUN --onnx`"
+            )
         _CARDS[key] = metadata_card(meta[ONNX_METADATA_KEY], path)
     return copy.deepcopy(_CARDS[key])  # the caller's own, to change at will
 
@@ -230,8 +241,11 @@ def _library_missing(backend: str) -> str | None:
 
 
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
-_INSTALL = {"onnxruntime": "pip install 'cnnzoo[cpu]' (or [gpu])", "openvino": "pip install 'cnnzoo[openvino]'",
-            "torch": "pip install torch"}
+_INSTALL = {
+    "onnxruntime": "pip install 'cnnzoo[cpu]' (or [gpu])",
+    "openvino": "pip install 'cnnzoo[openvino]'",
+    "torch": "pip install torch",
+}
 
 
 def _ort_has(providers: set[str]) -> bool:
@@ -288,10 +302,15 @@ def _verified(option: "Option", found: dict[str, pathlib.Path], device: str | No
     if p == "int8":
         if "quantization" not in _card_of(option).provenance:
             return "no quantization record in its card (write it with `zoo export --int8`)"
-        if option.backend == "onnxruntime" and device != "cpu" \
-                and _ort_has({"CUDAExecutionProvider", "TensorrtExecutionProvider"}):
-            return ("model.int8.onnx (uint8 activations) is for CPU runtimes: on a GPU, build a TensorRT "
-                    "engine with `zoo export --trt --int8`")
+        if (
+            option.backend == "onnxruntime"
+            and device != "cpu"
+            and _ort_has({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+        ):
+            return (
+                "model.int8.onnx (uint8 activations) is for CPU runtimes: on a GPU, build a TensorRT "
+                "engine with `zoo export --trt --int8`"
+            )
         return None
     if option.backend in ("openvino", "torch"):  # computed from the float32 model
         onnx_file = found.get("onnx")
@@ -336,9 +355,11 @@ def _file_for(backend: str, precision: str, found: dict[str, pathlib.Path]) -> p
         kind = "engine_int8" if precision == "int8" else "engine"
         engine = found.get(kind)
         return engine if engine is not None and _engine_precision(engine) == precision else None
-    kinds = {"onnxruntime": {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"},
-             "openvino": {"fp32": "onnx", "bf16": "onnx", "fp16": "onnx", "int8": "onnx_int8"},
-             "torch": {"fp32": "weights", "bf16": "weights", "fp16": "weights"}}[backend]
+    kinds = {
+        "onnxruntime": {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"},
+        "openvino": {"fp32": "onnx", "bf16": "onnx", "fp16": "onnx", "int8": "onnx_int8"},
+        "torch": {"fp32": "weights", "bf16": "weights", "fp16": "weights"},
+    }[backend]
     return found.get(kinds.get(precision, ""))
 
 
@@ -356,8 +377,9 @@ class Option:
         return f"{self.precision} on {self.backend}" + (f" ({self.file.name})" if self.file else "")
 
 
-def options(path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *,
-            device: str | None = None) -> list[Option]:
+def options(
+    path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *, device: str | None = None
+) -> list[Option]:
     """Every way to run `path` that the arguments allow, in `auto`'s order of preference (the fastest
     precision first, then the fastest runtime for it), each with the reason it cannot run here, if any.
 
@@ -371,8 +393,8 @@ def options(path: str | os.PathLike, backend: str = "auto", precision: str = "au
     found = _found(path)
     weights = found.get("weights")
     result = []
-    for prec in (AUTO_PRECISIONS if precision == "auto" else (precision,)):
-        for b in (RUNTIMES[prec] if backend == "auto" else (backend,)):
+    for prec in AUTO_PRECISIONS if precision == "auto" else (precision,):
+        for b in RUNTIMES[prec] if backend == "auto" else (backend,):
             if (b, prec) in UNSUPPORTED:
                 result.append(Option(b, prec, None, f"{b} does not compute {prec}: {UNSUPPORTED[b, prec]}"))
                 continue
@@ -384,9 +406,12 @@ def options(path: str | os.PathLike, backend: str = "auto", precision: str = "au
             else:
                 # a file named by itself is run in its own precision: the user chose it
                 chosen_file = path.is_file() and file == path and prec == _own_precision(file)
-                option.problem = ((_verified(option, found, device) if precision == "auto" and not chosen_file else None)
-                                  or _library_missing(b) or _hardware_missing(b, prec, device, file)
-                                  or (_stale(file, weights) if backend == "auto" else None))
+                option.problem = (
+                    (_verified(option, found, device) if precision == "auto" and not chosen_file else None)
+                    or _library_missing(b)
+                    or _hardware_missing(b, prec, device, file)
+                    or (_stale(file, weights) if backend == "auto" else None)
+                )
             result.append(option)
     return result
 
@@ -398,9 +423,11 @@ def _explain(chosen: Option, skipped: list[Option], asked: bool, verification: d
     acc = verification.get("accuracy", {})
     if chosen.precision != "fp32" and chosen.precision in acc and "fp32" in acc:
         split = verification.get("split")
-        text += (f"; {chosen.precision} verified at export: {100 * acc[chosen.precision]:.2f}% top-1 vs fp32 "
-                 f"{100 * acc['fp32']:.2f}% on {verification.get('n', 0):,} "
-                 f"{split + ' ' if split and split != 'all' else ''}images")
+        text += (
+            f"; {chosen.precision} verified at export: {100 * acc[chosen.precision]:.2f}% top-1 vs fp32 "
+            f"{100 * acc['fp32']:.2f}% on {verification.get('n', 0):,} "
+            f"{split + ' ' if split and split != 'all' else ''}images"
+        )
     passed: dict[str, list[str]] = {}  # problem -> the options it ruled out, in order
     for o in skipped:
         if o.file is not None:  # an option with no file here is no news
@@ -408,9 +435,16 @@ def _explain(chosen: Option, skipped: list[Option], asked: bool, verification: d
     return text + "".join(f"; {', '.join(opts)} skipped: {problem}" for problem, opts in passed.items())
 
 
-def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "auto",
-         device: str | None = None, threads: int | None = None, providers: list | None = None,
-         spin_wait: bool = True) -> Predictor:
+def load(
+    path: str | os.PathLike,
+    backend: str = "auto",
+    *,
+    precision: str = "auto",
+    device: str | None = None,
+    threads: int | None = None,
+    providers: list | None = None,
+    spin_wait: bool = True,
+) -> Predictor:
     """A Predictor for a run directory, .safetensors, .onnx or .engine file.
 
     backend: "auto" (the fastest runtime installed for the precision) or one of BACKENDS.
@@ -437,8 +471,9 @@ def load(path: str | os.PathLike, backend: str = "auto", *, precision: str = "au
     return predictor
 
 
-def choose(path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *,
-           device: str | None = None) -> tuple[Option, str]:
+def choose(
+    path: str | os.PathLike, backend: str = "auto", precision: str = "auto", *, device: str | None = None
+) -> tuple[Option, str]:
     """What `load` would run (nothing is loaded): the option and the line that says why; the errors of
     `load` where nothing the arguments allow can run here."""
     path = pathlib.Path(path)
@@ -450,7 +485,7 @@ def choose(path: str | os.PathLike, backend: str = "auto", precision: str = "aut
     if precision == "auto":
         chosen = _fastest_measured(found, chosen, files)
     asked = backend != "auto" and precision != "auto"
-    skipped = found[:found.index(chosen)]
+    skipped = found[: found.index(chosen)]
     return chosen, _explain(chosen, skipped, asked, _verification(chosen, files))
 
 
@@ -464,26 +499,31 @@ def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathl
 
     def speed(o: Option) -> float | None:
         measured = _verification(o, files).get("speed", {})
-        return measured.get("img_s", {}).get(f"{o.precision} on {o.backend}") \
-            if measured.get("cpu") == cpu().name else None
+        return (
+            measured.get("img_s", {}).get(f"{o.precision} on {o.backend}")
+            if measured.get("cpu") == cpu().name
+            else None
+        )
 
     runnable = [o for o in found if o.problem is None]
     timed = {str(o): speed(o) for o in runnable}
     if not timed[str(first)]:
         return first
     best = max((o for o in runnable if timed[str(o)]), key=lambda o: timed[str(o)])
-    for o in runnable[:runnable.index(best)]:
+    for o in runnable[: runnable.index(best)]:
         if timed[str(o)]:
-            o.problem = (f"slower on this CPU as measured at export ({timed[str(o)]:,.0f} img/s vs "
-                         f"{timed[str(best)]:,.0f})")
+            o.problem = (
+                f"slower on this CPU as measured at export ({timed[str(o)]:,.0f} img/s vs {timed[str(best)]:,.0f})"
+            )
     return best
 
 
 def _refuse(path: pathlib.Path, found: list[Option], backend: str, precision: str) -> None:
     """Raise the one error that says best why nothing the arguments allow can run `path` here."""
     if not _found(path):
-        raise ModelFileError(f"{path}: no {rundir.ENGINE}, {rundir.ONNX} or {rundir.WEIGHTS} "
-                             "(is this a finished `zoo train` run?)")
+        raise ModelFileError(
+            f"{path}: no {rundir.ENGINE}, {rundir.ONNX} or {rundir.WEIGHTS} (is this a finished `zoo train` run?)"
+        )
     if backend != "auto" and _library_missing(backend):
         raise BackendUnavailable(_library_missing(backend))
     present = [o for o in found if o.file is not None]

@@ -50,14 +50,17 @@ def lenet_onnx(tmp: pathlib.Path) -> pathlib.Path:
     """A LeNet trained for one epoch on MNIST-small and exported, by the `zoo` commands themselves."""
     run = tmp / "lenet"
     for args in (["train", "lenet", "--epochs", "1", "--output", str(run)], ["export", str(run), "--onnx"]):
-        subprocess.run([sys.executable, "-m", "zoo", *args], check=True, env=env_for(ROOT), cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "zoo", *args], check=True, env=env_for(ROOT), cwd=ROOT, stdout=subprocess.DEVNULL
+        )
     return run / "model.onnx"
 
 
 def memory_mb(pid: int) -> dict:
     """{'rss': MB resident now, 'hwm': the peak resident since the process started}."""
-    fields = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", pathlib.Path(f"/proc/{pid}/status").read_text(), re.MULTILINE))
+    fields = dict(
+        re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", pathlib.Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    )
     return {"rss": int(fields["VmRSS"]) / 1024, "hwm": int(fields["VmHWM"]) / 1024}
 
 
@@ -67,10 +70,27 @@ class Server:
     def __init__(self, checkout: pathlib.Path, model: pathlib.Path, *flags: str):
         import httpx
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "zoo", "serve", str(model), "--port", "0",
-                                      "--threads", "1", "--log-level", "warning", *flags], cwd=checkout,
-                                     env=env_for(checkout), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "zoo",
+                "serve",
+                str(model),
+                "--port",
+                "0",
+                "--threads",
+                "1",
+                "--log-level",
+                "warning",
+                *flags,
+            ],
+            cwd=checkout,
+            env=env_for(checkout),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for line in self.proc.stdout:
             m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
             if m:
@@ -140,9 +160,19 @@ def tiny_png() -> bytes:
 
 def binary_request(elements: list[bytes]) -> tuple[bytes, dict]:
     raw = b"".join(struct.pack("<I", len(e)) + e for e in elements)
-    head = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(elements)],
-                                   "parameters": {"binary_data_size": len(raw)}}],
-                       "parameters": {"binary_data_output": True}}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [len(elements)],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     return head + raw, {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
@@ -179,11 +209,20 @@ def attack(server: Server, names: list[str]) -> dict:
         time.sleep(1)
         now = memory_mb(server.proc.pid)
         answer = r.json()["error"] if r.status_code != 200 else f"{len(r.content):,} bytes"
-        result["requests"].append({
-            "request": name, "body_bytes": len(body), "status": r.status_code, "answer": answer[:160],
-            "seconds": round(seconds, 3), "health_slowest_ms": round(watch.slowest * 1000, 1),
-            "health_failures": watch.failures, "rss_peak_mb": round(max(watch.peak_rss, now["rss"]), 1),
-            "rss_after_mb": round(now["rss"], 1), "rss_hwm_mb": round(now["hwm"], 1)})
+        result["requests"].append(
+            {
+                "request": name,
+                "body_bytes": len(body),
+                "status": r.status_code,
+                "answer": answer[:160],
+                "seconds": round(seconds, 3),
+                "health_slowest_ms": round(watch.slowest * 1000, 1),
+                "health_failures": watch.failures,
+                "rss_peak_mb": round(max(watch.peak_rss, now["rss"]), 1),
+                "rss_after_mb": round(now["rss"], 1),
+                "rss_hwm_mb": round(now["hwm"], 1),
+            }
+        )
     result["rss_end_mb"] = round(memory_mb(server.proc.pid)["rss"], 1)
     result["peak_growth_mb"] = round(max(q["rss_peak_mb"] for q in result["requests"]) - start["rss"], 1)
     result["end_growth_mb"] = round(result["rss_end_mb"] - start["rss"], 1)
@@ -223,9 +262,18 @@ print(json.dumps(out))
 
 def arena_comparison(model: pathlib.Path) -> dict:
     """ONNX Runtime's CPU arena on / off / on with shrinkage, each in a fresh process."""
-    return {mode: json.loads(subprocess.run([sys.executable, "-c", ARENA_CODE, mode, str(model)], check=True,
-                                            capture_output=True, text=True, env=env_for(ROOT)).stdout)
-            for mode in ("arena (default)", "off", "shrink")}
+    return {
+        mode: json.loads(
+            subprocess.run(
+                [sys.executable, "-c", ARENA_CODE, mode, str(model)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env_for(ROOT),
+            ).stdout
+        )
+        for mode in ("arena (default)", "off", "shrink")
+    }
 
 
 def checkout_of(rev: str, tmp: pathlib.Path) -> pathlib.Path:
@@ -238,27 +286,48 @@ def checkout_of(rev: str, tmp: pathlib.Path) -> pathlib.Path:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# zoo serve under issue 12's memory attack (127.0.0.1)", "",
-             (f"{result['cpu']}, {result['cores']} CPUs; LeNet ONNX (one epoch on MNIST-small), `zoo serve "
-              "--threads 1`; /health polled every 50 ms during each request; memory is the server's "
-              "VmRSS. Goal: a 4xx or a bounded answer, growth under 500 MB and back within 100 MB, /health "
-              "within 200 ms."), "",
-             "| server | request | status | seconds | /health slowest | RSS peak | RSS after |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# zoo serve under issue 12's memory attack (127.0.0.1)",
+        "",
+        (
+            f"{result['cpu']}, {result['cores']} CPUs; LeNet ONNX (one epoch on MNIST-small), `zoo serve "
+            "--threads 1`; /health polled every 50 ms during each request; memory is the server's "
+            "VmRSS. Goal: a 4xx or a bounded answer, growth under 500 MB and back within 100 MB, /health "
+            "within 200 ms."
+        ),
+        "",
+        "| server | request | status | seconds | /health slowest | RSS peak | RSS after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for run in result["runs"]:
         for q in run["requests"]:
-            lines.append(f"| {run['server']} (start {run['rss_start_mb']:.0f} MB) | {q['request']} | {q['status']} | "
-                         f"{q['seconds']:.2f} | {q['health_slowest_ms']:.0f} ms | {q['rss_peak_mb']:.0f} MB | "
-                         f"{q['rss_after_mb']:.0f} MB |")
+            lines.append(
+                f"| {run['server']} (start {run['rss_start_mb']:.0f} MB) | {q['request']} | {q['status']} | "
+                f"{q['seconds']:.2f} | {q['health_slowest_ms']:.0f} ms | {q['rss_peak_mb']:.0f} MB | "
+                f"{q['rss_after_mb']:.0f} MB |"
+            )
     lines += ["", "| server | peak growth | growth at the end | /health slowest |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['server']} | {r['peak_growth_mb']:.0f} MB | {r['end_growth_mb']:.0f} MB | "
-              f"{r['health_slowest_ms']:.0f} ms |" for r in result["runs"]]
-    lines += ["", ("ONNX Runtime's CPU memory arena, in process (LeNet, one thread): the memory one batch of "
-                   "5,000 leaves behind, and the best time per run. The server never runs more than "
-                   "--max-batch-size rows at once, which its warm-up already ran, so the arena stays on."), "",
-              "| arena | left by a batch of 5,000 | batch 1 | batch 32 |", "| --- | --- | --- | --- |"]
-    lines += [f"| {mode} | {a['rss_left_by_batch_5000_mb']:.0f} MB | {a['us_per_run_batch_1']} us | "
-              f"{a['us_per_run_batch_32']} us |" for mode, a in result["arena"].items()]
+    lines += [
+        f"| {r['server']} | {r['peak_growth_mb']:.0f} MB | {r['end_growth_mb']:.0f} MB | "
+        f"{r['health_slowest_ms']:.0f} ms |"
+        for r in result["runs"]
+    ]
+    lines += [
+        "",
+        (
+            "ONNX Runtime's CPU memory arena, in process (LeNet, one thread): the memory one batch of "
+            "5,000 leaves behind, and the best time per run. The server never runs more than "
+            "--max-batch-size rows at once, which its warm-up already ran, so the arena stays on."
+        ),
+        "",
+        "| arena | left by a batch of 5,000 | batch 1 | batch 32 |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {mode} | {a['rss_left_by_batch_5000_mb']:.0f} MB | {a['us_per_run_batch_1']} us | "
+        f"{a['us_per_run_batch_32']} us |"
+        for mode, a in result["arena"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -273,8 +342,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zoo-attack-") as tmp:
         tmp = pathlib.Path(tmp)
         model = lenet_onnx(tmp)
-        plans = [("after (defaults: --max-images 256)", ROOT, (), names),
-                 ("after, --max-images 1000000", ROOT, ("--max-images", "1000000"), names)]
+        plans = [
+            ("after (defaults: --max-images 256)", ROOT, (), names),
+            ("after, --max-images 1000000", ROOT, ("--max-images", "1000000"), names),
+        ]
         if args.before:
             plans.append((f"before ({args.before})", checkout_of(args.before, tmp), (), names[:1]))
         runs = []

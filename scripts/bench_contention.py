@@ -82,8 +82,15 @@ def run_once(setting: str, output: pathlib.Path, cpus: int, spinners: list[int],
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {"setting": setting, "timed_out": True, "wall_s": timeout, "epoch_s": None, "threads": None,
-                "loadavg_before": round(load, 2), "others_busy_cpus": None}
+        return {
+            "setting": setting,
+            "timed_out": True,
+            "wall_s": timeout,
+            "epoch_s": None,
+            "threads": None,
+            "loadavg_before": round(load, 2),
+            "others_busy_cpus": None,
+        }
     wall = time.perf_counter() - start
     children1, ticks1 = resource.getrusage(resource.RUSAGE_CHILDREN), threads.cpu_times(threads.usable_cpus())
     spun = cpu_seconds(spinners) - spun0
@@ -97,9 +104,15 @@ def run_once(setting: str, output: pathlib.Path, cpus: int, spinners: list[int],
     history = json.loads((output / "history.json").read_text())
     first = next(line for line in out.splitlines() if line.startswith("training "))
     used = int(first.rsplit(" thread", 1)[0].rsplit(" ", 1)[1])
-    return {"setting": setting, "timed_out": False, "wall_s": round(wall, 2),
-            "epoch_s": round(history[0]["seconds"], 2), "threads": used, "loadavg_before": round(load, 2),
-            "others_busy_cpus": None if others is None else round(others, 2)}
+    return {
+        "setting": setting,
+        "timed_out": False,
+        "wall_s": round(wall, 2),
+        "epoch_s": round(history[0]["seconds"], 2),
+        "threads": used,
+        "loadavg_before": round(load, 2),
+        "others_busy_cpus": None if others is None else round(others, 2),
+    }
 
 
 @contextlib.contextmanager
@@ -132,9 +145,9 @@ def measure(busy: list[int], repeats: int, timeout: float) -> tuple[list[dict], 
 
 def summarize(rows: list[dict], busy: list[int]) -> list[dict]:
     """Per (N, setting): median epoch and wall seconds, and the ratios to the old setting."""
+
     def median(n, setting, key):
-        values = [r[key] for r in rows if r["busy_processes"] == n and r["setting"] == setting
-                  and r[key] is not None]
+        values = [r[key] for r in rows if r["busy_processes"] == n and r["setting"] == setting and r[key] is not None]
         return round(statistics.median(values), 2) if values else None
 
     quiet = median(busy[0], "old", "epoch_s")
@@ -143,42 +156,65 @@ def summarize(rows: list[dict], busy: list[int]) -> list[dict]:
         old = median(n, "old", "epoch_s")
         for setting in SETTINGS:
             epoch = median(n, setting, "epoch_s")
-            out.append({"busy_processes": n, "setting": setting, "epoch_s": epoch,
-                        "wall_s": median(n, setting, "wall_s"),
-                        "threads": sorted({r["threads"] for r in rows if r["busy_processes"] == n
-                                           and r["setting"] == setting and r["threads"]}),
-                        "old_over_this": round(old / epoch, 2) if old and epoch else None,
-                        "this_over_quiet_old": round(epoch / quiet, 2) if quiet and epoch else None,
-                        "timed_out": sum(r["timed_out"] for r in rows if r["busy_processes"] == n
-                                         and r["setting"] == setting)})
+            out.append(
+                {
+                    "busy_processes": n,
+                    "setting": setting,
+                    "epoch_s": epoch,
+                    "wall_s": median(n, setting, "wall_s"),
+                    "threads": sorted(
+                        {
+                            r["threads"]
+                            for r in rows
+                            if r["busy_processes"] == n and r["setting"] == setting and r["threads"]
+                        }
+                    ),
+                    "old_over_this": round(old / epoch, 2) if old and epoch else None,
+                    "this_over_quiet_old": round(epoch / quiet, 2) if quiet and epoch else None,
+                    "timed_out": sum(
+                        r["timed_out"] for r in rows if r["busy_processes"] == n and r["setting"] == setting
+                    ),
+                }
+            )
     return out
 
 
 def markdown(report: dict) -> str:
     c = report["cpu"]
-    lines = ["# Training under CPU contention", "",
-             f"Written by `python scripts/bench_contention.py` on {report['measured']}: {c['name']} "
-             f"({c['machine']}, flags: {', '.join(c['flags']) or 'none of note'}), {report['usable_cpus']} usable "
-             f"CPUs, Python {report['python']}, torch {report['torch']}.", "",
-             f"`zoo {' '.join(TRAIN)}` (MNIST-small, 9,000 training images) while N processes spin "
-             "(`while True: pass`). Settings: **old**: every CPU, OpenMP spin-waiting (what `zoo train` did); "
-             "**new**: today's default (one thread per CPU the others leave free; with fewer than all CPUs, idle "
-             "threads sleep); "
-             "**omp1**: `OMP_NUM_THREADS=1`. Epoch: the training epoch's seconds; wall: the whole command. "
-             f"Median of {report['repeats']} run(s) each.", "",
-             f"Load average (1 min) from {report['loadavg_start']} at the start to {report['loadavg_end']} at the "
-             f"end. Other jobs kept {report['others_busy_cpus_min']}-{report['others_busy_cpus_max']} CPUs' "
-             "worth busy during the runs (all CPU time less the runs' own and the spinning processes'); "
-             + (f"{report['unclean_runs']} of {len(report['runs'])} runs shared the machine with more than "
-                f"{CLEAN} of a CPU: those numbers are not clean." if report["unclean_runs"]
-                else "the machine was otherwise idle."), "",
-             "| busy processes | setting | threads | epoch (s) | wall (s) | old / this (epoch) | this / quiet old |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Training under CPU contention",
+        "",
+        f"Written by `python scripts/bench_contention.py` on {report['measured']}: {c['name']} "
+        f"({c['machine']}, flags: {', '.join(c['flags']) or 'none of note'}), {report['usable_cpus']} usable "
+        f"CPUs, Python {report['python']}, torch {report['torch']}.",
+        "",
+        f"`zoo {' '.join(TRAIN)}` (MNIST-small, 9,000 training images) while N processes spin "
+        "(`while True: pass`). Settings: **old**: every CPU, OpenMP spin-waiting (what `zoo train` did); "
+        "**new**: today's default (one thread per CPU the others leave free; with fewer than all CPUs, idle "
+        "threads sleep); "
+        "**omp1**: `OMP_NUM_THREADS=1`. Epoch: the training epoch's seconds; wall: the whole command. "
+        f"Median of {report['repeats']} run(s) each.",
+        "",
+        f"Load average (1 min) from {report['loadavg_start']} at the start to {report['loadavg_end']} at the "
+        f"end. Other jobs kept {report['others_busy_cpus_min']}-{report['others_busy_cpus_max']} CPUs' "
+        "worth busy during the runs (all CPU time less the runs' own and the spinning processes'); "
+        + (
+            f"{report['unclean_runs']} of {len(report['runs'])} runs shared the machine with more than "
+            f"{CLEAN} of a CPU: those numbers are not clean."
+            if report["unclean_runs"]
+            else "the machine was otherwise idle."
+        ),
+        "",
+        "| busy processes | setting | threads | epoch (s) | wall (s) | old / this (epoch) | this / quiet old |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for s in report["summary"]:
         t = "/".join(map(str, s["threads"])) or "-"
         timed = f" ({s['timed_out']} timed out)" if s["timed_out"] else ""
-        lines.append(f"| {s['busy_processes']} | {s['setting']}{timed} | {t} | {s['epoch_s']} | {s['wall_s']} | "
-                     f"{s['old_over_this']}x | {s['this_over_quiet_old']}x |")
+        lines.append(
+            f"| {s['busy_processes']} | {s['setting']}{timed} | {t} | {s['epoch_s']} | {s['wall_s']} | "
+            f"{s['old_over_this']}x | {s['this_over_quiet_old']}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -195,13 +231,22 @@ def main() -> None:
     import torch
 
     others = [r["others_busy_cpus"] for r in rows if r["others_busy_cpus"] is not None] or [None]
-    report = {"measured": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": cpu().to_dict(),
-              "usable_cpus": cpus, "python": platform.python_version(), "torch": torch.__version__,
-              "command": f"zoo {' '.join(TRAIN)}", "repeats": a.repeats,
-              "loadavg_start": round(start_load[0], 2), "loadavg_end": round(os.getloadavg()[0], 2),
-              "others_busy_cpus_min": min(others), "others_busy_cpus_max": max(others),
-              "unclean_runs": sum(1 for r in rows if r["others_busy_cpus"] is None or r["others_busy_cpus"] > CLEAN),
-              "summary": summarize(rows, busy), "runs": rows}
+    report = {
+        "measured": datetime.datetime.now().isoformat(timespec="minutes"),
+        "cpu": cpu().to_dict(),
+        "usable_cpus": cpus,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "command": f"zoo {' '.join(TRAIN)}",
+        "repeats": a.repeats,
+        "loadavg_start": round(start_load[0], 2),
+        "loadavg_end": round(os.getloadavg()[0], 2),
+        "others_busy_cpus_min": min(others),
+        "others_busy_cpus_max": max(others),
+        "unclean_runs": sum(1 for r in rows if r["others_busy_cpus"] is None or r["others_busy_cpus"] > CLEAN),
+        "summary": summarize(rows, busy),
+        "runs": rows,
+    }
     out = pathlib.Path(a.out)
     atomic.write_text(out.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
     atomic.write_text(out.with_suffix(".md"), markdown(report))

@@ -121,12 +121,15 @@ def export_int8(run: pathlib.Path, calibration: pathlib.Path | None) -> dict:
         return {"ok": False, "error": "no calibration photos (--shared/datasets/hymenoptera/train missing)"}
     start = time.perf_counter()
     verify = calibration.parent / "val"  # photos it never calibrated on
-    out = zoo("export", run, "--int8", "--calibration", calibration, "--verify-data", verify,
-              "--max-accuracy-drop", "100")
-    result = {"ok": out.returncode == 0 and (run / "model.int8.onnx").is_file(),
-              "seconds": round(time.perf_counter() - start, 1),
-              "command": f"zoo export {run.name} --int8 --calibration {calibration} --verify-data {verify} "
-                         "--max-accuracy-drop 100"}
+    out = zoo(
+        "export", run, "--int8", "--calibration", calibration, "--verify-data", verify, "--max-accuracy-drop", "100"
+    )
+    result = {
+        "ok": out.returncode == 0 and (run / "model.int8.onnx").is_file(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "command": f"zoo export {run.name} --int8 --calibration {calibration} --verify-data {verify} "
+        "--max-accuracy-drop 100",
+    }
     if not result["ok"]:
         result["error"] = last_line(out.stderr) or last_line(out.stdout) or f"exit {out.returncode}"
     else:
@@ -146,8 +149,10 @@ def auto_choice(run: pathlib.Path) -> tuple[str, str] | None:
 
 
 def find_row(report: dict, runtime: str, precision: str, batch: int) -> dict | None:
-    return next((r for r in report["rows"] if (r["runtime"], r["precision"], r["batch_size"])
-                 == (runtime, precision, batch)), None)
+    return next(
+        (r for r in report["rows"] if (r["runtime"], r["precision"], r["batch_size"]) == (runtime, precision, batch)),
+        None,
+    )
 
 
 def make_jpegs(photos_root: pathlib.Path, out: pathlib.Path, count: int) -> None:
@@ -171,8 +176,15 @@ def classify_supports_precision() -> bool:
     return "--precision" in zoo("classify", "--help").stdout
 
 
-def bench_classify(run: pathlib.Path, report: dict, photos_root: pathlib.Path, count: int, batch: int,
-                   threads: int | None, workdir: pathlib.Path) -> dict:
+def bench_classify(
+    run: pathlib.Path,
+    report: dict,
+    photos_root: pathlib.Path,
+    count: int,
+    batch: int,
+    threads: int | None,
+    workdir: pathlib.Path,
+) -> dict:
     """`zoo classify` on `count` JPEGs with the int8 model (where there is one), against that model's
     own batch throughput in the same runtime from `report`."""
     images = workdir / "jpegs"
@@ -198,17 +210,29 @@ def bench_classify(run: pathlib.Path, report: dict, photos_root: pathlib.Path, c
     precision, runtime = chosen.groups() if chosen else ("?", "?")
     row = find_row(report, runtime, precision, batch)
     model_img_s = row["img_s"] if row else None
-    result = {"model": report["architecture"], "images": n, "batch_size": batch, "runtime": runtime,
-              "precision": precision, "command": "zoo " + " ".join(str(c) for c in cmd).replace(str(workdir) + "/", ""),
-              "selection": out.stderr.strip().splitlines()[0], "classify_seconds": seconds,
-              "classify_img_s": rate, "process_wall_seconds": round(wall, 2), "wall_img_s": n / wall,
-              "model_batch_img_s": model_img_s}
+    result = {
+        "model": report["architecture"],
+        "images": n,
+        "batch_size": batch,
+        "runtime": runtime,
+        "precision": precision,
+        "command": "zoo " + " ".join(str(c) for c in cmd).replace(str(workdir) + "/", ""),
+        "selection": out.stderr.strip().splitlines()[0],
+        "classify_seconds": seconds,
+        "classify_img_s": rate,
+        "process_wall_seconds": round(wall, 2),
+        "wall_img_s": n / wall,
+        "model_batch_img_s": model_img_s,
+    }
     if model_img_s:
         result["ratio"] = rate / model_img_s
         result["ratio_wall"] = (n / wall) / model_img_s
-    print(f"zoo classify: {n} JPEGs, {precision} on {runtime}: {rate:.1f} img/s in the run ({n / wall:.1f} img/s "
-          f"counting process start and model load); the model alone at batch {batch}: "
-          f"{model_img_s and round(model_img_s, 1)} img/s", flush=True)
+    print(
+        f"zoo classify: {n} JPEGs, {precision} on {runtime}: {rate:.1f} img/s in the run ({n / wall:.1f} img/s "
+        f"counting process start and model load); the model alone at batch {batch}: "
+        f"{model_img_s and round(model_img_s, 1)} img/s",
+        flush=True,
+    )
     return result
 
 
@@ -218,8 +242,22 @@ def bench_isa_caps(run: pathlib.Path, batch: int, seconds: float, warmup: float,
     bf16 is left out: without AVX512-BF16 it would be emulated, and `infer.load` refuses it there."""
     rows = []
     for cap, what in ISA_CAPS.items():
-        cmd = ["bench", run, "--runtime", "openvino", "--precision", "fp32,int8", "--batch-size", batch,
-               "--seconds", seconds, "--warmup", warmup, "--format", "json"] + (["--threads", threads] if threads else [])
+        cmd = [
+            "bench",
+            run,
+            "--runtime",
+            "openvino",
+            "--precision",
+            "fp32,int8",
+            "--batch-size",
+            batch,
+            "--seconds",
+            seconds,
+            "--warmup",
+            warmup,
+            "--format",
+            "json",
+        ] + (["--threads", threads] if threads else [])
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
         out = subprocess.run([sys.executable, "-m", "zoo", *map(str, cmd)], capture_output=True, text=True, env=env)
         if out.returncode:
@@ -227,11 +265,22 @@ def bench_isa_caps(run: pathlib.Path, batch: int, seconds: float, warmup: float,
             continue
         bench = json.loads(out.stdout)
         fp32, int8 = (find_row(bench, "openvino", p, batch) for p in ("fp32", "int8"))
-        rows.append({"isa": cap, "what": what, "model": bench["architecture"], "batch": batch,
-                     "openvino_fp32_img_s": fp32 and fp32["img_s"], "openvino_int8_img_s": int8 and int8["img_s"],
-                     "int8_over_fp32": fp32 and int8 and int8["img_s"] / fp32["img_s"]})
-        print(f"ISA capped to {cap}: OpenVINO fp32 {fp32 and round(fp32['img_s'], 1)}, int8 "
-              f"{int8 and round(int8['img_s'], 1)} img/s", flush=True)
+        rows.append(
+            {
+                "isa": cap,
+                "what": what,
+                "model": bench["architecture"],
+                "batch": batch,
+                "openvino_fp32_img_s": fp32 and fp32["img_s"],
+                "openvino_int8_img_s": int8 and int8["img_s"],
+                "int8_over_fp32": fp32 and int8 and int8["img_s"] / fp32["img_s"],
+            }
+        )
+        print(
+            f"ISA capped to {cap}: OpenVINO fp32 {fp32 and round(fp32['img_s'], 1)}, int8 "
+            f"{int8 and round(int8['img_s'], 1)} img/s",
+            flush=True,
+        )
     return rows
 
 
@@ -257,8 +306,15 @@ def bench_gpu(names, min_time) -> dict | None:
                     torch.cuda.synchronize()
 
                 t = timed(step, min_time)
-                rows.append({"model": card.architecture, "dtype": str(dtype).split(".")[1], "batch": batch,
-                             "ms": t * 1e3, "img_s": batch / t})
+                rows.append(
+                    {
+                        "model": card.architecture,
+                        "dtype": str(dtype).split(".")[1],
+                        "batch": batch,
+                        "ms": t * 1e3,
+                        "img_s": batch / t,
+                    }
+                )
         del model
     return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
 
@@ -277,16 +333,21 @@ def markdown(report: dict) -> str:
     v = m["versions"]
     libs = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "openvino", "torch", "tensorrt") if v.get(k))
     s = report["settings"]
-    lines = [f"# Inference throughput ({m['cpu']['name']}, {m['cpu']['cores']} cores)", "",
-             f"Measured by `{report['command']}` on {report['date']} ({libs}); load average "
-             f"{m['loadavg_start']} at the start, {m['loadavg_end']} at the end (other work on the machine "
-             "slows every column).", "",
-             cpu_line(m["cpu"]) + ".", "",
-             f"img/s per (runtime, precision) and its speed-up over ONNX Runtime fp32 measured in the same run "
-             f"(`zoo bench MODEL`; random weights, {s['seconds']:g} s per measurement after {s['warmup']:g} s "
-             f"of warm-up; threads: {s['threads'] or 'each runtime’s default'}). Reduced precisions are "
-             "computed natively or not at all: a pair missing here cannot run on this machine (reasons below).",
-             ""]
+    lines = [
+        f"# Inference throughput ({m['cpu']['name']}, {m['cpu']['cores']} cores)",
+        "",
+        f"Measured by `{report['command']}` on {report['date']} ({libs}); load average "
+        f"{m['loadavg_start']} at the start, {m['loadavg_end']} at the end (other work on the machine "
+        "slows every column).",
+        "",
+        cpu_line(m["cpu"]) + ".",
+        "",
+        f"img/s per (runtime, precision) and its speed-up over ONNX Runtime fp32 measured in the same run "
+        f"(`zoo bench MODEL`; random weights, {s['seconds']:g} s per measurement after {s['warmup']:g} s "
+        f"of warm-up; threads: {s['threads'] or 'each runtime’s default'}). Reduced precisions are "
+        "computed natively or not at all: a pair missing here cannot run on this machine (reasons below).",
+        "",
+    ]
     pairs: list[tuple[str, str]] = [BASELINE]
     for bench in report["models"].values():
         for r in bench["rows"]:
@@ -306,9 +367,13 @@ def markdown(report: dict) -> str:
                 else:
                     cells.append(f"{r['img_s']:.1f} ({times(r['speedup'])})")
             lines.append(f"| {bench['architecture']} | {batch} | " + " | ".join(cells) + " |")
-    lines += ["", "Latency p50 / p99 per call (ms), batch 1:", "",
-              "| model | " + " | ".join(f"{PAIR_NAMES.get(b, b)} {p}" for b, p in pairs) + " |",
-              "| --- |" + " ---: |" * len(pairs)]
+    lines += [
+        "",
+        "Latency p50 / p99 per call (ms), batch 1:",
+        "",
+        "| model | " + " | ".join(f"{PAIR_NAMES.get(b, b)} {p}" for b, p in pairs) + " |",
+        "| --- |" + " ---: |" * len(pairs),
+    ]
     for bench in report["models"].values():
         cells = []
         for b, p in pairs:
@@ -333,44 +398,61 @@ def markdown(report: dict) -> str:
     lines += [""]
     h = sm.get("headline")
     if h:
-        lines.append(f"- {h['model']} batch {h['batch']}, `auto` ({h['precision']} on {h['runtime']}): "
-                     f"**{times(h['speedup'])}** ONNX Runtime fp32 (goal {h['goal']:g}x on this CPU)"
-                     if h.get("speedup") else f"- {h['model']}: `auto` takes {h['precision']} on {h['runtime']}, "
-                     "not measured at batch 32")
+        lines.append(
+            f"- {h['model']} batch {h['batch']}, `auto` ({h['precision']} on {h['runtime']}): "
+            f"**{times(h['speedup'])}** ONNX Runtime fp32 (goal {h['goal']:g}x on this CPU)"
+            if h.get("speedup")
+            else f"- {h['model']}: `auto` takes {h['precision']} on {h['runtime']}, not measured at batch 32"
+        )
     if "ort_over_torch" in sm:
         o = sm["ort_over_torch"]
-        lines.append(f"- ONNX Runtime fp32 / torch eager fp32, {o['model']} batch {o['batch']}: "
-                     f"**{times(o['ratio'])}**")
+        lines.append(
+            f"- ONNX Runtime fp32 / torch eager fp32, {o['model']} batch {o['batch']}: **{times(o['ratio'])}**"
+        )
     for c in report.get("classify") or []:
         if c.get("ratio"):
-            lines.append(f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, {c['precision']} on "
-                         f"{c['runtime']}, decoding included): {c['classify_img_s']:.1f} img/s = "
-                         f"**{times(c['ratio'])}** the model's own batch-{c['batch_size']} throughput "
-                         f"({c['model_batch_img_s']:.1f} img/s; goal {CLASSIFY_GOAL}x); {times(c['ratio_wall'])} "
-                         "counting process start and model load")
+            lines.append(
+                f"- `zoo classify` on {c['images']} JPEGs ({c['model']}, {c['precision']} on "
+                f"{c['runtime']}, decoding included): {c['classify_img_s']:.1f} img/s = "
+                f"**{times(c['ratio'])}** the model's own batch-{c['batch_size']} throughput "
+                f"({c['model_batch_img_s']:.1f} img/s; goal {CLASSIFY_GOAL}x); {times(c['ratio_wall'])} "
+                "counting process start and model load"
+            )
         else:
-            lines.append(f"- `zoo classify` ({c.get('model')}): {c.get('error') or 'no batch throughput to compare with'}")
+            lines.append(
+                f"- `zoo classify` ({c.get('model')}): {c.get('error') or 'no batch throughput to compare with'}"
+            )
     for r in report.get("isa_caps") or []:
         if r.get("int8_over_fp32"):
-            lines.append(f"- OpenVINO with oneDNN capped to {r['isa']} ({r['what']}), {r['model']} batch "
-                         f"{r['batch']}: fp32 {r['openvino_fp32_img_s']:.1f}, int8 {r['openvino_int8_img_s']:.1f} "
-                         f"img/s = **{times(r['int8_over_fp32'])}** (ONNX Runtime ignores the cap, so no ratio "
-                         "against it)")
+            lines.append(
+                f"- OpenVINO with oneDNN capped to {r['isa']} ({r['what']}), {r['model']} batch "
+                f"{r['batch']}: fp32 {r['openvino_fp32_img_s']:.1f}, int8 {r['openvino_int8_img_s']:.1f} "
+                f"img/s = **{times(r['int8_over_fp32'])}** (ONNX Runtime ignores the cap, so no ratio "
+                "against it)"
+            )
         else:
             lines.append(f"- OpenVINO capped to {r['isa']}: {r.get('error') or 'no int8 row'}")
     f = report.get("flops")
     if f:
-        lines.append(f"- {FLOPS_MODEL[0]} batch {FLOPS_MODEL[1]}: {f['gflop_per_batch']:.0f} GFLOP per batch; "
-                     f"measured fp32 matmul peak {f['peak_gflops']:.1f} GFLOP/s (torch.mm {f['peak_n']}x"
-                     f"{f['peak_n']}); " + "; ".join(
-                         f"{name} {g:.1f} GFLOP/s = **{g / f['peak_gflops']:.2f}**"
-                         for name, g in f["per_pair"].items()) + " of it (reduced precisions exceed it)")
+        lines.append(
+            f"- {FLOPS_MODEL[0]} batch {FLOPS_MODEL[1]}: {f['gflop_per_batch']:.0f} GFLOP per batch; "
+            f"measured fp32 matmul peak {f['peak_gflops']:.1f} GFLOP/s (torch.mm {f['peak_n']}x"
+            f"{f['peak_n']}); "
+            + "; ".join(f"{name} {g:.1f} GFLOP/s = **{g / f['peak_gflops']:.2f}**" for name, g in f["per_pair"].items())
+            + " of it (reduced precisions exceed it)"
+        )
     g = report.get("gpu")
     if g:
-        lines += ["", f"## torch on {g['gpu']}", "", "| model | dtype | batch | ms/batch | img/s |",
-                  "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['ms']:.2f} | {r['img_s']:.0f} |"
-                  for r in g["rows"]]
+        lines += [
+            "",
+            f"## torch on {g['gpu']}",
+            "",
+            "| model | dtype | batch | ms/batch | img/s |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['ms']:.2f} | {r['img_s']:.0f} |" for r in g["rows"]
+        ]
     else:
         lines += ["", "No CUDA device here: the GPU table is written where one is visible."]
     return "\n".join(lines) + "\n"
@@ -382,15 +464,23 @@ def main():
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--min-time", type=float, default=3.0, help="timed seconds per measurement (at least 3 calls)")
     ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first (at least 1 call)")
-    ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime "
-                                                               "(default: each's own)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads for every runtime (default: each's own)"
+    )
     ap.add_argument("--classify-images", type=int, default=1000)
     ap.add_argument("--no-int8", action="store_true", help="skip `zoo export --int8` (no int8 column)")
     ap.add_argument("--shared", type=pathlib.Path, default=ROOT.parent / "shared")
-    ap.add_argument("--out", type=pathlib.Path, default=None,
-                    help="where infer.json / infer.md go (default: benchmarks/; with --quick: nowhere)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: lenet5 only, 0.2 s per measurement, 64 JPEGs; writes files only with --out")
+    ap.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="where infer.json / infer.md go (default: benchmarks/; with --quick: nowhere)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: lenet5 only, 0.2 s per measurement, 64 JPEGs; writes files only with --out",
+    )
     args = ap.parse_args()
     if args.quick:
         args.models = args.models or ["lenet5"]
@@ -409,13 +499,28 @@ def main():
     photos = args.shared / "datasets" / "hymenoptera"
     calibration = photos / "train" if (photos / "train").is_dir() else None
     with_gpu = torch.cuda.is_available()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]).replace(
-                  str(ROOT) + "/", ""),
-              "machine": {"cpu": cpu().to_dict(), "versions": versions(), "torch_threads": torch.get_num_threads(),
-                          "loadavg_start": round(os.getloadavg()[0], 2)},
-              "settings": {"batch_sizes": args.batches, "seconds": args.min_time, "warmup": args.warmup,
-                           "threads": args.threads, "models": names, "fp16_files": with_gpu},
-              "models": {}, "int8_export": {}, "flops_per_image": {}, "summary": {}}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["python", *sys.argv]).replace(str(ROOT) + "/", ""),
+        "machine": {
+            "cpu": cpu().to_dict(),
+            "versions": versions(),
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_start": round(os.getloadavg()[0], 2),
+        },
+        "settings": {
+            "batch_sizes": args.batches,
+            "seconds": args.min_time,
+            "warmup": args.warmup,
+            "threads": args.threads,
+            "models": names,
+            "fp16_files": with_gpu,
+        },
+        "models": {},
+        "int8_export": {},
+        "flops_per_image": {},
+        "summary": {},
+    }
     peak = matmul_peak() if FLOPS_MODEL[0] in names else None
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
@@ -427,9 +532,14 @@ def main():
             if not args.no_int8:
                 x = report["int8_export"][name] = export_int8(run, calibration)
                 print(f"int8 export: {'ok' if x['ok'] else x['error']}", flush=True)
-            report["models"][name] = run_bench(run, batch_sizes=args.batches, threads=args.threads,
-                                               seconds=args.min_time, warmup=args.warmup,
-                                               progress=lambda line: print("  " + line, flush=True))
+            report["models"][name] = run_bench(
+                run,
+                batch_sizes=args.batches,
+                threads=args.threads,
+                seconds=args.min_time,
+                warmup=args.warmup,
+                progress=lambda line: print("  " + line, flush=True),
+            )
             for sk in report["models"][name]["skipped"]:
                 print(f"  skipped {sk['precision']} on {sk['runtime']}: {sk['reason']}", flush=True)
 
@@ -440,28 +550,43 @@ def main():
         choice = auto_choice(runs[head_name])
         if choice:
             row = find_row(bench, *choice, head_batch)
-            summary["headline"] = {"model": head_name, "batch": head_batch, "runtime": choice[0],
-                                   "precision": choice[1], "speedup": row and row["speedup"],
-                                   "goal": headline_goal(report["machine"]["cpu"])}
+            summary["headline"] = {
+                "model": head_name,
+                "batch": head_batch,
+                "runtime": choice[0],
+                "precision": choice[1],
+                "speedup": row and row["speedup"],
+                "goal": headline_goal(report["machine"]["cpu"]),
+            }
         ort, eager = find_row(bench, "onnxruntime", "fp32", head_batch), find_row(bench, "torch", "fp32", head_batch)
         if ort and eager:
-            summary["ort_over_torch"] = {"model": head_name, "batch": head_batch,
-                                         "ratio": ort["img_s"] / eager["img_s"]}
+            summary["ort_over_torch"] = {
+                "model": head_name,
+                "batch": head_batch,
+                "ratio": ort["img_s"] / eager["img_s"],
+            }
         if FLOPS_MODEL[0] in names and FLOPS_MODEL[1] in args.batches:
             peak = max(peak, matmul_peak(), key=lambda p: p["gflops"])  # load from elsewhere only lowers it
             gflop_img = report["flops_per_image"][FLOPS_MODEL[0]] / 1e9
             rows = [r for r in report["models"][FLOPS_MODEL[0]]["rows"] if r["batch_size"] == FLOPS_MODEL[1]]
-            report["flops"] = {"gflop_per_batch": gflop_img * FLOPS_MODEL[1], "peak_gflops": peak["gflops"],
-                               "peak_n": peak["n"],
-                               "per_pair": {f"{PAIR_NAMES.get(r['runtime'], r['runtime'])} {r['precision']}":
-                                            gflop_img * r["img_s"] for r in rows}}
+            report["flops"] = {
+                "gflop_per_batch": gflop_img * FLOPS_MODEL[1],
+                "peak_gflops": peak["gflops"],
+                "peak_n": peak["n"],
+                "per_pair": {
+                    f"{PAIR_NAMES.get(r['runtime'], r['runtime'])} {r['precision']}": gflop_img * r["img_s"]
+                    for r in rows
+                },
+            }
         if args.classify_images and photos.is_dir():
-            report["classify"] = [bench_classify(runs[n], report["models"][n], photos, args.classify_images,
-                                                 head_batch, args.threads, workdir)
-                                  for n in ([n for n in CLASSIFY_MODELS if n in names] or [head_name])]
+            report["classify"] = [
+                bench_classify(
+                    runs[n], report["models"][n], photos, args.classify_images, head_batch, args.threads, workdir
+                )
+                for n in ([n for n in CLASSIFY_MODELS if n in names] or [head_name])
+            ]
         if not args.no_int8 and (runs[head_name] / "model.int8.onnx").is_file():
-            report["isa_caps"] = bench_isa_caps(runs[head_name], head_batch, args.min_time, args.warmup,
-                                                args.threads)
+            report["isa_caps"] = bench_isa_caps(runs[head_name], head_batch, args.min_time, args.warmup, args.threads)
     report["gpu"] = bench_gpu(names, args.min_time)
     report["machine"]["loadavg_end"] = round(os.getloadavg()[0], 2)
     text = markdown(report)

@@ -51,6 +51,7 @@ BOUNDARY = "zoo-bench-boundary"
 
 # ---- models and inputs -----------------------------------------------------------------------------
 
+
 def export(name: str, out: pathlib.Path, **card_kwargs) -> pathlib.Path:
     """A run directory for `name` with random weights, exported to ONNX; the .onnx path."""
     import torch
@@ -91,8 +92,14 @@ def photos(count: int) -> list[bytes]:
 
 
 def multipart(data: bytes, content_type: str = "image/png") -> bytes:
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
@@ -100,12 +107,14 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 # ---- servers ---------------------------------------------------------------------------------------
 
+
 class Process:
     """A server subprocess in its own process group; its output collected on a thread."""
 
     def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
         self.reader.start()
@@ -155,8 +164,9 @@ def wait_ready(url: str, path: str, proc: Process, timeout: float = 300) -> None
 
 
 def zoo_serve(model: pathlib.Path, *options) -> tuple[Process, str]:
-    p = Process([sys.executable, "-m", "zoo", "serve", str(model), "--port", "0", "--log-level", "warning",
-                 *map(str, options)])
+    p = Process(
+        [sys.executable, "-m", "zoo", "serve", str(model), "--port", "0", "--log-level", "warning", *map(str, options)]
+    )
     url = p.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
     wait_ready(url, "/v2/health/ready", p)
     return p, url
@@ -174,6 +184,7 @@ except ImportError:
     litserve = None
 
 if litserve is not None:
+
     class LitClassifier(litserve.LitAPI):
         """The same job as zoo serve's /predict, in LitServe: multipart image -> preprocess -> top-5."""
 
@@ -210,7 +221,8 @@ def litserve_server(model: str, port: int, max_batch_size: int, max_delay_ms: fl
     """Run LitServe on `model` (the mode `--litserve-server` starts in a subprocess)."""
     api = LitClassifier(model, max_batch_size=max_batch_size, batch_timeout=max_delay_ms / 1000)
     litserve.LitServer(api, accelerator="cpu", workers_per_device=1).run(
-        host="127.0.0.1", port=port, generate_client_file=False, log_level="warning")
+        host="127.0.0.1", port=port, generate_client_file=False, log_level="warning"
+    )
 
 
 # ---- load generators -------------------------------------------------------------------------------
@@ -241,17 +253,40 @@ def load_wrk(url: str, path: str, bodies: list[bytes], content_type: str, client
             (pathlib.Path(tmp) / f"{i}.bin").write_bytes(b)
         script = pathlib.Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT.replace("__PATH__", path).replace("__CONTENT_TYPE__", content_type))
-        run = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-                              "-s", str(script), url, "--", tmp, str(len(bodies))], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{clients}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(script),
+                url,
+                "--",
+                tmp,
+                str(len(bodies)),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode != 0 or "RESULT" not in run.stdout:
             raise RuntimeError(f"wrk failed: {run.stdout[-2000:]}{run.stderr[-2000:]}")
         out = run.stdout
-    n, us, connect, read, write, status, timeout, p50, p90, p99, worst = re.search(
-        r"RESULT (.*)", out).group(1).split()
-    return {"requests": int(n), "seconds": int(us) / 1e6, "rps": int(n) / (int(us) / 1e6),
-            "p50_ms": float(p50) / 1000, "p90_ms": float(p90) / 1000, "p99_ms": float(p99) / 1000,
-            "max_ms": float(worst) / 1000, "non_2xx": int(status),
-            "socket_errors": int(connect) + int(read) + int(write) + int(timeout), "generator": "wrk"}
+    n, us, connect, read, write, status, timeout, p50, p90, p99, worst = re.search(r"RESULT (.*)", out).group(1).split()
+    return {
+        "requests": int(n),
+        "seconds": int(us) / 1e6,
+        "rps": int(n) / (int(us) / 1e6),
+        "p50_ms": float(p50) / 1000,
+        "p90_ms": float(p90) / 1000,
+        "p99_ms": float(p99) / 1000,
+        "max_ms": float(worst) / 1000,
+        "non_2xx": int(status),
+        "socket_errors": int(connect) + int(read) + int(write) + int(timeout),
+        "generator": "wrk",
+    }
 
 
 def load_httpx(url: str, path: str, bodies: list[bytes], content_type: str, clients: int, seconds: float) -> dict:
@@ -281,9 +316,18 @@ def load_httpx(url: str, path: str, bodies: list[bytes], content_type: str, clie
     asyncio.run(run())
     took = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"requests": len(ms), "seconds": took, "rps": len(ms) / took, "p50_ms": float(np.percentile(ms, 50)),
-            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max()), "non_2xx": bad, "socket_errors": errors, "generator": "httpx"}
+    return {
+        "requests": len(ms),
+        "seconds": took,
+        "rps": len(ms) / took,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "non_2xx": bad,
+        "socket_errors": errors,
+        "generator": "httpx",
+    }
 
 
 def load(*args) -> dict:
@@ -291,6 +335,7 @@ def load(*args) -> dict:
 
 
 # ---- measurements ----------------------------------------------------------------------------------
+
 
 def in_process(model: pathlib.Path, bodies: list[bytes], batch: int, seconds: float, decode: bool = True) -> dict:
     """Images/s of decode + preprocess + predict in batches, in this process (no HTTP), and of the model
@@ -303,9 +348,12 @@ def in_process(model: pathlib.Path, bodies: list[bytes], batch: int, seconds: fl
     ready = np.stack([preprocess(b, card) for b in bodies[:batch]])
     predictor.predict(ready)  # warm-up
     out = {}
-    steps = {"decode_and_predict": lambda i: predictor.predict(np.stack(
-                 [preprocess(b, card) for b in (bodies * 2)[i % len(bodies):][:batch]])),
-             "predict_only": lambda i: predictor.predict(ready)}
+    steps = {
+        "decode_and_predict": lambda i: predictor.predict(
+            np.stack([preprocess(b, card) for b in (bodies * 2)[i % len(bodies) :][:batch]])
+        ),
+        "predict_only": lambda i: predictor.predict(ready),
+    }
     if not decode:
         del steps["decode_and_predict"]
     for what, step in steps.items():
@@ -341,11 +389,16 @@ def mixed_requests(url: str, name: str, total: int, clients: int, max_body: int)
         ("good png", 200, "/predict", digits[1], png),
         ("good multipart", 200, "/predict", multipart(digits[2]), {"Content-Type": MULTIPART}),
         ("good v2 fp32", 200, infer_path, v2(), js),
-        ("good v2 bytes", 200, infer_path, v2(shape=[1], datatype="BYTES",
-                                              data=[base64.b64encode(digits[3]).decode()]), js),
+        (
+            "good v2 bytes",
+            200,
+            infer_path,
+            v2(shape=[1], datatype="BYTES", data=[base64.b64encode(digits[3]).decode()]),
+            js,
+        ),
         ("empty body", 400, "/predict", b"", png),
         ("not an image", 400, "/predict", b"hello, world", png),
-        ("truncated jpeg", 400, "/predict", photo[:len(photo) // 2], png),
+        ("truncated jpeg", 400, "/predict", photo[: len(photo) // 2], png),
         ("decompression bomb", 400, "/predict", bomb, png),
         ("body too large", 413, "/predict", b"\0" * (max_body + 1), png),
         ("wrong content type", 415, "/predict", digits[4], {"Content-Type": "text/plain"}),
@@ -384,15 +437,30 @@ def mixed_requests(url: str, name: str, total: int, clients: int, max_body: int)
     asyncio.run(run())
     took = time.perf_counter() - start
     five = sum(n for s in statuses.values() for k, n in s.items() if k.startswith("5"))
-    alive = httpx.get(url + "/v2/health/live").status_code == 200 and httpx.post(
-        url + "/predict", content=digits[6], headers=png).status_code == 200
+    alive = (
+        httpx.get(url + "/v2/health/live").status_code == 200
+        and httpx.post(url + "/predict", content=digits[6], headers=png).status_code == 200
+    )
     metrics = httpx.get(url + "/metrics").text
-    server_5xx = sum(float(v) for route, v in re.findall(  # (a 503 from the readiness probe while warming up
-        r'^zoo_requests_total\{[^}]*route="([^"]*)",status="5\d\d"[^}]*\} (\S+)$', metrics, re.M)  # is not one)
-        if "/health" not in route)
-    return {"requests": total, "seconds": took, "rps": total / took, "kinds": len(kinds), "statuses": statuses,
-            "5xx": five, "5xx_counted_by_server": server_5xx, "dropped_connections": dropped,
-            "unexpected_status": unexpected, "alive_after": alive}
+    server_5xx = sum(
+        float(v)
+        for route, v in re.findall(  # (a 503 from the readiness probe while warming up
+            r'^zoo_requests_total\{[^}]*route="([^"]*)",status="5\d\d"[^}]*\} (\S+)$', metrics, re.M
+        )  # is not one)
+        if "/health" not in route
+    )
+    return {
+        "requests": total,
+        "seconds": took,
+        "rps": total / took,
+        "kinds": len(kinds),
+        "statuses": statuses,
+        "5xx": five,
+        "5xx_counted_by_server": server_5xx,
+        "dropped_connections": dropped,
+        "unexpected_status": unexpected,
+        "alive_after": alive,
+    }
 
 
 def load_average() -> float:
@@ -404,8 +472,9 @@ def main():
     ap.add_argument("--duration", type=float, default=15, help="seconds of load per measurement")
     ap.add_argument("--mixed", type=int, default=10_000, help="requests in the mixed good/bad run")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks")
-    ap.add_argument("--litserve-server", nargs=4, metavar=("MODEL", "PORT", "BATCH", "DELAY_MS"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--litserve-server", nargs=4, metavar=("MODEL", "PORT", "BATCH", "DELAY_MS"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.litserve_server:
         model, port, batch, delay = args.litserve_server
@@ -416,11 +485,17 @@ def main():
     import uvicorn
 
     seconds = args.duration
-    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "onnxruntime": onnxruntime.__version__, "uvicorn": uvicorn.__version__,
-                          "load_average_start": load_average(),
-                          "generator": "wrk -t1" if shutil.which("wrk") else "httpx (in the benchmark process)"},
-              "duration_s": seconds}
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+            "uvicorn": uvicorn.__version__,
+            "load_average_start": load_average(),
+            "generator": "wrk -t1" if shutil.which("wrk") else "httpx (in the benchmark process)",
+        },
+        "duration_s": seconds,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         lenet = export("lenet", tmp)
@@ -438,14 +513,24 @@ def main():
                 served[label] = load(url, "/predict", digits, "image/png", 32, seconds)
             finally:
                 code = server.stop()
-            served[label].update(options=" ".join(map(str, options)) or "(defaults)", exit_code_after_sigterm=code,
-                                 ratio=served[label]["rps"] / base["decode_and_predict_images_per_s"])
-            print(f"lenet {label}: {served[label]['rps']:.0f} req/s (p99 {served[label]['p99_ms']:.1f} ms) vs "
-                  f"in-process {base['decode_and_predict_images_per_s']:.0f} img/s: {served[label]['ratio']:.2f}x",
-                  flush=True)
+            served[label].update(
+                options=" ".join(map(str, options)) or "(defaults)",
+                exit_code_after_sigterm=code,
+                ratio=served[label]["rps"] / base["decode_and_predict_images_per_s"],
+            )
+            print(
+                f"lenet {label}: {served[label]['rps']:.0f} req/s (p99 {served[label]['p99_ms']:.1f} ms) vs "
+                f"in-process {base['decode_and_predict_images_per_s']:.0f} img/s: {served[label]['ratio']:.2f}x",
+                flush=True,
+            )
         best = max(served.values(), key=lambda r: r["rps"])
-        result["lenet_32_clients"] = {"server": best, "configurations": served, "in_process": base,
-                                      "ratio": best["ratio"], "goal": 0.5}
+        result["lenet_32_clients"] = {
+            "server": best,
+            "configurations": served,
+            "in_process": base,
+            "ratio": best["ratio"],
+            "goal": 0.5,
+        }
 
         # 4. LitServe, same model and batching, multipart uploads to both
         bodies = [multipart(d) for d in digits]
@@ -458,17 +543,33 @@ def main():
             finally:
                 server.stop()
             port = free_port()
-            lit = Process([sys.executable, str(pathlib.Path(__file__).resolve()), "--litserve-server", str(lenet),
-                           str(port), "32", "5"])
+            lit = Process(
+                [
+                    sys.executable,
+                    str(pathlib.Path(__file__).resolve()),
+                    "--litserve-server",
+                    str(lenet),
+                    str(port),
+                    "32",
+                    "5",
+                ]
+            )
             try:
                 wait_ready(f"http://127.0.0.1:{port}", "/health", lit)
                 theirs = load(f"http://127.0.0.1:{port}", "/predict", bodies, MULTIPART, 32, seconds)
             finally:
                 lit.stop()
-            result["litserve"] = {"version": litserve.__version__, "zoo_serve": ours, "litserve": theirs,
-                                  "ratio": ours["rps"] / theirs["rps"]}
-            print(f"litserve: zoo serve {ours['rps']:.0f} req/s vs LitServe {theirs['rps']:.0f} req/s: "
-                  f"{result['litserve']['ratio']:.2f}x", flush=True)
+            result["litserve"] = {
+                "version": litserve.__version__,
+                "zoo_serve": ours,
+                "litserve": theirs,
+                "ratio": ours["rps"] / theirs["rps"],
+            }
+            print(
+                f"litserve: zoo serve {ours['rps']:.0f} req/s vs LitServe {theirs['rps']:.0f} req/s: "
+                f"{result['litserve']['ratio']:.2f}x",
+                flush=True,
+            )
 
         # 3. 10,000 mixed good and bad requests
         server, url = zoo_serve(lenet, "--max-body-mb", 1, "--max-image-pixels", 1_000_000)
@@ -479,8 +580,11 @@ def main():
             code = server.stop()
         mixed["exit_code_after_sigterm"] = code
         result["mixed_good_and_bad"] = mixed
-        print(f"mixed: {mixed['requests']} requests, 5xx {mixed['5xx']}, dropped {mixed['dropped_connections']}, "
-              f"alive {mixed['alive_after']}", flush=True)
+        print(
+            f"mixed: {mixed['requests']} requests, 5xx {mixed['5xx']}, dropped {mixed['dropped_connections']}, "
+            f"alive {mixed['alive_after']}",
+            flush=True,
+        )
 
         # 2. resnet18: dynamic batching against --max-batch-size 1
         resnet = export("resnet18", tmp, num_classes=2, class_names=["ants", "bees"])
@@ -494,13 +598,22 @@ def main():
                 code = server.stop()
             runs[label]["exit_code_after_sigterm"] = code
         ratio = runs["dynamic_batching"]["rps"] / runs["max_batch_size_1"]["rps"]
-        ceiling = {f"batch_{b}": in_process(resnet, images, b, min(seconds, 8), decode=False)[
-                       "predict_only_images_per_s"]
-                   for b in (1, 16)}  # what batching buys the model alone on this CPU, without HTTP
-        result["resnet18_16_clients"] = {**runs, "ratio": ratio, "goal": 2.0, "in_process_model_only": ceiling,
-                                         "in_process_batching_gain": ceiling["batch_16"] / ceiling["batch_1"]}
-        print(f"resnet18: batched {runs['dynamic_batching']['rps']:.1f} req/s vs batch 1 "
-              f"{runs['max_batch_size_1']['rps']:.1f} req/s: {ratio:.2f}x", flush=True)
+        ceiling = {
+            f"batch_{b}": in_process(resnet, images, b, min(seconds, 8), decode=False)["predict_only_images_per_s"]
+            for b in (1, 16)
+        }  # what batching buys the model alone on this CPU, without HTTP
+        result["resnet18_16_clients"] = {
+            **runs,
+            "ratio": ratio,
+            "goal": 2.0,
+            "in_process_model_only": ceiling,
+            "in_process_batching_gain": ceiling["batch_16"] / ceiling["batch_1"],
+        }
+        print(
+            f"resnet18: batched {runs['dynamic_batching']['rps']:.1f} req/s vs batch 1 "
+            f"{runs['max_batch_size_1']['rps']:.1f} req/s: {ratio:.2f}x",
+            flush=True,
+        )
     result["machine"]["load_average_end"] = load_average()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -513,17 +626,23 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     le, rn, mx = r["lenet_32_clients"], r["resnet18_16_clients"], r["mixed_good_and_bad"]
     lines = [
-        "# zoo serve under load (127.0.0.1)", "",
+        "# zoo serve under load (127.0.0.1)",
+        "",
         f"{m['cpus']} CPUs, onnxruntime {m['onnxruntime']}, uvicorn {m['uvicorn']}, load generator "
         f"{m['generator']}, {r['duration_s']:.0f} s per run, load average {m['load_average_start']:.1f} at the "
-        f"start and {m['load_average_end']:.1f} at the end (the server and the load generator share the 2 cores). Random weights; servers at "
-        "--log-level warning, default --max-delay-ms 5.", "",
-        "| measurement | zoo serve | baseline | ratio | goal |", "| --- | --- | --- | --- | --- |",
-        *(f"| LeNet ONNX, 32 clients, PNG to /predict, `zoo serve {c['options']}` | {c['rps']:.0f} req/s, p50 "
-          f"{c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms | in-process decode + predict, batches of 32: "
-          f"{le['in_process']['decode_and_predict_images_per_s']:.0f} img/s (model alone "
-          f"{le['in_process']['predict_only_images_per_s']:.0f} img/s) | {c['ratio']:.2f}x | >= 0.5x |"
-          for c in le["configurations"].values()),
+        f"start and {m['load_average_end']:.1f} at the end (the server and the load generator share the 2 cores). "
+        "Random weights; servers at "
+        "--log-level warning, default --max-delay-ms 5.",
+        "",
+        "| measurement | zoo serve | baseline | ratio | goal |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| LeNet ONNX, 32 clients, PNG to /predict, `zoo serve {c['options']}` | {c['rps']:.0f} req/s, p50 "
+            f"{c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms | in-process decode + predict, batches of 32: "
+            f"{le['in_process']['decode_and_predict_images_per_s']:.0f} img/s (model alone "
+            f"{le['in_process']['predict_only_images_per_s']:.0f} img/s) | {c['ratio']:.2f}x | >= 0.5x |"
+            for c in le["configurations"].values()
+        ),
         f"| resnet18 ONNX, 16 clients, photos to /predict | dynamic batching: "
         f"{rn['dynamic_batching']['rps']:.1f} req/s, p99 {rn['dynamic_batching']['p99_ms']:.0f} ms | "
         f"--max-batch-size 1: {rn['max_batch_size_1']['rps']:.1f} req/s, p99 "
@@ -537,10 +656,12 @@ def markdown(r: dict) -> str:
     ]
     ls = r.get("litserve", {})
     if "ratio" in ls:
-        lines.append(f"| LeNet ONNX, 32 clients, multipart to /predict, vs LitServe {ls['version']} (same batch "
-                     f"32 / 5 ms) | {ls['zoo_serve']['rps']:.0f} req/s, p99 {ls['zoo_serve']['p99_ms']:.1f} ms | "
-                     f"LitServe {ls['litserve']['rps']:.0f} req/s, p99 {ls['litserve']['p99_ms']:.1f} ms | "
-                     f"{ls['ratio']:.2f}x | reported |")
+        lines.append(
+            f"| LeNet ONNX, 32 clients, multipart to /predict, vs LitServe {ls['version']} (same batch "
+            f"32 / 5 ms) | {ls['zoo_serve']['rps']:.0f} req/s, p99 {ls['zoo_serve']['p99_ms']:.1f} ms | "
+            f"LitServe {ls['litserve']['rps']:.0f} req/s, p99 {ls['litserve']['p99_ms']:.1f} ms | "
+            f"{ls['ratio']:.2f}x | reported |"
+        )
     else:
         lines.append(f"| vs LitServe | {ls.get('skipped', 'not run')} | | | reported |")
     return "\n".join(lines) + "\n"

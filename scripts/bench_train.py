@@ -40,17 +40,28 @@ def bench_default(tmp: pathlib.Path, repeats: int) -> dict:
     for k in range(repeats):
         r = run_zoo(["train", "lenet", "--output", str(tmp / f"default{k}")], cwd=tmp)
         history = json.loads((tmp / f"default{k}" / "history.json").read_text())
-        runs.append({**r, "prov": rundir.read_card(tmp / f"default{k}").provenance,
-                     "train_seconds": [h["train_seconds"] for h in history]})
+        runs.append(
+            {
+                **r,
+                "prov": rundir.read_card(tmp / f"default{k}").provenance,
+                "train_seconds": [h["train_seconds"] for h in history],
+            }
+        )
     walls = sorted(r["wall_s"] for r in runs)
     prov = runs[0]["prov"]
     assert all(r["prov"]["metrics"] == prov["metrics"] for r in runs), "training was not deterministic"
-    return {"command": "zoo train lenet", "wall_s": walls[len(walls) // 2], "wall_s_all": [r["wall_s"] for r in runs],
-            "train_seconds_by_epoch": [r["train_seconds"] for r in runs],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "test_acc": prov["metrics"]["test_acc"], "test_n": prov["metrics"]["test_n"],
-            "best_val_acc": prov["metrics"]["best_val_acc"], "epochs": prov["epochs"],
-            "goal": "wall <= 60 s, test accuracy >= 98 %, peak RSS < 1.5 GB"}
+    return {
+        "command": "zoo train lenet",
+        "wall_s": walls[len(walls) // 2],
+        "wall_s_all": [r["wall_s"] for r in runs],
+        "train_seconds_by_epoch": [r["train_seconds"] for r in runs],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "test_acc": prov["metrics"]["test_acc"],
+        "test_n": prov["metrics"]["test_n"],
+        "best_val_acc": prov["metrics"]["best_val_acc"],
+        "epochs": prov["epochs"],
+        "goal": "wall <= 60 s, test accuracy >= 98 %, peak RSS < 1.5 GB",
+    }
 
 
 def bench_full(tmp: pathlib.Path, mnist_dir: pathlib.Path) -> dict:
@@ -58,13 +69,17 @@ def bench_full(tmp: pathlib.Path, mnist_dir: pathlib.Path) -> dict:
     r = run_zoo(args, cwd=tmp)
     prov = rundir.read_card(tmp / "full").provenance
     history = json.loads((tmp / "full" / "history.json").read_text())
-    return {"command": "zoo " + " ".join(a if a != str(mnist_dir) else "../shared/datasets/mnist"
-                                          for a in args[:-2]),
-            "data": prov["data"], "wall_s": r["wall_s"], "test_acc": prov["metrics"]["test_acc"],
-            "test_n": prov["metrics"]["test_n"], "best_val_acc": prov["metrics"]["best_val_acc"],
-            "best_epoch": prov["metrics"]["best_epoch"],
-            "val_acc_by_epoch": [h["val_acc"] for h in history],
-            "goal": "test accuracy >= 99.2 % within 15 epochs"}
+    return {
+        "command": "zoo " + " ".join(a if a != str(mnist_dir) else "../shared/datasets/mnist" for a in args[:-2]),
+        "data": prov["data"],
+        "wall_s": r["wall_s"],
+        "test_acc": prov["metrics"]["test_acc"],
+        "test_n": prov["metrics"]["test_n"],
+        "best_val_acc": prov["metrics"]["best_val_acc"],
+        "best_epoch": prov["metrics"]["best_epoch"],
+        "val_acc_by_epoch": [h["val_acc"] for h in history],
+        "goal": "test accuracy >= 99.2 % within 15 epochs",
+    }
 
 
 def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
@@ -91,7 +106,7 @@ def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
         for epoch in range(epochs):
             order = torch.randperm(len(x_all))
             for i in range(0, len(order) - batch + 1, batch):
-                idx = order[i:i + batch]
+                idx = order[i : i + batch]
                 loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -99,9 +114,18 @@ def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
         return (len(x_all) // batch * batch * epochs) / (time.perf_counter() - start)
 
     def trainer(k: int) -> tuple[float, float]:
-        cfg = TrainConfig(data="mnist-small", val_split=0, epochs=epochs, batch_size=batch, lr=0.05,
-                          schedule="constant", augment="none", label_smoothing=0.0, workers=0,
-                          output=str(tmp / f"throughput{k}"))
+        cfg = TrainConfig(
+            data="mnist-small",
+            val_split=0,
+            epochs=epochs,
+            batch_size=batch,
+            lr=0.05,
+            schedule="constant",
+            augment="none",
+            label_smoothing=0.0,
+            workers=0,
+            output=str(tmp / f"throughput{k}"),
+        )
         start = time.perf_counter()
         result = train(cfg, log=lambda s: None)
         whole = time.perf_counter() - start
@@ -118,16 +142,25 @@ def bench_throughput(tmp: pathlib.Path, repeats: int, epochs: int) -> dict:
         loop.append(t_loop)
         run.append(t_run)
     median = statistics.median
-    return {"batch_size": batch, "images": len(x_all), "epochs_per_measure": epochs, "repeats": repeats,
-            "threads": torch.get_num_threads(),
-            "minimal_loop_img_s": round(max(base), 1), "trainer_loop_img_s": round(max(loop), 1),
-            "trainer_run_img_s": round(max(run), 1),
-            "ratio_loop": round(median(t / b for t, b in zip(loop, base)), 3),
-            "ratio_run": round(median(t / b for t, b in zip(run, base)), 3),
-            "ratio_best": round(max(loop) / max(base), 3),
-            "all": {"minimal": [round(v) for v in base], "trainer_loop": [round(v) for v in loop],
-                    "trainer_run": [round(v) for v in run]},
-            "goal": "trainer >= 0.9 x minimal loop"}
+    return {
+        "batch_size": batch,
+        "images": len(x_all),
+        "epochs_per_measure": epochs,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "minimal_loop_img_s": round(max(base), 1),
+        "trainer_loop_img_s": round(max(loop), 1),
+        "trainer_run_img_s": round(max(run), 1),
+        "ratio_loop": round(median(t / b for t, b in zip(loop, base)), 3),
+        "ratio_run": round(median(t / b for t, b in zip(run, base)), 3),
+        "ratio_best": round(max(loop) / max(base), 3),
+        "all": {
+            "minimal": [round(v) for v in base],
+            "trainer_loop": [round(v) for v in loop],
+            "trainer_run": [round(v) for v in run],
+        },
+        "goal": "trainer >= 0.9 x minimal loop",
+    }
 
 
 def _when(r: dict) -> str:
@@ -138,11 +171,13 @@ def write_markdown(results: dict, path: pathlib.Path) -> None:
     d, t, f = results.get("default"), results.get("throughput"), results.get("full")
     cores = os.cpu_count() or 1
     loads = [r["loadavg_start"] for r in (d, t, f) if r] + [r["loadavg_end"] for r in (d, t, f) if r]
-    lines = ["# Training benchmarks", "",
-             f"Written by `python scripts/bench_train.py` ({results['machine']}).", ""]
+    lines = ["# Training benchmarks", "", f"Written by `python scripts/bench_train.py` ({results['machine']}).", ""]
     if max(loads, default=0) > 0.5 * cores:
-        lines += [f"Some rows were measured while other jobs were running (load averages up to {max(loads)} on "
-                  f"{cores} cores; the measured column gives each row's): their times are pessimistic.", ""]
+        lines += [
+            f"Some rows were measured while other jobs were running (load averages up to {max(loads)} on "
+            f"{cores} cores; the measured column gives each row's): their times are pessimistic.",
+            "",
+        ]
     lines += ["| benchmark | result | goal | measured |", "| --- | --- | --- | --- |"]
     if d:
         lines += [
@@ -150,28 +185,35 @@ def write_markdown(results: dict, path: pathlib.Path) -> None:
             f"epochs; all: {', '.join(f'{w:.0f}' for w in d['wall_s_all'])} s) | <= 60 s | {_when(d)} |",
             f"| `{d['command']}`: MNIST-small test accuracy | {100 * d['test_acc']:.2f} % "
             f"({d['test_n']:,} images) | >= 98 % | same run |",
-            f"| `{d['command']}`: peak RSS | {d['peak_rss_mb']:.0f} MB | < 1,500 MB | same run |"]
+            f"| `{d['command']}`: peak RSS | {d['peak_rss_mb']:.0f} MB | < 1,500 MB | same run |",
+        ]
     if f:
-        lines.append(f"| LeNet, full MNIST (last 10,000 held out as test), 15 epochs: test accuracy "
-                     f"| {100 * f['test_acc']:.2f} % (best val at epoch {f['best_epoch']}; "
-                     f"{f['wall_s'] / 60:.1f} min) | >= 99.2 % | {_when(f)}, threads: {f['torch_threads_env']} |")
+        lines.append(
+            f"| LeNet, full MNIST (last 10,000 held out as test), 15 epochs: test accuracy "
+            f"| {100 * f['test_acc']:.2f} % (best val at epoch {f['best_epoch']}; "
+            f"{f['wall_s'] / 60:.1f} min) | >= 99.2 % | {_when(f)}, threads: {f['torch_threads_env']} |"
+        )
     if t:
         lines += [
             f"| trainer throughput, batch {t['batch_size']}, vs a minimal PyTorch loop (training loop) | "
             f"{t['ratio_loop']:.2f}x (best: {t['trainer_loop_img_s']:,.0f} vs {t['minimal_loop_img_s']:,.0f} "
             f"img/s) | >= 0.9x | {_when(t)} |",
             f"| same, the whole `train()` call (start-up, per-epoch writes, final test) | "
-            f"{t['ratio_run']:.2f}x ({t['trainer_run_img_s']:,.0f} img/s) | | same run |"]
+            f"{t['ratio_run']:.2f}x ({t['trainer_run_img_s']:,.0f} img/s) | | same run |",
+        ]
     lines.append("")
     if f:
         lines += ["The full-MNIST command:", "", "```", f["command"], "```", ""]
     if t:
-        lines += [f"Throughput: the median ratio of {t['repeats']} alternated pairs of measurements of "
-                  f"{t['epochs_per_measure']} epoch(s) over MNIST-small's {t['images']:,} training images "
-                  f"({t['threads']} torch threads, "
-                  "no augmentation, constant learning rate). The trainer's loop figure covers what it does per "
-                  "batch (uint8 to float, standardize, forward, loss, backward, step, progress bar); the "
-                  "minimal loop indexes pre-normalized float tensors.", ""]
+        lines += [
+            f"Throughput: the median ratio of {t['repeats']} alternated pairs of measurements of "
+            f"{t['epochs_per_measure']} epoch(s) over MNIST-small's {t['images']:,} training images "
+            f"({t['threads']} torch threads, "
+            "no augmentation, constant learning rate). The trainer's loop figure covers what it does per "
+            "batch (uint8 to float, standardize, forward, loss, backward, step, progress bar); the "
+            "minimal loop indexes pre-normalized float tensors.",
+            "",
+        ]
     atomic.write_text(path, "\n".join(lines))
 
 
@@ -181,9 +223,12 @@ PARTS = ("default", "full", "throughput")
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="also train LeNet on the full MNIST (minutes)")
-    p.add_argument("--parts", default=None,
-                   help=f"comma-separated subset of {','.join(PARTS)} (default: default,throughput, "
-                        "plus full with --full); the others keep their last results")
+    p.add_argument(
+        "--parts",
+        default=None,
+        help=f"comma-separated subset of {','.join(PARTS)} (default: default,throughput, "
+        "plus full with --full); the others keep their last results",
+    )
     p.add_argument("--mnist", type=pathlib.Path, default=ROOT.parent / "shared" / "datasets" / "mnist")
     p.add_argument("--repeats", type=int, default=9, help="throughput measurements")
     p.add_argument("--default-repeats", type=int, default=3, help="runs of `zoo train lenet`")
@@ -198,9 +243,11 @@ def main():
         for part in PARTS:
             if part not in parts:
                 continue
-            context = {"measured": datetime.datetime.now().isoformat(timespec="minutes"),
-                       "loadavg_start": round(os.getloadavg()[0], 2),
-                       "torch_threads_env": os.environ.get("OMP_NUM_THREADS", "default")}
+            context = {
+                "measured": datetime.datetime.now().isoformat(timespec="minutes"),
+                "loadavg_start": round(os.getloadavg()[0], 2),
+                "torch_threads_env": os.environ.get("OMP_NUM_THREADS", "default"),
+            }
             if part == "default":
                 r = bench_default(tmp, a.default_repeats)
             elif part == "full":

@@ -30,16 +30,24 @@ def build(mnist_dir: pathlib.Path, per_class_train: int, per_class_test: int, po
     for digit in range(10):
         idx = rng.permutation(np.flatnonzero(labels == digit))
         train.append(idx[:per_class_train])
-        test.append(idx[per_class_train:per_class_train + per_class_test])
+        test.append(idx[per_class_train : per_class_train + per_class_test])
     train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-    return {"x_train": images[train], "y_train": labels[train].astype(np.uint8),
-            "x_test": images[test], "y_test": labels[test].astype(np.uint8)}
+    return {
+        "x_train": images[train],
+        "y_train": labels[train].astype(np.uint8),
+        "x_test": images[test],
+        "y_test": labels[test].astype(np.uint8),
+    }
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mnist", type=pathlib.Path, default=ROOT.parent / "shared" / "datasets" / "mnist",
-                   help="directory with train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz")
+    p.add_argument(
+        "--mnist",
+        type=pathlib.Path,
+        default=ROOT.parent / "shared" / "datasets" / "mnist",
+        help="directory with train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz",
+    )
     p.add_argument("--output", type=pathlib.Path, default=SMALL_FILE)
     p.add_argument("--train-per-class", type=int, default=1000)
     p.add_argument("--test-per-class", type=int, default=200)
@@ -50,8 +58,10 @@ def main():
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic.write_bytes(a.output, buf.getvalue())
-    print(f"{a.output}: {len(arrays['y_train'])} train + {len(arrays['y_test'])} test images, "
-          f"{a.output.stat().st_size / 1e6:.2f} MB")
+    print(
+        f"{a.output}: {len(arrays['y_train'])} train + {len(arrays['y_test'])} test images, "
+        f"{a.output.stat().st_size / 1e6:.2f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main() -> None:
     for digit in range(10):
         folder = args.output / str(digit)
         folder.mkdir(parents=True, exist_ok=True)
-        for i in (labels == digit).nonzero()[0][:args.per_class]:
+        for i in (labels == digit).nonzero()[0][: args.per_class]:
             Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
     print(f"wrote {10 * args.per_class} test digits to {args.output}/<digit>/")
 

@@ -42,8 +42,7 @@ def dump(data: dict) -> str:
     lines = ["{", f'  "about": {json.dumps(data["about"])},', '  "versions": {']
     versions = sorted(data["versions"].items())
     for i, (key, entry) in enumerate(versions):
-        lines += [f"    {json.dumps(key)}: {{", f'      "source": {json.dumps(entry["source"])},',
-                  '      "names": {']
+        lines += [f"    {json.dumps(key)}: {{", f'      "source": {json.dumps(entry["source"])},', '      "names": {']
         classes = sorted(entry["names"].items())
         for j, (cls, members) in enumerate(classes):
             comma = "," if j < len(classes) - 1 else ""
@@ -63,12 +62,16 @@ def main() -> None:
 
     key = args.key or f"{trt.__version__.split('.')[0]}.x"
     data = json.loads(args.out.read_text()) if args.out.exists() else {"about": "", "versions": {}}
-    data["versions"][key] = {"source": f"dir() of tensorrt {trt.__version__} (scripts/trt_api_names.py)",
-                             "names": introspect(trt)}
+    data["versions"][key] = {
+        "source": f"dir() of tensorrt {trt.__version__} (scripts/trt_api_names.py)",
+        "names": introspect(trt),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump(data))
-    print(f"wrote {sum(map(len, data['versions'][key]['names'].values()))} names of tensorrt "
-          f"{trt.__version__} as {key!r} to {args.out}")
+    print(
+        f"wrote {sum(map(len, data['versions'][key]['names'].values()))} names of tensorrt "
+        f"{trt.__version__} as {key!r} to {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ OPEN_PATHS = frozenset({"/"})  # open without the API key: the page, which asks 
 
 class _BodyTimeout(HTTPException):
     def __init__(self, seconds: float):
-        super().__init__(408, f"the request body did not arrive within {seconds:g} s (--timeout-body)",
-                         {"Connection": "close"})
+        super().__init__(
+            408, f"the request body did not arrive within {seconds:g} s (--timeout-body)", {"Connection": "close"}
+        )
 
 
 class ZooApp(FastAPI):
@@ -107,8 +108,11 @@ class _Edge:
             refusal = self._refusal(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, send_status)
-            elif (scope["path"] == "/predict" and scope["method"] == "POST"
-                  and headers.get(b"content-type", b"").lstrip().lower().startswith(b"image/")):
+            elif (
+                scope["path"] == "/predict"
+                and scope["method"] == "POST"
+                and headers.get(b"content-type", b"").lstrip().lower().startswith(b"image/")
+            ):
                 scope["route"] = self.predict_route
                 await predict.answer_image(self.service, scope, body, send_status)
             else:
@@ -123,8 +127,14 @@ class _Edge:
             self.service.metrics.request(scope["method"], self._route(scope), status, seconds)
             if log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                log.info("%s %s %s %d %.1f ms", f"{client[0]}:{client[1]}" if client else "-", scope["method"],
-                         scope["path"], status, seconds * 1000)
+                log.info(
+                    "%s %s %s %d %.1f ms",
+                    f"{client[0]}:{client[1]}" if client else "-",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    seconds * 1000,
+                )
 
     def _route(self, scope) -> str:
         """The route's path template (bounded label values, whatever paths clients send)."""
@@ -145,8 +155,11 @@ class _Edge:
         if self.service.draining:
             return error(503, "the server is shutting down", {"Connection": "close"})
         if self.key is not None and path not in OPEN_PATHS and not self._authorized(headers):
-            return error(401, "missing or wrong API key: send the header `Authorization: Bearer KEY`",
-                         {"WWW-Authenticate": "Bearer"})
+            return error(
+                401,
+                "missing or wrong API key: send the header `Authorization: Bearer KEY`",
+                {"WWW-Authenticate": "Bearer"},
+            )
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -169,8 +182,11 @@ class _Edge:
             self.reading.discard(body)
             body.expired = True
             body.task.cancel()
-        self.sweeping = (asyncio.get_running_loop().call_later(min(1.0, self.timeout_body / 4), self._sweep)
-                         if self.reading else None)
+        self.sweeping = (
+            asyncio.get_running_loop().call_later(min(1.0, self.timeout_body / 4), self._sweep)
+            if self.reading
+            else None
+        )
 
 
 class _Body:
@@ -251,16 +267,26 @@ def create_app(predictor: Any, **options: Any) -> FastAPI:
         async with service.running():
             yield
 
-    app = ZooApp(title=f"cnnzoo: {service.name}", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                 description=f"{card.architecture} ({card.num_classes} classes, input "
-                             f"{'x'.join(map(str, card.input_shape))}) on {predictor.backend}. "
-                             "KServe v2 / Open Inference Protocol under /v2; images to /predict.")
+    app = ZooApp(
+        title=f"cnnzoo: {service.name}",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description=f"{card.architecture} ({card.num_classes} classes, input "
+        f"{'x'.join(map(str, card.input_shape))}) on {predictor.backend}. "
+        "KServe v2 / Open Inference Protocol under /v2; images to /predict.",
+    )
     app.state.zoo = service
     _answer_errors(app)
     routers = (predict.router, kserve.router, ops.router)
     for router in routers:
         app.include_router(router)
     kserve.add_request_schema(app)
-    app.edge = _Edge(functools.partial(FastAPI.__call__, app), service=service,
-                     routes=[route for router in routers for route in router.routes], timeout_body=opts.timeout_body)
+    app.edge = _Edge(
+        functools.partial(FastAPI.__call__, app),
+        service=service,
+        routes=[route for router in routers for route in router.routes],
+        timeout_body=opts.timeout_body,
+    )
     return app

@@ -48,9 +48,15 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int = 32,
-                 max_delay_ms: float = 5.0, max_queue: int = 1024,
-                 on_batch: Callable[[int, float], None] | None = None):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int = 32,
+        max_delay_ms: float = 5.0,
+        max_queue: int = 1024,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
         """predict: float32 [N, ...] -> [N, ...], run on the worker thread. max_queue: requests that may
         wait (more are refused with BatcherBusy). on_batch(rows, seconds) is called after each batch."""
         if max_batch_size < 1:

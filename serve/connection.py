@@ -54,8 +54,11 @@ class HeaderTimeout(asyncio.Protocol):
         since, now = self.waiting_since, self.loop.time()
         if since is not None and now - since >= self.timeout:
             peer = self.transport.get_extra_info("peername")
-            log.info("%s closed: no complete request headers within %g s (--timeout-header)",
-                     f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-", self.timeout)
+            log.info(
+                "%s closed: no complete request headers within %g s (--timeout-header)",
+                f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-",
+                self.timeout,
+            )
             self.transport.close()
             return
         self.timer = self.loop.call_later(self.timeout if since is None else since + self.timeout - now, self._check)

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})  # any other: "other"
-LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -17,21 +17,30 @@ class Metrics:
     def __init__(self, model: str, backend: str, device: str):
         r = self.registry = CollectorRegistry()
         Info("zoo_model", "The model this server runs", registry=r).info(
-            {"name": model, "backend": backend, "device": device})
-        self.requests = Counter("zoo_requests", "HTTP requests answered, by route and status",
-                                ["method", "route", "status"], registry=r)
-        self.errors = Counter("zoo_request_errors", "HTTP requests answered with a 4xx or 5xx status",
-                              ["route", "status"], registry=r)
-        self.latency = Histogram("zoo_request_duration_seconds", "Time from request to response, by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("zoo_batch_size", "Rows (images) per model batch", buckets=BATCH_BUCKETS,
-                                    registry=r)
-        self.batch_seconds = Histogram("zoo_batch_duration_seconds", "Model time per batch",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+            {"name": model, "backend": backend, "device": device}
+        )
+        self.requests = Counter(
+            "zoo_requests", "HTTP requests answered, by route and status", ["method", "route", "status"], registry=r
+        )
+        self.errors = Counter(
+            "zoo_request_errors", "HTTP requests answered with a 4xx or 5xx status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "zoo_request_duration_seconds",
+            "Time from request to response, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "zoo_batch_size", "Rows (images) per model batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "zoo_batch_duration_seconds", "Model time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.queue_depth = Gauge("zoo_queue_depth", "Rows waiting for the model", registry=r)
         self._series: dict[tuple, tuple] = {}  # (method, route, status) -> its labelled metrics
-        self.warmup_seconds = Gauge("zoo_warmup_seconds", "Time the start-up warm-up took (0 until done)",
-                                    registry=r)
+        self.warmup_seconds = Gauge("zoo_warmup_seconds", "Time the start-up warm-up took (0 until done)", registry=r)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in METHODS:
@@ -42,7 +51,8 @@ class Metrics:
             series = self._series[key] = (
                 self.requests.labels(method, route, str(status)),
                 self.errors.labels(route, str(status)) if status >= 400 else None,
-                self.latency.labels(route))
+                self.latency.labels(route),
+            )
         requests, errors, latency = series
         requests.inc()
         if errors is not None:

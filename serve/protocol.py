@@ -50,8 +50,10 @@ class TooManyImages(WireError):
 
     def __init__(self, count: int | None, limit: int):
         held = f"{count:,}" if count is not None else f"more than {limit:,}"
-        super().__init__(f"the request holds {held} images; the limit is {limit:,} per request (--max-images): "
-                         "send them in several requests")
+        super().__init__(
+            f"the request holds {held} images; the limit is {limit:,} per request (--max-images): "
+            "send them in several requests"
+        )
 
 
 class NonFiniteOutput(ValueError):
@@ -69,6 +71,7 @@ def check_finite(logits: np.ndarray) -> None:
 
 
 # ---- KServe v2 -------------------------------------------------------------------------------------
+
 
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -92,7 +95,8 @@ class ModelMetadataResponse(BaseModel):
     platform: str
     inputs: list[TensorMetadata] = Field(
         description="The model takes ONE of these per request: FP32 [N, C, H, W] preprocessed, or "
-                    "BYTES [N] of encoded images (base64 strings in JSON)")
+        "BYTES [N] of encoded images (base64 strings in JSON)"
+    )
     outputs: list[TensorMetadata]
 
 
@@ -137,6 +141,7 @@ class ErrorResponse(BaseModel):
 
 # ---- /predict ---------------------------------------------------------------------------------------
 
+
 class Prediction(BaseModel):
     """One class of an image's top-k (infer.answer.top_k)."""
 
@@ -171,6 +176,7 @@ class ModelsResponse(BaseModel):
 
 # ---- decoding an inference request -----------------------------------------------------------------
 
+
 @dataclass
 class Decoded:
     """A v2 inference request, checked against the model: exactly one of `tensor` / `images` is set."""
@@ -183,10 +189,15 @@ class Decoded:
 
 def model_metadata(name: str, backend: str, input_shape: list[int], num_classes: int) -> ModelMetadataResponse:
     return ModelMetadataResponse(
-        name=name, versions=["1"], platform=PLATFORMS.get(backend, backend),
-        inputs=[TensorMetadata(name=INPUT_TENSOR, datatype="FP32", shape=[-1, *input_shape]),
-                TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[TensorMetadata(name=OUTPUT_TENSOR, datatype="FP32", shape=[-1, num_classes])])
+        name=name,
+        versions=["1"],
+        platform=PLATFORMS.get(backend, backend),
+        inputs=[
+            TensorMetadata(name=INPUT_TENSOR, datatype="FP32", shape=[-1, *input_shape]),
+            TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1]),
+        ],
+        outputs=[TensorMetadata(name=OUTPUT_TENSOR, datatype="FP32", shape=[-1, num_classes])],
+    )
 
 
 def _shape_str(shape) -> str:
@@ -232,7 +243,7 @@ def _deserialize_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
         i += 4
         if i + n > len(raw):
             raise WireError(f"input {name!r}: BYTES element of {n} bytes runs past the end of the data")
-        out.append(bytes(raw[i:i + n]))
+        out.append(bytes(raw[i : i + n]))
         i += n
     if len(out) != count:
         raise WireError(f"input {name!r}: shape says {count} elements but the BYTES data holds {len(out)}")
@@ -267,86 +278,122 @@ def _float_tensor(data: list, name: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False).ravel()
 
 
-def decode_infer_request(body: bytes, header_length: str | None, input_shape: list[int],
-                         max_images: int | None = None) -> Decoded:
+def decode_infer_request(
+    body: bytes, header_length: str | None, input_shape: list[int], max_images: int | None = None
+) -> Decoded:
     """Parse and check a v2 inference request for a model that takes float32 [N, *input_shape]; a
     request of more than `max_images` images (the shape's N) is refused (TooManyImages) before its
     elements are read."""
     json_part, binary = split_body(body, header_length)
     req = _parse(json_part)
     if len(req.inputs) != 1:
-        raise WireError(f"the model takes exactly one input (FP32 {INPUT_TENSOR!r} [N, "
-                        f"{', '.join(map(str, input_shape))}] or BYTES {IMAGE_INPUT!r} [N]), "
-                        f"got {len(req.inputs)}")
+        raise WireError(
+            f"the model takes exactly one input (FP32 {INPUT_TENSOR!r} [N, "
+            f"{', '.join(map(str, input_shape))}] or BYTES {IMAGE_INPUT!r} [N]), "
+            f"got {len(req.inputs)}"
+        )
     inp = req.inputs[0]
-    name, dtype, shape = inp.name, inp.datatype.upper(), inp.shape
+    dtype = inp.datatype.upper()
+    size = _check_input(inp, binary)
+    tensor = images = None
+    if dtype == "FP32":
+        tensor = _decode_fp32(inp, size, binary, input_shape, max_images)
+    elif dtype == "BYTES":
+        images = _decode_bytes(inp, size, binary, max_images)
+    else:
+        raise WireError(
+            f"input {inp.name!r}: datatype {inp.datatype} is not taken; send FP32 [N, "
+            f"{', '.join(map(str, input_shape))}] or BYTES encoded images"
+        )
+    return Decoded(req.id, tensor, images, _binary_output(req))
+
+
+def _check_input(inp: RequestInput, binary: memoryview) -> int | None:
+    """Check the input's shape and where its data is (JSON or binary); returns its binary_data_size."""
+    name, shape = inp.name, inp.shape
     if any(d < 0 for d in shape):
         raise WireError(f"input {name!r}: shape {_shape_str(shape)} has a negative dimension")
-    count = math.prod(shape)
     size = (inp.parameters or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0:
             raise WireError(f"input {name!r}: binary_data_size must be a non-negative integer")
         if size != len(binary):
-            raise WireError(f"input {name!r}: binary_data_size is {size} but {len(binary)} bytes follow "
-                            "the JSON header")
+            raise WireError(
+                f"input {name!r}: binary_data_size is {size} but {len(binary)} bytes follow the JSON header"
+            )
         if inp.data is not None:
             raise WireError(f"input {name!r}: has both binary_data_size and JSON data")
     elif len(binary):
         raise WireError(f"{len(binary)} bytes of binary data follow the JSON but no input has binary_data_size")
     elif inp.data is None:
         raise WireError(f"input {name!r}: no data (send it as JSON `data` or binary with binary_data_size)")
+    return size
 
-    tensor = images = None
-    if dtype == "FP32":
-        if len(shape) != 4 or shape[0] < 1 or list(shape[1:]) != list(input_shape):
-            raise WireError(f"input {name!r}: shape {_shape_str(shape)} does not fit the model's "
-                            f"{_shape_str([-1, *input_shape])}")
-        if max_images is not None and shape[0] > max_images:
-            raise TooManyImages(shape[0], max_images)
-        if size is not None:
-            if size != 4 * count:
-                raise WireError(f"input {name!r}: FP32 {_shape_str(shape)} needs {4 * count} bytes, got {size}")
-            flat = np.frombuffer(binary, dtype="<f4").copy()  # writable, and free of the request body
-        else:
-            flat = _float_tensor(inp.data, name)
-            if flat.size != count:
-                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
-                                f"data holds {flat.size}")
-        tensor = np.ascontiguousarray(flat.reshape(shape), dtype=np.float32)
-        if not np.isfinite(tensor).all():  # the answer would be NaN, which JSON cannot hold
-            raise WireError(f"input {name!r}: FP32 data holds NaN or infinity; the model takes finite numbers")
-    elif dtype == "BYTES":
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
-            raise WireError(f"input {name!r}: BYTES images take shape [N] or [N, 1], got {_shape_str(shape)}")
-        if max_images is not None and count > max_images:
-            raise TooManyImages(count, max_images)
-        if size is not None:
-            images = _deserialize_bytes(binary, count, name)
-        else:
-            if len(inp.data) != shape[0]:  # before flattening a list that may be far longer than the shape
-                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
-                                f"data holds {len(inp.data)}")
-            flat = _flatten(inp.data, [])
-            if len(flat) != count:
-                raise WireError(f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the "
-                                f"data holds {len(flat)}")
-            images = [_b64(s, name, i) for i, s in enumerate(flat)]
+
+def _decode_fp32(
+    inp: RequestInput, size: int | None, binary: memoryview, input_shape: list[int], max_images: int | None
+) -> np.ndarray:
+    """An FP32 [N, *input_shape] input as a finite float32 tensor."""
+    name, shape = inp.name, inp.shape
+    count = math.prod(shape)
+    if len(shape) != 4 or shape[0] < 1 or list(shape[1:]) != list(input_shape):
+        raise WireError(
+            f"input {name!r}: shape {_shape_str(shape)} does not fit the model's {_shape_str([-1, *input_shape])}"
+        )
+    if max_images is not None and shape[0] > max_images:
+        raise TooManyImages(shape[0], max_images)
+    if size is not None:
+        if size != 4 * count:
+            raise WireError(f"input {name!r}: FP32 {_shape_str(shape)} needs {4 * count} bytes, got {size}")
+        flat = np.frombuffer(binary, dtype="<f4").copy()  # writable, and free of the request body
     else:
-        raise WireError(f"input {name!r}: datatype {inp.datatype} is not taken; send FP32 [N, "
-                        f"{', '.join(map(str, input_shape))}] or BYTES encoded images")
+        flat = _float_tensor(inp.data, name)
+        if flat.size != count:
+            raise WireError(
+                f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the data holds {flat.size}"
+            )
+    tensor = np.ascontiguousarray(flat.reshape(shape), dtype=np.float32)
+    if not np.isfinite(tensor).all():  # the answer would be NaN, which JSON cannot hold
+        raise WireError(f"input {name!r}: FP32 data holds NaN or infinity; the model takes finite numbers")
+    return tensor
 
+
+def _decode_bytes(inp: RequestInput, size: int | None, binary: memoryview, max_images: int | None) -> list[bytes]:
+    """A BYTES [N] (or [N, 1]) input as the encoded image files it holds."""
+    name, shape = inp.name, inp.shape
+    count = math.prod(shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise WireError(f"input {name!r}: BYTES images take shape [N] or [N, 1], got {_shape_str(shape)}")
+    if max_images is not None and count > max_images:
+        raise TooManyImages(count, max_images)
+    if size is not None:
+        return _deserialize_bytes(binary, count, name)
+    if len(inp.data) != shape[0]:  # before flattening a list that may be far longer than the shape
+        raise WireError(
+            f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the data holds {len(inp.data)}"
+        )
+    flat = _flatten(inp.data, [])
+    if len(flat) != count:
+        raise WireError(
+            f"input {name!r}: shape {_shape_str(shape)} has {count} elements but the data holds {len(flat)}"
+        )
+    return [_b64(s, name, i) for i, s in enumerate(flat)]
+
+
+def _binary_output(req: InferRequest) -> bool:
+    """Whether the request asks for the output in binary form; checks the outputs it names."""
     binary_output = bool((req.parameters or {}).get("binary_data_output", False))
     for out in req.outputs or []:
         if out.name != OUTPUT_TENSOR:
             raise WireError(f"unknown output {out.name!r}; the model's output is {OUTPUT_TENSOR!r}")
         if out.parameters and "binary_data" in out.parameters:
             binary_output = bool(out.parameters["binary_data"])
-    return Decoded(req.id, tensor, images, binary_output)
+    return binary_output
 
 
-def encode_infer_response(model: str, logits: np.ndarray, request_id: str | None,
-                          binary: bool) -> tuple[bytes, int | None]:
+def encode_infer_response(
+    model: str, logits: np.ndarray, request_id: str | None, binary: bool
+) -> tuple[bytes, int | None]:
     """(body, JSON header length or None): the logits as JSON data, or binary after the JSON.
     NonFiniteOutput where a logit is NaN or infinity (the same answer as /predict gives, in either form)."""
     check_finite(logits)

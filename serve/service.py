@@ -41,8 +41,7 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-async def decode(data: bytes, card: ModelCard, max_pixels: int | None,
-                 pool: concurrent.futures.Executor) -> np.ndarray:
+async def decode(data: bytes, card: ModelCard, max_pixels: int | None, pool: concurrent.futures.Executor) -> np.ndarray:
     """One encoded image -> the model's input, as zoo.data.preprocess.preprocess gives it. The header is
     read here; an image of at most INLINE_PIXELS decodes on the spot (cheaper than a hop to a thread),
     a larger one on `pool`, so the event loop never waits on a big decode."""
@@ -50,7 +49,8 @@ async def decode(data: bytes, card: ModelCard, max_pixels: int | None,
     if img.width * img.height <= INLINE_PIXELS:
         return preprocess(img, card, max_pixels=max_pixels)
     return await asyncio.get_running_loop().run_in_executor(
-        pool, functools.partial(preprocess, img, card, max_pixels=max_pixels))
+        pool, functools.partial(preprocess, img, card, max_pixels=max_pixels)
+    )
 
 
 class Service:
@@ -60,12 +60,17 @@ class Service:
         self.predictor, self.options, self.card = predictor, options, predictor.card
         self.name: str = options.model_name or predictor.name
         self.metrics = Metrics(self.name, predictor.backend, str(getattr(predictor, "device", "")))
-        self.batcher = Batcher(predictor.predict, max_batch_size=options.max_batch_size,
-                               max_delay_ms=options.max_delay_ms, max_queue=options.max_queue,
-                               on_batch=self.metrics.batch)
+        self.batcher = Batcher(
+            predictor.predict,
+            max_batch_size=options.max_batch_size,
+            max_delay_ms=options.max_delay_ms,
+            max_queue=options.max_queue,
+            on_batch=self.metrics.batch,
+        )
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=options.decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="zoo-decode")
+            max_workers=options.decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="zoo-decode"
+        )
         self.ready = False  # set once the warm-up has run
         self.draining = False
 
@@ -96,8 +101,9 @@ class Service:
         self.metrics.warmup_seconds.set(seconds)
         self.ready = True
         p = self.predictor
-        log.info("%s ready: %s, warm-up %.2f s", self.name, p.describe() if hasattr(p, "describe") else p.backend,
-                 seconds)
+        log.info(
+            "%s ready: %s, warm-up %.2f s", self.name, p.describe() if hasattr(p, "describe") else p.backend, seconds
+        )
 
     def start_draining(self) -> None:
         """Refuse new requests (503) from now on; those in flight finish. Called on SIGTERM."""
@@ -128,7 +134,7 @@ class Service:
         try:
             if len(x) <= size:
                 return await self.batcher.submit(x)
-            return np.concatenate([await self.batcher.submit(x[i:i + size]) for i in range(0, len(x), size)])
+            return np.concatenate([await self.batcher.submit(x[i : i + size]) for i in range(0, len(x), size)])
         except BatcherBusy as e:
             raise HTTPException(503, f"server busy: {e}", {"Retry-After": "1"}) from None
         except BatcherClosed as e:
@@ -143,8 +149,9 @@ class Service:
                 return (await decode(images[0], self.card, pixels, self.pool))[None]
             except ImageError as e:
                 raise HTTPException(400, str(e)) from None
-        results = await asyncio.gather(*(self.off_loop(preprocess, data, self.card, max_pixels=pixels)
-                                         for data in images), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self.off_loop(preprocess, data, self.card, max_pixels=pixels) for data in images), return_exceptions=True
+        )
         for i, r in enumerate(results):
             if isinstance(r, ImageError):
                 raise HTTPException(400, f"image {first + i + 1} of {total}: {r}")
@@ -160,8 +167,12 @@ class Service:
         if len(images) == 1:
             return await self.infer(await self._preprocess(images))
         size = self.options.max_batch_size
-        return np.concatenate([await self.infer(await self._preprocess(images[i:i + size], i, len(images)))
-                               for i in range(0, len(images), size)])
+        return np.concatenate(
+            [
+                await self.infer(await self._preprocess(images[i : i + size], i, len(images)))
+                for i in range(0, len(images), size)
+            ]
+        )
 
     async def classify(self, images: list[bytes], k: int) -> bytes:
         """The /predict answer for encoded images, as JSON bytes: {"model", "predictions": [{"top_k":

@@ -43,9 +43,13 @@ def load_predictor(settings: dict) -> Predictor:
     """The Predictor the settings name (infer.load's errors pass through)."""
     import infer
 
-    return infer.load(settings["model"], backend=settings.get("backend", "auto"),
-                      precision=settings.get("precision", "auto"), threads=settings.get("threads"),
-                      spin_wait=False)  # between batches the CPU belongs to the event loop
+    return infer.load(
+        settings["model"],
+        backend=settings.get("backend", "auto"),
+        precision=settings.get("precision", "auto"),
+        threads=settings.get("threads"),
+        spin_wait=False,
+    )  # between batches the CPU belongs to the event loop
 
 
 def build(settings: dict, predictor: Predictor | None = None) -> FastAPI:
@@ -62,8 +66,9 @@ def build(settings: dict, predictor: Predictor | None = None) -> FastAPI:
 def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process: the app for the settings in $ZOO_SERVE_SETTINGS."""
     settings = json.loads(os.environ[SETTINGS_ENV])
-    logging.basicConfig(level=settings.get("log_level", "info").upper(),
-                        format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]"))
+    logging.basicConfig(
+        level=settings.get("log_level", "info").upper(), format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]")
+    )
     raise_open_file_limit()
     app = build(settings)
     drain_on_signals(app.state.zoo.start_draining)
@@ -117,8 +122,11 @@ def connection_options(timeout_header: float, max_connections: int | None) -> di
 
     from .connection import HeaderTimeout
 
-    return {"http": functools.partial(HeaderTimeout, timeout=timeout_header), "ws": "none",
-            "limit_concurrency": None if max_connections is None else max_connections + 1}
+    return {
+        "http": functools.partial(HeaderTimeout, timeout=timeout_header),
+        "ws": "none",
+        "limit_concurrency": None if max_connections is None else max_connections + 1,
+    }
 
 
 def listening_sockets(host: str, port: int, count: int, family: socket.AddressFamily) -> list[socket.socket]:
@@ -316,8 +324,12 @@ class Supervisor:
             self.failures[i] = 0 if worker.has_served() else self.failures[i] + 1
             first, most = RESTART_DELAYS
             delay = min(most, first * 2 ** (self.failures[i] - 1)) if self.failures[i] else 0.0
-            log.warning("worker process [%d] died (exit code %s); starting another%s", worker.pid,
-                        worker.process.exitcode, f" in {delay:.1f} s" if delay else "")
+            log.warning(
+                "worker process [%d] died (exit code %s); starting another%s",
+                worker.pid,
+                worker.process.exitcode,
+                f" in {delay:.1f} s" if delay else "",
+            )
             self.restart_at[i] = now + delay
         for i, at in list(self.restart_at.items()):
             if at <= now:
@@ -330,8 +342,9 @@ class Supervisor:
             self.restart_at.pop(i, None)  # (a dead one's replacement starts now)
             new = Worker(self.config, self.sockets[i])
             deadline = time.monotonic() + READY_TIMEOUT
-            while not (new.has_served() or self.signals or new.process.exitcode is not None
-                       or time.monotonic() > deadline):
+            while not (
+                new.has_served() or self.signals or new.process.exitcode is not None or time.monotonic() > deadline
+            ):
                 events = [new.process.sentinel, *([] if new.ready.closed else [new.ready])]
                 self.wait(events, timeout=max(0.0, deadline - time.monotonic()))
             if not new.has_served():  # (a signal came first, or it died, or it took too long)

@@ -22,15 +22,25 @@ import pytest
 
 # The flags Chromium needs here: root (no sandbox), no GPU, and no network of its own (the machines have
 # none: without the background-networking flags Chromium keeps trying to reach Google's hosts).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 
 def find_chromium() -> tuple[str, str] | None:
     """(browser, chromedriver) paths, from $CHROMIUM / $CHROMEDRIVER or PATH; None if either is missing."""
     browser = os.environ.get("CHROMIUM") or next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
     driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
 
@@ -47,8 +57,7 @@ def headless_chrome(tmp_path: pathlib.Path, width: int = 1280, height: int = 200
     browser, driver_path = found
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                         f"--window-size={width},{height}"]:
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={width},{height}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
@@ -66,12 +75,19 @@ def render_check(driver, url: str, screenshot: pathlib.Path | None = None) -> di
     from PIL import Image
 
     driver.get(url)
-    images = driver.execute_script("return Array.from(document.images).map("
-                                   "i => [i.currentSrc.slice(0, 80), i.complete, i.naturalWidth])")
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.currentSrc.slice(0, 80), i.complete, i.naturalWidth])"
+    )
     broken = [src for src, complete, width in images if not complete or width == 0]
     png = driver.get_screenshot_as_png()
     if screenshot is not None:
         screenshot.write_bytes(png)
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
-    return {"images": len(images), "broken": broken, "png": png, "std": float(pixels.std()),
-            "blank": bool(pixels.std() < 2.0), "title": driver.title}
+    return {
+        "images": len(images),
+        "broken": broken,
+        "png": png,
+        "std": float(pixels.std()),
+        "blank": bool(pixels.std() < 2.0),
+        "title": driver.title,
+    }

@@ -19,8 +19,9 @@ def shared() -> pathlib.Path:
     return SHARED
 
 
-def build_run(root: pathlib.Path, name: str = "lenet", dirname: str | None = None, seed: int = 0,
-              **card_kwargs) -> pathlib.Path:
+def build_run(
+    root: pathlib.Path, name: str = "lenet", dirname: str | None = None, seed: int = 0, **card_kwargs
+) -> pathlib.Path:
     """A finished-looking run directory under root/runs/, built the way `zoo train` writes one: model
     weights (random, seeded) and the card."""
     import torch
@@ -88,8 +89,13 @@ def python_without_torch():
 
     def run(code: str) -> str:
         check = "\nassert 'torch' not in sys.modules, 'torch was imported'\n"
-        out = subprocess.run([sys.executable, "-c", "import sys\n" + code + check], capture_output=True,
-                             text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        out = subprocess.run(
+            [sys.executable, "-c", "import sys\n" + code + check],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -102,8 +108,9 @@ def served_lenet(shared, tmp_path_factory):
     40 held-out digits as (PNG bytes, label). See tests/serving.py."""
     from types import SimpleNamespace
 
-    from export.onnx import export_run
     from serving import held_out_digits, trained_lenet_run
+
+    from export.onnx import export_run
 
     run = trained_lenet_run(shared, tmp_path_factory.mktemp("serve") / "lenet5-mnist")
     onnx = export_run(run, log=None)["onnx"]

@@ -62,7 +62,7 @@ def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAI
     torch.set_num_threads(1)  # a model this small trains ten times faster on one thread than on two busy ones
     try:
         for i in range(steps):
-            xb, yb = x[i * 64:(i + 1) * 64], y[i * 64:(i + 1) * 64]
+            xb, yb = x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(xb), yb).backward()
             opt.step()
@@ -128,8 +128,15 @@ def zoo_serve(*args, **popen):
 
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.Popen([sys.executable, "-m", "zoo", "serve", *map(str, args)], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo", "serve", *map(str, args)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 class Output:

@@ -65,8 +65,12 @@ def test_json_schema(report, lenet):
     assert {"python", "numpy", "cnnzoo", "onnxruntime", "openvino", "torch", "tensorrt"} <= set(versions)
     assert versions["onnxruntime"] and versions["torch"]  # both installed wherever the tests run
     assert isinstance(report["date"], str) and set(report["load_average"]) == {"start", "end"}
-    assert report["baseline"] == {"runtime": "onnxruntime", "precision": "fp32",
-                                  "file": str(lenet / "model.onnx"), "problem": None}
+    assert report["baseline"] == {
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "file": str(lenet / "model.onnx"),
+        "problem": None,
+    }
     assert report["rows"]
     for row in report["rows"]:
         assert tuple(row) == ROW_FIELDS
@@ -86,8 +90,10 @@ def test_json_schema(report, lenet):
 
 def test_baseline_is_measured_and_its_speedup_is_one(report):
     base = [r for r in report["rows"] if r["baseline"]]
-    assert [(r["runtime"], r["precision"], r["batch_size"]) for r in base] == \
-        [("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 4)]
+    assert [(r["runtime"], r["precision"], r["batch_size"]) for r in base] == [
+        ("onnxruntime", "fp32", 1),
+        ("onnxruntime", "fp32", 4),
+    ]
     assert all(r["speedup"] == 1.0 for r in base)
     first = [r for r in report["rows"] if r["batch_size"] == 1][0]
     assert first["baseline"]  # each batch size's rows start with the baseline
@@ -105,8 +111,10 @@ def test_csv_parses(lenet):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert [(x["runtime"], x["precision"], x["batch_size"]) for x in rows] == \
-        [("onnxruntime", "fp32", "1"), ("onnxruntime", "fp32", "32")]
+    assert [(x["runtime"], x["precision"], x["batch_size"]) for x in rows] == [
+        ("onnxruntime", "fp32", "1"),
+        ("onnxruntime", "fp32", "32"),
+    ]
     assert all(x["model"] == "lenet5-bench" and x["architecture"] == "lenet5" for x in rows)
     assert all(float(x["speedup"]) == 1.0 and float(x["img_s"]) > 0 for x in rows)
 
@@ -123,16 +131,31 @@ def test_table_and_output_file(lenet, tmp_path, report):
 
 
 def test_baseline_is_measured_when_not_named(lenet):
-    report = run_bench(lenet, runtimes=["torch"], precisions=["fp32"], batch_sizes=[2], threads=1,
-                       seconds=0, warmup=0, min_iterations=1)
+    report = run_bench(
+        lenet,
+        runtimes=["torch"],
+        precisions=["fp32"],
+        batch_sizes=[2],
+        threads=1,
+        seconds=0,
+        warmup=0,
+        min_iterations=1,
+    )
     assert [(r["runtime"], r["baseline"]) for r in report["rows"]] == [("onnxruntime", True), ("torch", False)]
     assert report["rows"][1]["speedup"] > 0
 
 
 def test_model_file_without_baseline(lenet):
     """An fp16 file alone has no ONNX Runtime fp32 to compare with: rows without speed-ups, and why."""
-    report = run_bench(lenet / "model.fp16.onnx", runtimes=["onnxruntime"], batch_sizes=[1], threads=1,
-                       seconds=0, warmup=0, min_iterations=1)
+    report = run_bench(
+        lenet / "model.fp16.onnx",
+        runtimes=["onnxruntime"],
+        batch_sizes=[1],
+        threads=1,
+        seconds=0,
+        warmup=0,
+        min_iterations=1,
+    )
     assert report["baseline"]["problem"] and "no file for fp32" in report["baseline"]["problem"]
     assert [(r["precision"], r["speedup"]) for r in report["rows"]] == [("fp16", None)]
     assert "no speed-ups" in format_table(report)
@@ -148,11 +171,14 @@ def test_bad_model_path_is_one_line(tmp_path):
     assert r.exit_code != 0 and r.output.strip().count("\n") == 0 and "Error:" in r.output
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--runtime", "tensorrt"], "runtime tensorrt cannot run here"),      # no engine here, nor (maybe) a GPU
-    (["--precision", "int8"], "precision int8 cannot run here"),          # no model.int8.onnx
-    (["--runtime", "onnxruntime", "--precision", "bf16"], "cannot run here"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--runtime", "tensorrt"], "runtime tensorrt cannot run here"),  # no engine here, nor (maybe) a GPU
+        (["--precision", "int8"], "precision int8 cannot run here"),  # no model.int8.onnx
+        (["--runtime", "onnxruntime", "--precision", "bf16"], "cannot run here"),
+    ],
+)
 def test_named_pair_that_cannot_run_is_one_line(lenet, args, words):
     r = bench(lenet, *args, *FAST)
     assert r.exit_code == 1, r.output
@@ -160,8 +186,12 @@ def test_named_pair_that_cannot_run_is_one_line(lenet, args, words):
 
 
 def test_bad_options_are_usage_errors(lenet):
-    for args in (["--runtime", "onnxruntime,tflite"], ["--precision", "fp8"], ["--batch-size", "0"],
-                 ["--batch-size", "a,b"]):
+    for args in (
+        ["--runtime", "onnxruntime,tflite"],
+        ["--precision", "fp8"],
+        ["--batch-size", "0"],
+        ["--batch-size", "a,b"],
+    ):
         r = bench(lenet, *args)
         assert r.exit_code == 2, (args, r.output)
 
@@ -174,8 +204,10 @@ def test_library_errors():
 
 
 def test_versions_import_nothing():
-    code = ("import sys\nfrom infer.bench import versions\nv = versions()\nassert v['onnxruntime'], v\n"
-            "heavy = {'torch', 'onnxruntime', 'openvino', 'tensorrt'} & set(sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\nfrom infer.bench import versions\nv = versions()\nassert v['onnxruntime'], v\n"
+        "heavy = {'torch', 'onnxruntime', 'openvino', 'tensorrt'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

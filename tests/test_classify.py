@@ -15,6 +15,7 @@ from infer.classify import collect
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
 
+
 @pytest.fixture
 def digits_run(exported_lenet):
     return exported_lenet("digits", class_names=[str(i) for i in range(10)])
@@ -44,8 +45,18 @@ def zoo(*args):
 def test_collect_is_sorted_recursive_and_skips_hidden(folder):
     files, skipped = collect([folder])
     rel = [str(f.relative_to(folder)) for f in files]
-    assert rel == ["3/0.png", "3/1.png", "3/2.png", "3/3.png", "3/broken.png",
-                   "7/0.png", "7/1.png", "7/2.png", "unsorted/0.png", "unsorted/1.png"]
+    assert rel == [
+        "3/0.png",
+        "3/1.png",
+        "3/2.png",
+        "3/3.png",
+        "3/broken.png",
+        "7/0.png",
+        "7/1.png",
+        "7/2.png",
+        "unsorted/0.png",
+        "unsorted/1.png",
+    ]
     assert skipped == [(folder / "3" / "notes.txt", "no image extension")]
     files, _ = collect([folder / "3" / "notes.txt", folder / "7"])  # a file named directly is taken
     assert files[0].name == "notes.txt" and len(files) == 4
@@ -54,8 +65,7 @@ def test_collect_is_sorted_recursive_and_skips_hidden(folder):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_jsonl_results_match_the_predictor(digits_run, folder, tmp_path, workers):
     out = tmp_path / "out.jsonl"
-    r = zoo("classify", digits_run, folder, "--top-k", 10, "--batch-size", 3, "--workers", workers,
-            "--output", out)
+    r = zoo("classify", digits_run, folder, "--top-k", 10, "--batch-size", 3, "--workers", workers, "--output", out)
     assert r.exit_code == 1, r.output  # broken.png failed; the run went on
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 10
@@ -112,5 +122,6 @@ def test_onnx_classify_does_not_import_torch(digits_run, folder, python_without_
     out = python_without_torch(
         "from zoo.cli import main\n"
         f"sys.argv = ['zoo', 'classify', {str(digits_run / 'model.onnx')!r}, {str(folder / '7')!r}, '-j', '1']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code")
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code"
+    )
     assert out.count(".png") == 3

@@ -50,8 +50,9 @@ def zoo(*args):
 
 def start(*args, cwd) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def wait_for_lines(proc: subprocess.Popen, path: pathlib.Path, n: int) -> None:
@@ -76,8 +77,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 def decode_workers(pid: int) -> list[int]:
     """The pool's worker processes among `pid`'s children (not its resource tracker)."""
-    children = [int(c) for f in glob.glob(f"/proc/{pid}/task/*/children")
-                for c in pathlib.Path(f).read_text().split()]
+    children = [int(c) for f in glob.glob(f"/proc/{pid}/task/*/children") for c in pathlib.Path(f).read_text().split()]
     return [c for c in children if b"spawn_main" in pathlib.Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
@@ -99,7 +99,7 @@ def test_a_killed_decode_worker_ends_the_run_with_one_line(digits_run, tmp_path)
     assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
     assert not out.exists()  # an output file that exists is complete
     kept = jsonl_paths(tmp_path / "out.jsonl.partial")
-    assert 4 <= len(kept) < len(files) and kept == [str(f.relative_to(tmp_path)) for f in files[:len(kept)]]
+    assert 4 <= len(kept) < len(files) and kept == [str(f.relative_to(tmp_path)) for f in files[: len(kept)]]
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_a_killed_run_keeps_its_results_and_resume_finishes_it(digits_run, tmp_p
     finish(proc)
     assert not out.exists()
     kept = jsonl_paths(partial)  # every line whole and parseable
-    assert 5 <= len(kept) < len(names) and kept == names[:len(kept)]
+    assert 5 <= len(kept) < len(names) and kept == names[: len(kept)]
 
     again = start("classify", digits_run / "model.onnx", "img", "-o", out, cwd=tmp_path)
     code, err = finish(again)  # without --resume, the unfinished results are not thrown away
@@ -139,8 +139,11 @@ def test_a_name_that_is_not_utf8_is_written_validly_and_losslessly(digits_run, t
         r = zoo("classify", digits_run, folder, "-o", out)
         assert r.exit_code == 0, r.output
         text = out.read_bytes().decode("utf-8")  # strict: raises on a lone surrogate or a stray byte
-        rows = ([json.loads(line) for line in text.splitlines()] if fmt == "jsonl"
-                else list(csv.DictReader(io.StringIO(text))))
+        rows = (
+            [json.loads(line) for line in text.splitlines()]
+            if fmt == "jsonl"
+            else list(csv.DictReader(io.StringIO(text)))
+        )
         assert [row["path"] for row in rows] == [str(folder / "caf\ufffd.png"), str(folder / "plain.png")]
         assert base64.b64decode(rows[0]["path_bytes"]) == raw and not rows[1].get("path_bytes")
         assert all(row["label"] == "7" for row in rows)
@@ -162,17 +165,25 @@ def test_symlink_loops_and_special_files_are_counted_and_named(digits_run, tmp_p
     (root / "notes.txt").write_text("x")
     files, skipped = collect([root])
     assert files == [root / "sub" / "a.png"]
-    assert sorted(skipped) == sorted([(root / "gone.png", "broken symbolic link"),
-                                      (root / "notes.txt", "no image extension"),
-                                      (root / "pipe.png", "not a regular file (a FIFO)"),
-                                      (root / "self.png", "symbolic link loop"),
-                                      (root / "sub" / "up", "symbolic link loop")])
+    assert sorted(skipped) == sorted(
+        [
+            (root / "gone.png", "broken symbolic link"),
+            (root / "notes.txt", "no image extension"),
+            (root / "pipe.png", "not a regular file (a FIFO)"),
+            (root / "self.png", "symbolic link loop"),
+            (root / "sub" / "up", "symbolic link loop"),
+        ]
+    )
     r = zoo("classify", digits_run, root, "-o", tmp_path / "o.jsonl")
     assert r.exit_code == 0, r.output
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("1 image in ") and "5 files skipped" in line
-    for what in ("self.png: symbolic link loop (+1 more)", "pipe.png: not a regular file (a FIFO)",
-                 "notes.txt: no image extension", "gone.png: broken symbolic link"):
+    for what in (
+        "self.png: symbolic link loop (+1 more)",
+        "pipe.png: not a regular file (a FIFO)",
+        "notes.txt: no image extension",
+        "gone.png: broken symbolic link",
+    ):
         assert what in line
 
 

@@ -51,15 +51,21 @@ def test_too_small_input_one_line():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from zoo.cli import main; sys.argv=['zoo','--help'];\n" \
-           "try:\n main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys; from zoo.cli import main; sys.argv=['zoo','--help'];\n"
+        "try:\n main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def _choices() -> dict[tuple[str, str], list[str]]:
     """(command, parameter) -> its choices, for every option of every command with a fixed set of values."""
-    return {(name, p.name): list(p.type.choices) for name in COMMANDS
-            for p in main.get_command(None, name).params if hasattr(p.type, "choices")}
+    return {
+        (name, p.name): list(p.type.choices)
+        for name in COMMANDS
+        for p in main.get_command(None, name).params
+        if hasattr(p.type, "choices")
+    }
 
 
 def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
@@ -75,15 +81,32 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from zoo.data.augment import OPTIONS
     from zoo.train.config import OPTIMIZERS, SCHEDULES
 
-    owned = {("train", "resize_mode"): RESIZE_MODES, ("train", "optimizer"): OPTIMIZERS,
-             ("train", "schedule"): SCHEDULES, ("evaluate", "split"): ("auto", *SPLITS),
-             ("features", "split"): ("all", *SPLITS), ("export", "calibration_method"): METHODS,
-             ("classify", "backend"): ("auto", *BACKENDS), ("classify", "precision"): ("auto", *PRECISIONS),
-             ("classify", "fmt"): ResultWriter.FORMATS, ("serve", "backend"): ("auto", *BACKENDS),
-             ("serve", "precision"): ("auto", *PRECISIONS), ("bench", "runtimes"): BACKENDS,
-             ("bench", "precisions"): PRECISIONS, ("bench", "fmt"): tuple(FORMATTERS)}
-    the_clis_own = {("models", "fmt"), ("summary", "fmt"), ("evaluate", "fmt"), ("serve", "log_level"),
-                    ("train", "device"), ("evaluate", "device"), ("features", "device"), ("bench", "device")}
+    owned = {
+        ("train", "resize_mode"): RESIZE_MODES,
+        ("train", "optimizer"): OPTIMIZERS,
+        ("train", "schedule"): SCHEDULES,
+        ("evaluate", "split"): ("auto", *SPLITS),
+        ("features", "split"): ("all", *SPLITS),
+        ("export", "calibration_method"): METHODS,
+        ("classify", "backend"): ("auto", *BACKENDS),
+        ("classify", "precision"): ("auto", *PRECISIONS),
+        ("classify", "fmt"): ResultWriter.FORMATS,
+        ("serve", "backend"): ("auto", *BACKENDS),
+        ("serve", "precision"): ("auto", *PRECISIONS),
+        ("bench", "runtimes"): BACKENDS,
+        ("bench", "precisions"): PRECISIONS,
+        ("bench", "fmt"): tuple(FORMATTERS),
+    }
+    the_clis_own = {
+        ("models", "fmt"),
+        ("summary", "fmt"),
+        ("evaluate", "fmt"),
+        ("serve", "log_level"),
+        ("train", "device"),
+        ("evaluate", "device"),
+        ("features", "device"),
+        ("bench", "device"),
+    }
     choices = _choices()
     assert set(choices) == set(owned) | the_clis_own
     for key, constant in owned.items():

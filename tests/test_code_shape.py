@@ -33,9 +33,12 @@ def public_functions(tree):
 
 
 def test_no_function_is_over_80_lines():
-    long = [f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
-            for path in sources() for fn in functions(ast.parse(path.read_text()))
-            if fn.end_lineno - fn.lineno + 1 > MAX_LINES]
+    long = [
+        f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
+        for path in sources()
+        for fn in functions(ast.parse(path.read_text()))
+        if fn.end_lineno - fn.lineno + 1 > MAX_LINES
+    ]
     assert not long, "functions over 80 lines:\n" + "\n".join(long)
 
 
@@ -45,7 +48,9 @@ def test_every_public_function_has_type_hints():
         if path.parent.name == "commands":
             continue
         for fn in public_functions(ast.parse(path.read_text())):
-            args = [a for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs) if a.arg not in ("self", "cls")]
+            args = [
+                a for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs) if a.arg not in ("self", "cls")
+            ]
             if fn.returns is None or any(a.annotation is None for a in args):
                 untyped.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}")
     assert not untyped, "public functions without type hints:\n" + "\n".join(untyped)

@@ -200,13 +200,18 @@ def test_image_folder_val_and_test_dirs(tmp_path):
         open_source(str(tmp_path / "train"), val_dir=str(tmp_path / "odd"))
 
 
-@pytest.mark.parametrize("setup, match", [
-    (lambda r: r.mkdir(), "empty folder"),
-    (lambda r: make_folder(r, classes=("only",)), "only one class"),
-    (lambda r: (make_folder(r), (r / "gifs").mkdir(), (r / "gifs" / "a.svg").write_bytes(b"<svg/>")),
-     r"gifs: only \.svg files"),
-    (lambda r: (r.mkdir(), Image.new("L", (4, 4)).save(r / "loose.png")), "no class subfolders"),
-])
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        (lambda r: r.mkdir(), "empty folder"),
+        (lambda r: make_folder(r, classes=("only",)), "only one class"),
+        (
+            lambda r: (make_folder(r), (r / "gifs").mkdir(), (r / "gifs" / "a.svg").write_bytes(b"<svg/>")),
+            r"gifs: only \.svg files",
+        ),
+        (lambda r: (r.mkdir(), Image.new("L", (4, 4)).save(r / "loose.png")), "no class subfolders"),
+    ],
+)
 def test_bad_folders_one_line(tmp_path, setup, match):
     root = tmp_path / "data"
     setup(root)

@@ -32,8 +32,25 @@ def photos(shared, tmp_path_factory):
 
 
 def train(photos, out, *options):
-    r = cli("train", "lenet", "--data", photos / "train", "--epochs", 1, "--batch-size", 4, "--augment", "none",
-            "--workers", 0, "--threads", 1, "--output", out, *options)
+    r = cli(
+        "train",
+        "lenet",
+        "--data",
+        photos / "train",
+        "--epochs",
+        1,
+        "--batch-size",
+        4,
+        "--augment",
+        "none",
+        "--workers",
+        0,
+        "--threads",
+        1,
+        "--output",
+        out,
+        *options,
+    )
     assert r.exit_code == 0, r.output
     return ModelCard.load(out / rundir.CARD)
 

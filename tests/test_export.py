@@ -96,8 +96,7 @@ def test_verification_failure_leaves_no_file(make_run, tmp_path):
 
 def test_user_errors_are_one_line(make_run, tmp_path):
     run = make_run("lenet")
-    for args, code, text in [(["--batch", "8:4:32"], 2, "MIN:OPT:MAX"),
-                             (["--batch", "x"], 2, "MIN:OPT:MAX")]:
+    for args, code, text in [(["--batch", "8:4:32"], 2, "MIN:OPT:MAX"), (["--batch", "x"], 2, "MIN:OPT:MAX")]:
         r = zoo("export", run, *args)
         assert r.exit_code == code and text in r.output and r.output.strip().count("\n") == 0
     r = zoo("export", tmp_path / "nothing")
@@ -176,15 +175,22 @@ def test_tensorrt_int8_engine_from_a_qdq_file(make_run, tmp_path):
 
     class Batches(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": x[i:i + 1]} for i in range(len(x))])
+            self.batches = iter([{"input": x[i : i + 1]} for i in range(len(x))])
 
         def get_next(self):
             return next(self.batches, None)
 
     int8 = tmp_path / "model.int8.onnx"
-    quantize_static(str(fp32), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(
+        str(fp32),
+        str(int8),
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
     int8_card = ModelCard.from_dict({**card.to_dict(), "precision": "int8"})
     engine = build_engine(int8, tmp_path / engine_file("int8"), int8_card, (1, 4, 16), log=None)
     assert engine.name == rundir.ENGINE_INT8 and engine_mismatch(engine) is None
@@ -207,8 +213,7 @@ def test_tensorrt_version_compatible_engine_runs_here(make_run, tmp_path):
     model, card = rundir.load_model(make_run("lenet"))
     onnx_file = tmp_path / "model.onnx"
     export_model(model, card, onnx_file, log=None)
-    engine = build_engine(onnx_file, tmp_path / "model.engine", card, (1, 4, 8), version_compatible=True,
-                          log=None)
+    engine = build_engine(onnx_file, tmp_path / "model.engine", card, (1, 4, 8), version_compatible=True, log=None)
     assert json.loads((tmp_path / "model.engine.json").read_text())["version_compatible"] is True
     x = random_batch(card, 11)
     np.testing.assert_allclose(TensorRTPredictor(engine).predict(x), torch_logits(model, x), atol=1e-3, rtol=1e-3)

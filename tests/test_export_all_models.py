@@ -69,11 +69,19 @@ def export_and_read(name: str, out_dir: str) -> dict:
     proto = onnx.load(path, load_external_data=False)
     os.remove(path)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    return {"ref": ref, "ok": v.ok, "batch": v.batch, "scale": v.scale, "max_rel": v.max_rel,
-            "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
-            "batch_dim": (dims[0].dim_param, dims[0].dim_value), "dims": [d.dim_value for d in dims[1:]],
-            "meta": {p.key: p.value for p in proto.metadata_props},
-            "names": [i.name for i in proto.graph.initializer] + [n.name for n in proto.graph.node]}
+    return {
+        "ref": ref,
+        "ok": v.ok,
+        "batch": v.batch,
+        "scale": v.scale,
+        "max_rel": v.max_rel,
+        "inputs": [i.name for i in proto.graph.input],
+        "outputs": [o.name for o in proto.graph.output],
+        "batch_dim": (dims[0].dim_param, dims[0].dim_value),
+        "dims": [d.dim_value for d in dims[1:]],
+        "meta": {p.key: p.value for p in proto.metadata_props},
+        "names": [i.name for i in proto.graph.initializer] + [n.name for n in proto.graph.node],
+    }
 
 
 @pytest.fixture(scope="module")

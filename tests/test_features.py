@@ -29,16 +29,22 @@ def test_features_equal_a_manual_hook_on_the_same_batch(make_run, folder, tmp_pa
 
     run = make_run("resnet18", class_names=[str(i) for i in range(4)], input_size=[32, 32])
     out = tmp_path / "f.npz"
-    result = CliRunner().invoke(main, ["features", str(run), str(folder), "--output", str(out),
-                                       "--batch-size", "2", "--workers", "0"])
+    result = CliRunner().invoke(
+        main, ["features", str(run), str(folder), "--output", str(out), "--batch-size", "2", "--workers", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 2 files" in result.stderr  # broken.jpg and notes.txt
     f = np.load(out, allow_pickle=False)
     assert f["features"].shape == (5, 512) and f["features"].dtype == np.float32
     assert f["labels"].tolist() == [0, 0, 0, 1, 1]
     assert list(f["class_names"]) == ["cat", "dog"]
-    assert [p.split("/")[-2:] for p in f["paths"]] == [["cat", "0.png"], ["cat", "1.png"], ["cat", "2.png"],
-                                                      ["dog", "0.png"], ["dog", "1.png"]]
+    assert [p.split("/")[-2:] for p in f["paths"]] == [
+        ["cat", "0.png"],
+        ["cat", "1.png"],
+        ["cat", "2.png"],
+        ["dog", "0.png"],
+        ["dog", "1.png"],
+    ]
 
     net, card = rundir.load_model(run)
     sets, _ = open_source(str(folder)).load(card, progress=False)
@@ -51,8 +57,9 @@ def test_features_equal_a_manual_hook_on_the_same_batch(make_run, folder, tmp_pa
 
 def test_mnist_paths_are_synthetic_ids_and_lenet_gives_f6(make_run, tmp_path):
     out = tmp_path / "m.npz"
-    result = CliRunner().invoke(main, ["features", str(make_run("lenet")), "mnist-small", "--split", "test",
-                                       "--output", str(out)])
+    result = CliRunner().invoke(
+        main, ["features", str(make_run("lenet")), "mnist-small", "--split", "test", "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     f = np.load(out, allow_pickle=False)
     n = len(f["labels"])

@@ -9,9 +9,10 @@ import pytest
 
 import infer
 from infer.predictor import tensorrt_missing
-from zoo.card import ModelCard
 from zoo import rundir
+from zoo.card import ModelCard
 from zoo.rundir import CARD
+
 
 @pytest.fixture
 def exported(exported_lenet):
@@ -24,8 +25,7 @@ def batch(n, seed=0):
 
 def test_auto_prefers_onnxruntime_here_and_matches_torch(exported):
     auto = infer.load(exported)
-    expected = "tensorrt" if tensorrt_missing() is None and (exported / rundir.ENGINE).exists() \
-        else "onnxruntime"
+    expected = "tensorrt" if tensorrt_missing() is None and (exported / rundir.ENGINE).exists() else "onnxruntime"
     assert auto.backend == expected and "auto chose fp32 on onnxruntime (model.onnx)" in auto.selection
     torch_p = infer.load(exported, "torch", device="cpu")
     assert torch_p.backend == "torch" and torch_p.device == "cpu"
@@ -65,9 +65,11 @@ def test_fp16_onnx_keeps_float32_io(exported):
 
 
 def test_onnxruntime_predictor_does_not_import_torch(exported, python_without_torch):
-    out = python_without_torch("import numpy as np, infer\n"
-                               f"p = infer.load({str(exported)!r}, 'onnxruntime')\n"
-                               "print(p.predict(np.zeros((2, 1, 28, 28), np.float32)).shape)")
+    out = python_without_torch(
+        "import numpy as np, infer\n"
+        f"p = infer.load({str(exported)!r}, 'onnxruntime')\n"
+        "print(p.predict(np.zeros((2, 1, 28, 28), np.float32)).shape)"
+    )
     assert out.strip() == "(2, 10)"
 
 
@@ -130,8 +132,9 @@ def test_auto_skips_an_engine_built_for_another_tensorrt(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.0.0"))
     p = infer.load(exported)
     assert p.backend == "onnxruntime"
-    assert ("fp32 on tensorrt (model.engine) skipped: built with TensorRT 10.14.1, this machine has "
-            "TensorRT 11.0.0") in p.selection
+    assert (
+        "fp32 on tensorrt (model.engine) skipped: built with TensorRT 10.14.1, this machine has TensorRT 11.0.0"
+    ) in p.selection
 
 
 def test_torch_threads_apply_to_the_predictor_only(exported):

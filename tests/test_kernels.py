@@ -9,10 +9,12 @@ from zoo.viz.kernels import KERNELS, apply_all, convolve, format_kernel
 # A 4x6 grayscale patch on which the 3x3 "bottom Sobel" gives the lecture's worked example,
 # 19 17 26 26 / 24 56 48 57, without padding. (The lecture's own patch is not reproduced here: this one
 # was constructed to give the same numbers.)
-PATCH = [[110, 114, 121, 127, 131, 136],
-         [113, 117, 120, 128, 134, 137],
-         [117, 119, 123, 135, 139, 138],
-         [97, 127, 140, 134, 150, 156]]
+PATCH = [
+    [110, 114, 121, 127, 131, 136],
+    [113, 117, 120, 128, 134, 137],
+    [117, 119, 123, 135, 139, 138],
+    [97, 127, 140, 134, 150, 156],
+]
 
 
 def test_bottom_sobel_worked_example():
@@ -33,8 +35,15 @@ def test_kernels_behave_as_their_names_say():
     np.testing.assert_array_equal(by["top sobel"], -by["bottom sobel"])
     np.testing.assert_array_equal(by["left sobel"], -by["right sobel"])
     flat = np.full((5, 5), 80, np.float32)  # a flat image: blur and sharpen keep it, edges vanish
-    for name, expect in [("blur", 80), ("sharpen", 80), ("identity", 80), ("outline", 0),
-                         ("bottom sobel", 0), ("left sobel", 0), ("emboss", 80)]:
+    for name, expect in [
+        ("blur", 80),
+        ("sharpen", 80),
+        ("identity", 80),
+        ("outline", 0),
+        ("bottom sobel", 0),
+        ("left sobel", 0),
+        ("emboss", 80),
+    ]:
         np.testing.assert_allclose(convolve(flat, KERNELS[name]), expect, err_msg=name)
     ramp = np.tile(np.arange(6, dtype=np.float32)[:, None] * 10, (1, 5))  # brighter downwards
     assert (convolve(ramp, KERNELS["bottom sobel"]) == 80).all()  # 4 * (2 rows * 10)

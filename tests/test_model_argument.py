@@ -29,8 +29,14 @@ def places(make_run, tmp_path):
     runs.mkdir(parents=True)
     newest = runs / "lenet-1"
     shutil.copytree(run, newest)
-    return {"run": run, "weights": run / rundir.WEIGHTS, "onnx": onnx, "runs": runs, "newest": newest,
-            "missing": tmp_path / "nope"}
+    return {
+        "run": run,
+        "weights": run / rundir.WEIGHTS,
+        "onnx": onnx,
+        "runs": runs,
+        "newest": newest,
+        "missing": tmp_path / "nope",
+    }
 
 
 def test_one_rule(places, monkeypatch):

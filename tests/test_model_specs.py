@@ -78,13 +78,20 @@ def test_auxiliary_heads_come_from_the_spec():
 def _family_names_in_code(path: pathlib.Path) -> list[str]:
     """The tokens of `path` naming a family, comments and docstrings left out."""
     text = path.read_text()
-    docstrings = {(node.body[0].value.lineno, node.body[0].value.col_offset)
-                  for node in ast.walk(ast.parse(text))
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
-    return [tok.string for tok in tokenize.generate_tokens(io.StringIO(text).readline)
-            if tok.type not in (tokenize.COMMENT,) and tok.start not in docstrings and FAMILY.search(tok.string)]
+    docstrings = {
+        (node.body[0].value.lineno, node.body[0].value.col_offset)
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    }
+    return [
+        tok.string
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+        if tok.type not in (tokenize.COMMENT,) and tok.start not in docstrings and FAMILY.search(tok.string)
+    ]
 
 
 def test_no_code_outside_zoo_models_names_a_family():

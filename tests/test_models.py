@@ -5,17 +5,39 @@ from zoo.models import UnknownModelError, create, get_spec, list_models
 from zoo.models.summary import InputTooSmallError, summarize
 
 EXPECTED_PARAMS = {
-    "lenet5": 61_706, "alexnet": 61_100_840, "vgg16": 138_357_544, "googlenet": 6_624_904,
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808,
+    "lenet5": 61_706,
+    "alexnet": 61_100_840,
+    "vgg16": 138_357_544,
+    "googlenet": 6_624_904,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
 }
 
 
 def test_registry_has_the_eighteen_models():
     assert list_models() == [
-        "lenet5", "alexnet", "alexnet_v1", "zfnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn",
-        "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "googlenet",
-        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+        "lenet5",
+        "alexnet",
+        "alexnet_v1",
+        "zfnet",
+        "vgg11",
+        "vgg11_bn",
+        "vgg13",
+        "vgg13_bn",
+        "vgg16",
+        "vgg16_bn",
+        "vgg19",
+        "vgg19_bn",
+        "googlenet",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+    ]
     assert get_spec("lenet").name == "lenet5"
     assert get_spec("LeNet").name == "lenet5"
 
@@ -39,8 +61,7 @@ def test_alexnet_v1_conv1_is_the_papers():
     assert sum(p.numel() for p in conv1.parameters()) == 34_944
     assert conv1(torch.zeros(1, 3, 227, 227)).shape == (1, 96, 55, 55)
     assert any(isinstance(m, torch.nn.LocalResponseNorm) for m in model.features)
-    assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)] == \
-        [96, 256, 384, 384, 256]
+    assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)] == [96, 256, 384, 384, 256]
 
 
 def test_zfnet_layout():
@@ -58,8 +79,10 @@ def test_lenet_takes_28_and_32():
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("vgg") and n != "vgg11"
-                                  else n for n in list_models()])  # (the other VGGs: seconds each, the same code)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n.startswith("vgg") and n != "vgg11" else n for n in list_models()],
+)  # (the other VGGs: seconds each, the same code)
 def test_forward_at_default_size_eval_and_train(name):
     spec = get_spec(name)
     torch.manual_seed(0)
@@ -92,9 +115,16 @@ def test_googlenet_aux_heads_train_only():
     assert not any(k.startswith("aux") for k in plain.state_dict())
 
 
-@pytest.mark.parametrize("name,lo,hi", [("resnet18", 1.75e9, 1.85e9), ("resnet34", 3.55e9, 3.7e9),
-                                        ("resnet50", 3.8e9, 4.15e9), ("resnet101", 7.5e9, 7.9e9),
-                                        ("resnet152", 11.2e9, 11.6e9)])
+@pytest.mark.parametrize(
+    "name,lo,hi",
+    [
+        ("resnet18", 1.75e9, 1.85e9),
+        ("resnet34", 3.55e9, 3.7e9),
+        ("resnet50", 3.8e9, 4.15e9),
+        ("resnet101", 7.5e9, 7.9e9),
+        ("resnet152", 11.2e9, 11.6e9),
+    ],
+)
 def test_resnet_macs_agree_with_the_paper(name, lo, hi):
     assert lo <= summarize(name).macs <= hi
 

@@ -56,8 +56,9 @@ def images(tmp_path_factory, shared):
     """Real photos (one a palette image), a grayscale PNG and an RGBA PNG of odd sizes."""
     d = tmp_path_factory.mktemp("images")
     photos = sorted((shared / "datasets" / "hymenoptera" / "val" / "bees").glob("*.jpg"))[:2]
-    palette = [p for p in sorted((shared / "datasets" / "hymenoptera" / "train").glob("*/*.jpg"))
-               if Image.open(p).mode == "P"]
+    palette = [
+        p for p in sorted((shared / "datasets" / "hymenoptera" / "train").glob("*/*.jpg")) if Image.open(p).mode == "P"
+    ]
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (31, 45), dtype=np.uint8), "L").save(d / "gray.png")
     Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
@@ -84,8 +85,10 @@ def exif(orientation: int) -> Image.Exif:
     return tags
 
 
-CARDS = [ModelCard("resnet18", 2, 3, [64, 80], ["ants", "bees"], [0.485, 0.456, 0.406],
-                   [0.229, 0.224, 0.225], mode) for mode in ("squash", "crop", "fill", "half-crop")]
+CARDS = [
+    ModelCard("resnet18", 2, 3, [64, 80], ["ants", "bees"], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], mode)
+    for mode in ("squash", "crop", "fill", "half-crop")
+]
 CARDS.append(ModelCard("lenet5", 10, 1, [28, 28], [str(i) for i in range(10)], [0.1307], [0.3081]))
 
 

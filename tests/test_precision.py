@@ -41,8 +41,12 @@ def verify_bf16(run, speed=None):
     path = run / rundir.ONNX
     proto = onnx.load(str(path))
     card = infer.load(path, "onnxruntime").card
-    card.provenance["verification"] = {"split": "test", "n": 100, "accuracy": {"fp32": 0.9, "bf16": 0.9},
-                                       "verified": ["fp32", "bf16"]}
+    card.provenance["verification"] = {
+        "split": "test",
+        "n": 100,
+        "accuracy": {"fp32": 0.9, "bf16": 0.9},
+        "verified": ["fp32", "bf16"],
+    }
     if speed:
         card.provenance["verification"]["speed"] = {"cpu": hardware.cpu().name, "img_s": speed}
     set_card(proto, card)
@@ -105,8 +109,10 @@ def test_auto_takes_bf16_only_where_verified_and_native(exported, monkeypatch):
     if BF16_MISSING is None:
         p = infer.load(exported)
         assert (p.precision, p.backend) == ("bf16", "openvino")
-        assert p.selection.startswith("auto chose bf16 on openvino (model.onnx); bf16 verified at export: "
-                                      "90.00% top-1 vs fp32 90.00% on 100 test images")
+        assert p.selection.startswith(
+            "auto chose bf16 on openvino (model.onnx); bf16 verified at export: "
+            "90.00% top-1 vs fp32 90.00% on 100 test images"
+        )
     monkeypatch.setattr(hardware, "cpu", lambda: PLAIN_CPU)
     p = infer.load(exported)
     assert p.precision == "fp32" and "bf16 is not native on this CPU" in p.selection
@@ -143,8 +149,9 @@ def test_auto_follows_the_speeds_measured_at_export_on_this_cpu(exported, monkey
     verify_bf16(exported, speed={"bf16 on openvino": 1000.0, "fp32 on onnxruntime": 4000.0})
     p = infer.load(exported)
     assert (p.precision, p.backend) == ("fp32", "onnxruntime")
-    assert ("bf16 on openvino (model.onnx) skipped: slower on this CPU as measured at export "
-            "(1,000 img/s vs 4,000)") in p.selection
+    assert (
+        "bf16 on openvino (model.onnx) skipped: slower on this CPU as measured at export (1,000 img/s vs 4,000)"
+    ) in p.selection
     other = hardware.Cpu("Another CPU", hardware.cpu().flags, 2)
     monkeypatch.setattr(hardware, "cpu", lambda: other)
     assert infer.load(exported).precision == "bf16"  # measured elsewhere: the static order holds

@@ -12,8 +12,16 @@ from onnx import numpy_helper
 
 import infer
 from export.onnx import card_of
-from export.quantize import (ACTIVATIONS, ACTIVATIONS_TENSORRT, DEFAULT_IMAGES, DEFAULT_METHOD, METHODS, WEIGHTS,
-                             quantize, runtimes)
+from export.quantize import (
+    ACTIVATIONS,
+    ACTIVATIONS_TENSORRT,
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    METHODS,
+    WEIGHTS,
+    quantize,
+    runtimes,
+)
 from infer.hardware import native_missing
 from zoo import rundir
 from zoo.card import ModelCard
@@ -49,6 +57,7 @@ def qdq_nodes(path: pathlib.Path):
 
 def held_out_batch(shared: pathlib.Path, card: ModelCard, count: int) -> tuple[np.ndarray, np.ndarray]:
     from serving import read_mnist
+
     from zoo.data.preprocess import normalize
 
     images, labels = read_mnist(shared)
@@ -81,8 +90,12 @@ def test_int8_export_is_verified_and_recorded(lenet_int8, shared):
     q = card.provenance["quantization"]
     assert q["library"].startswith("onnxruntime ") and q["format"] == "QDQ"
     assert (q["weights"], q["activations"], q["method"]) == (WEIGHTS, ACTIVATIONS, DEFAULT_METHOD)
-    assert q["calibration"] == {"source": str(shared / "datasets" / "mnist"), "split": "train",
-                                "images": DEFAULT_IMAGES, "seed": 0}
+    assert q["calibration"] == {
+        "source": str(shared / "datasets" / "mnist"),
+        "split": "train",
+        "images": DEFAULT_IMAGES,
+        "seed": 0,
+    }
     v = card.provenance["verification"]
     assert (v["split"], v["n"], v["max_accuracy_drop"]) == ("test", HELD_OUT, 1.0)
     assert set(v["by_runtime"]["int8"]) == set(runtimes())
@@ -200,14 +213,31 @@ def test_imagenet_size_model_calibrated_on_a_plain_folder_of_photos(make_run, sh
         for f in sorted((photos / "val" / cls).glob("*.jpg"))[:5]:
             shutil.copy(f, verify / cls / f.name)
     run = make_run("resnet18", class_names=["ants", "bees"], input_size=[64, 64])
-    r = zoo("export", run, "--int8", "--calibration", loose, "--calibration-images", 6,
-            "--calibration-method", "percentile", "--verify-data", verify, "--max-accuracy-drop", 100)
+    r = zoo(
+        "export",
+        run,
+        "--int8",
+        "--calibration",
+        loose,
+        "--calibration-images",
+        6,
+        "--calibration-method",
+        "percentile",
+        "--verify-data",
+        verify,
+        "--max-accuracy-drop",
+        100,
+    )
     assert r.exit_code == 0, r.output
     assert f"int8 (percentile, 6 calibration images from {loose})" in r.output
     assert f"on 10 images of {verify}" in r.output
     card = card_of(run / rundir.ONNX_INT8)
-    assert card.provenance["quantization"]["calibration"] == {"source": str(loose), "split": "all", "images": 6,
-                                                              "seed": 0}
+    assert card.provenance["quantization"]["calibration"] == {
+        "source": str(loose),
+        "split": "all",
+        "images": 6,
+        "seed": 0,
+    }
     assert card.provenance["verification"]["split"] == "all" and card.provenance["verification"]["n"] == 10
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     for runtime in runtimes():

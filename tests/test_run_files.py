@@ -33,8 +33,14 @@ def cli(*args) -> tuple[int, str]:
 
 def zoo_process(*args) -> tuple[int, str]:
     """The real `zoo` command in a process of its own (for `serve`, which would not return if it started)."""
-    p = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, check=False,
-                       env=ENV, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "zoo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=120,
+    )
     return p.returncode, p.stdout + p.stderr
 
 
@@ -44,8 +50,9 @@ def trained(tiny_mnist, tmp_path_factory):  # noqa: F811
     image. Tests copy what they change."""
     root = tmp_path_factory.mktemp("trained")
     run = root / "lenet5-tiny"
-    code, out = cli("train", "lenet", "--data", tiny_mnist, "--epochs", 1, "--batch-size", 16, "--workers", 0,
-                    "--output", run)
+    code, out = cli(
+        "train", "lenet", "--data", tiny_mnist, "--epochs", 1, "--batch-size", 16, "--workers", 0, "--output", run
+    )
     assert code == 0, out
     onnx = root / "exported"
     shutil.copytree(run, onnx)
@@ -101,8 +108,15 @@ def card_of_an_unknown_model(run: pathlib.Path) -> pathlib.Path:
     return run / rundir.CARD
 
 
-CORRUPTIONS = [truncated_weights, card_a_list, card_not_json, card_without_num_classes, card_with_wrong_types,
-               card_of_another_model, card_of_an_unknown_model]
+CORRUPTIONS = [
+    truncated_weights,
+    card_a_list,
+    card_not_json,
+    card_without_num_classes,
+    card_with_wrong_types,
+    card_of_another_model,
+    card_of_an_unknown_model,
+]
 
 COMMANDS = {  # name -> the arguments after `zoo`, for a run directory
     "evaluate": lambda run, image, data, tmp: ["evaluate", run],
@@ -132,8 +146,9 @@ def matrix():
     for command in COMMANDS:
         for corrupt in CORRUPTIONS:
             fast = command == "evaluate" or corrupt is truncated_weights
-            yield pytest.param(command, corrupt, id=f"{command}-{corrupt.__name__}",
-                               marks=() if fast else pytest.mark.slow)
+            yield pytest.param(
+                command, corrupt, id=f"{command}-{corrupt.__name__}", marks=() if fast else pytest.mark.slow
+            )
 
 
 @pytest.mark.parametrize(("command", "corrupt"), list(matrix()))
@@ -151,8 +166,23 @@ def test_a_damaged_run_as_pretrained_weights_ends_train_in_one_line(trained, tmp
     damaged = tmp_path / "damaged"
     shutil.copytree(run, damaged)
     file = corrupt(damaged)
-    assert_one_line(*cli("train", "lenet", "--pretrained", damaged, "--data", data, "--epochs", 1,
-                         "--workers", 0, "--output", tmp_path / "new"), file)
+    assert_one_line(
+        *cli(
+            "train",
+            "lenet",
+            "--pretrained",
+            damaged,
+            "--data",
+            data,
+            "--epochs",
+            1,
+            "--workers",
+            0,
+            "--output",
+            tmp_path / "new",
+        ),
+        file,
+    )
     assert not (tmp_path / "new").exists()
 
 
@@ -235,13 +265,20 @@ def test_every_run_file_gets_the_mode_of_a_new_file(trained):
 
 def test_run_files_follow_the_umask(tmp_path):
     """Written under umask 007 (a group-shared machine), weights, card and checkpoint are all 0660."""
-    code = ("import torch; from zoo import atomic, rundir; from zoo.card import ModelCard\n"
-            "from zoo.models import create\n"
-            "import sys; run = sys.argv[1]\n"
-            "rundir.save_weights(run + '/model.safetensors', create('lenet'))\n"
-            "ModelCard.for_model('lenet').save(run + '/card.json')\n"
-            "atomic.write_with(run + '/checkpoint.pt', lambda tmp: torch.save({'epoch': 1}, tmp))\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=ENV, check=True, timeout=120,
-                   preexec_fn=lambda: os.umask(0o007))
+    code = (
+        "import torch; from zoo import atomic, rundir; from zoo.card import ModelCard\n"
+        "from zoo.models import create\n"
+        "import sys; run = sys.argv[1]\n"
+        "rundir.save_weights(run + '/model.safetensors', create('lenet'))\n"
+        "ModelCard.for_model('lenet').save(run + '/card.json')\n"
+        "atomic.write_with(run + '/checkpoint.pt', lambda tmp: torch.save({'epoch': 1}, tmp))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=ENV,
+        check=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o007),
+    )
     modes = {f.name: oct(f.stat().st_mode & 0o777) for f in tmp_path.iterdir()}
     assert modes == dict.fromkeys(["model.safetensors", "card.json", "checkpoint.pt"], oct(0o660)), modes

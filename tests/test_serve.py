@@ -70,13 +70,17 @@ def test_concurrent_requests_each_get_their_own_answer(server, predictor, served
 
     async def one(client, i):
         if i % 2:
-            r = await client.post("/predict", content=digits[i], headers={"Content-Type": "image/png"},
-                                  params={"top_k": 10})
+            r = await client.post(
+                "/predict", content=digits[i], headers={"Content-Type": "image/png"}, params={"top_k": 10}
+            )
             assert r.status_code == 200, r.text
             scores = {p["index"]: p["probability"] for p in r.json()["predictions"][0]["top_k"]}
             return np.array([scores[k] for k in range(10)])
-        body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                            "data": tensors[i].ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": tensors[i].ravel().tolist()}
+            ]
+        }
         r = await client.post(f"/v2/models/{predictor.name}/infer", json=body)
         assert r.status_code == 200, r.text
         return softmax(np.array(r.json()["outputs"][0]["data"], np.float64))
@@ -94,10 +98,12 @@ def test_batches_form_under_concurrency(predictor, served_lenet):
     """With a long enough delay, concurrent requests run in fewer batches than there are requests."""
     digits = [d for d, _ in served_lenet.digits[:16]]
     with running(create_app(predictor, max_delay_ms=300, max_batch_size=32)) as url:
+
         async def fire():
             async with httpx.AsyncClient(base_url=url) as client:
-                return await asyncio.gather(*(client.post("/predict", content=d, headers={
-                    "Content-Type": "image/png"}) for d in digits))
+                return await asyncio.gather(
+                    *(client.post("/predict", content=d, headers={"Content-Type": "image/png"}) for d in digits)
+                )
 
         assert all(r.status_code == 200 for r in asyncio.run(fire()))
         text = httpx.get(f"{url}/metrics").text
@@ -131,8 +137,9 @@ def test_tritonclient_fp32_and_bytes(server, predictor, served_lenet):
     inp = http.InferInput("image", [5], "BYTES")
     inp.set_data_from_numpy(np.array(digits, dtype=np.object_))  # binary, as the client sends by default
     assert np.allclose(client.infer(name, [inp]).as_numpy("logits"), want, atol=1e-4)
-    assert np.allclose(client.infer(name, [inp], request_compression_algorithm="gzip").as_numpy("logits"),
-                       want, atol=1e-4)
+    assert np.allclose(
+        client.infer(name, [inp], request_compression_algorithm="gzip").as_numpy("logits"), want, atol=1e-4
+    )
     with pytest.raises(Exception, match="unknown model"):
         client.infer("no-such-model", [inp])
 
@@ -141,8 +148,17 @@ def test_v2_bytes_as_base64_json_and_nested_fp32(server, predictor, served_lenet
     digit = served_lenet.digits[3][0]
     photo = jpeg(np.asarray(Image.open(io.BytesIO(served_lenet.digits[4][0]))))  # another digit, as JPEG
     want = expected(predictor, [digit, photo])
-    body = {"id": "req-7", "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
-                                       "data": [base64.b64encode(b).decode() for b in (digit, photo)]}]}
+    body = {
+        "id": "req-7",
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(b).decode() for b in (digit, photo)],
+            }
+        ],
+    }
     r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -164,8 +180,14 @@ def test_health_models_metrics_docs_page(server, predictor):
     assert models[0]["precision"] == "fp32" and models[0]["selection"] == predictor.selection
     assert models[0]["card"] == predictor.card.to_dict()
     text = httpx.get(f"{server}/metrics").text
-    for metric in ("zoo_requests_total", "zoo_request_errors_total", "zoo_request_duration_seconds_bucket",
-                   "zoo_batch_size_bucket", "zoo_queue_depth", "zoo_warmup_seconds"):
+    for metric in (
+        "zoo_requests_total",
+        "zoo_request_errors_total",
+        "zoo_request_duration_seconds_bucket",
+        "zoo_batch_size_bucket",
+        "zoo_queue_depth",
+        "zoo_warmup_seconds",
+    ):
         assert metric in text
     warmup = float(re.search(r"^zoo_warmup_seconds (\S+)$", text, re.M).group(1))
     assert warmup > 0  # the model was run before /v2/health/ready said 200
@@ -194,8 +216,10 @@ def test_api_key_guards_everything_but_health_and_the_page(predictor, served_len
         assert httpx.get(url + "/models", headers={"Authorization": "Basic s3cret"}).status_code == 401
         post = dict(content=digit, url=f"{url}/predict")
         assert httpx.post(**post, headers={"Content-Type": "image/png"}).status_code == 401
-        assert httpx.post(**post, headers={"Content-Type": "image/png",
-                                           "Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.post(**post, headers={"Content-Type": "image/png", "Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         assert httpx.post(**post, headers={"Content-Type": "image/png", **key}).status_code == 200
 
 
@@ -224,8 +248,20 @@ def test_classify_and_predict_give_one_image_the_same_top_k(server, served_lenet
     digit = served_lenet.digits[0][0]
     (tmp_path / "one.png").write_bytes(digit)
     out = tmp_path / "x.jsonl"
-    r = CliRunner().invoke(main, ["classify", str(served_lenet.onnx), str(tmp_path / "one.png"), "--backend",
-                                  "onnxruntime", "--top-k", "3", "-o", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            str(served_lenet.onnx),
+            str(tmp_path / "one.png"),
+            "--backend",
+            "onnxruntime",
+            "--top-k",
+            "3",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(s) for s in out.read_text().splitlines()]
     answer = httpx.post(f"{server}/predict?top_k=3", content=digit, headers={"Content-Type": "image/png"}).json()

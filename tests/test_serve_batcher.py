@@ -55,8 +55,9 @@ def test_a_bad_request_fails_alone_and_the_worker_carries_on(predictor):
         b = Batcher(predictor.predict, max_batch_size=32, max_delay_ms=50)
         await b.start()
         try:
-            first = await asyncio.gather(*(b.submit(x) for x in [good[0], bad, good[1], good[2]]),
-                                         return_exceptions=True)
+            first = await asyncio.gather(
+                *(b.submit(x) for x in [good[0], bad, good[1], good[2]]), return_exceptions=True
+            )
             after = await b.submit(good[0])
         finally:
             await b.stop()

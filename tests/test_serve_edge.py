@@ -41,8 +41,9 @@ def edge(served_lenet):
             assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
             time.sleep(0.05)
         name = httpx.get(f"{url}/models").json()["models"][0]["name"]
-        yield SimpleNamespace(url=url, port=int(url.rsplit(":", 1)[1]), proc=proc, out=out, name=name,
-                              digit=served_lenet.digits[0][0])
+        yield SimpleNamespace(
+            url=url, port=int(url.rsplit(":", 1)[1]), proc=proc, out=out, name=name, digit=served_lenet.digits[0][0]
+        )
     finally:
         proc.kill()
         proc.wait(30)
@@ -83,19 +84,28 @@ def eventually(check, timeout: float = 30.0):
 
 def multipart(data: bytes) -> tuple[str, bytes]:
     boundary = "zooedgeboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return f"multipart/form-data; boundary={boundary}", body
 
 
 def bodies(edge) -> dict:
     """route -> (path, content type, a whole body) for each way a request carries a body."""
     form_type, form = multipart(edge.digit)
-    v2 = json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
-                                 "data": [edge.digit.decode("latin-1")]}]}).encode()
-    return {"multipart": ("/predict", "/predict", form_type, form),
-            "image": ("/predict", "/predict", "image/png", edge.digit),
-            "v2": (f"/v2/models/{edge.name}/infer", "/v2/models/{model}/infer", "application/json", v2)}
+    v2 = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "data": [edge.digit.decode("latin-1")]}]}
+    ).encode()
+    return {
+        "multipart": ("/predict", "/predict", form_type, form),
+        "image": ("/predict", "/predict", "image/png", edge.digit),
+        "v2": (f"/v2/models/{edge.name}/infer", "/v2/models/{model}/infer", "application/json", v2),
+    }
 
 
 @pytest.mark.parametrize("kind", ["multipart", "image", "v2"])
@@ -105,7 +115,7 @@ def test_a_client_gone_mid_body_is_a_499_and_one_quiet_log_line(edge, kind):
     logged = len(edge.out.lines)
     with connect(edge) as sock:
         sock.sendall(head("POST", path, {"Content-Type": content_type, "Content-Length": len(body)}))
-        sock.sendall(body[:len(body) // 2])
+        sock.sendall(body[: len(body) // 2])
         time.sleep(0.2)  # the server is reading the body when the client goes
     total = sum(before.values())
     after = eventually(lambda: (c := requests_counted(edge, route)) and sum(c.values()) > total and c)

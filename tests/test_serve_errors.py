@@ -35,35 +35,58 @@ def bad_requests(name: str, digit: bytes):
     x = np.zeros((1, 1, 28, 28), np.float32)
 
     def v2(shape=(1, 1, 28, 28), datatype="FP32", data=None, **more):
-        inp = {"name": "input", "shape": list(shape), "datatype": datatype,
-               "data": x.ravel().tolist() if data is None else data}
+        inp = {
+            "name": "input",
+            "shape": list(shape),
+            "datatype": datatype,
+            "data": x.ravel().tolist() if data is None else data,
+        }
         return dict(method="POST", url=infer_url, json={"inputs": [inp], **more})
 
     def chunked(total):
         def body():
             for _ in range(total // 65536):
                 yield b"\0" * 65536
+
         return body()
 
     b64 = base64.b64encode(digit).decode()
     yield "empty body", 400, dict(method="POST", url="/predict", content=b"", headers=image)
     yield "not an image", 400, dict(method="POST", url="/predict", content=b"GIF89a but not really", headers=image)
-    yield "truncated JPEG", 400, dict(method="POST", url="/predict", content=photo[:len(photo) // 2], headers=image)
+    yield "truncated JPEG", 400, dict(method="POST", url="/predict", content=photo[: len(photo) // 2], headers=image)
     yield "decompression bomb", 400, dict(method="POST", url="/predict", content=bomb, headers=image)
-    yield "body over the limit", 413, dict(method="POST", url="/predict", content=b"\0" * (MAX_BODY_MB * 2**20 + 1),
-                                          headers=image)
-    yield "chunked body over the limit", 413, dict(method="POST", url="/predict",
-                                                   content=chunked(2 * MAX_BODY_MB * 2**20), headers=image)
-    yield "chunked v2 body over the limit", 413, dict(method="POST", url=infer_url,
-                                                      content=chunked(2 * MAX_BODY_MB * 2**20))
-    yield "wrong content type", 415, dict(method="POST", url="/predict", content=digit,
-                                          headers={"Content-Type": "text/plain"})
+    yield (
+        "body over the limit",
+        413,
+        dict(method="POST", url="/predict", content=b"\0" * (MAX_BODY_MB * 2**20 + 1), headers=image),
+    )
+    yield (
+        "chunked body over the limit",
+        413,
+        dict(method="POST", url="/predict", content=chunked(2 * MAX_BODY_MB * 2**20), headers=image),
+    )
+    yield (
+        "chunked v2 body over the limit",
+        413,
+        dict(method="POST", url=infer_url, content=chunked(2 * MAX_BODY_MB * 2**20)),
+    )
+    yield (
+        "wrong content type",
+        415,
+        dict(method="POST", url="/predict", content=digit, headers={"Content-Type": "text/plain"}),
+    )
     yield "no content type", 415, dict(method="POST", url="/predict", content=digit)
     yield "v2 with an image content type", 415, dict(method="POST", url=infer_url, content=digit, headers=image)
-    yield "multipart without a file field", 400, dict(method="POST", url="/predict", data={"other": "1"},
-                                                      files={"x": ("a.png", digit, "image/png")})
-    yield "multipart with an empty file", 400, dict(method="POST", url="/predict",
-                                                    files={"file": ("a.png", b"", "image/png")})
+    yield (
+        "multipart without a file field",
+        400,
+        dict(method="POST", url="/predict", data={"other": "1"}, files={"x": ("a.png", digit, "image/png")}),
+    )
+    yield (
+        "multipart with an empty file",
+        400,
+        dict(method="POST", url="/predict", files={"file": ("a.png", b"", "image/png")}),
+    )
     yield "top_k not a number", 422, dict(method="POST", url="/predict?top_k=many", content=digit, headers=image)
     yield "top_k zero", 422, dict(method="POST", url="/predict?top_k=0", content=digit, headers=image)
     yield "v2 wrong shape", 400, v2(shape=(1, 3, 28, 28), data=[0.0] * 3 * 784)
@@ -76,27 +99,63 @@ def bad_requests(name: str, digit: bytes):
     yield "v2 BYTES not base64", 400, v2(shape=(1,), datatype="BYTES", data=["***"])
     yield "v2 BYTES not an image", 400, v2(shape=(1,), datatype="BYTES", data=[base64.b64encode(b"hi").decode()])
     yield "v2 BYTES count", 400, v2(shape=(2,), datatype="BYTES", data=[b64])
-    yield "v2 two inputs", 400, dict(method="POST", url=infer_url, json={"inputs": [
-        v2()["json"]["inputs"][0], v2()["json"]["inputs"][0]]})
+    yield (
+        "v2 two inputs",
+        400,
+        dict(method="POST", url=infer_url, json={"inputs": [v2()["json"]["inputs"][0], v2()["json"]["inputs"][0]]}),
+    )
     yield "v2 unknown output", 400, v2(outputs=[{"name": "probabilities"}])
     yield "v2 no inputs key", 400, dict(method="POST", url=infer_url, json={"input": []})
-    yield "v2 malformed JSON", 400, dict(method="POST", url=infer_url, content=b'{"inputs": [',
-                                         headers={"Content-Type": "application/json"})
+    yield (
+        "v2 malformed JSON",
+        400,
+        dict(method="POST", url=infer_url, content=b'{"inputs": [', headers={"Content-Type": "application/json"}),
+    )
     yield "v2 empty body", 400, dict(method="POST", url=infer_url, content=b"")
-    head = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 3136}}]}).encode()
-    yield "v2 binary shorter than said", 400, dict(method="POST", url=infer_url, content=head + b"\0" * 100,
-                                                   headers={"Inference-Header-Content-Length": str(len(head))})
-    yield "v2 header length past the body", 400, dict(method="POST", url=infer_url, content=head,
-                                                      headers={"Inference-Header-Content-Length": "99999"})
-    yield "v2 header length not a number", 400, dict(method="POST", url=infer_url, content=head,
-                                                     headers={"Inference-Header-Content-Length": "ten"})
-    yield "v2 gzip that is not", 400, dict(method="POST", url=infer_url, content=b"plain",
-                                           headers={"Content-Encoding": "gzip"})
-    yield "v2 gzip bomb", 413, dict(method="POST", url=infer_url, content=gzip.compress(b" " * 3 * 2**20),
-                                    headers={"Content-Encoding": "gzip"})
-    yield "v2 unknown encoding", 415, dict(method="POST", url=infer_url, content=b"x",
-                                           headers={"Content-Encoding": "br"})
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}
+            ]
+        }
+    ).encode()
+    yield (
+        "v2 binary shorter than said",
+        400,
+        dict(
+            method="POST",
+            url=infer_url,
+            content=head + b"\0" * 100,
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        ),
+    )
+    yield (
+        "v2 header length past the body",
+        400,
+        dict(method="POST", url=infer_url, content=head, headers={"Inference-Header-Content-Length": "99999"}),
+    )
+    yield (
+        "v2 header length not a number",
+        400,
+        dict(method="POST", url=infer_url, content=head, headers={"Inference-Header-Content-Length": "ten"}),
+    )
+    yield (
+        "v2 gzip that is not",
+        400,
+        dict(method="POST", url=infer_url, content=b"plain", headers={"Content-Encoding": "gzip"}),
+    )
+    yield (
+        "v2 gzip bomb",
+        413,
+        dict(
+            method="POST", url=infer_url, content=gzip.compress(b" " * 3 * 2**20), headers={"Content-Encoding": "gzip"}
+        ),
+    )
+    yield (
+        "v2 unknown encoding",
+        415,
+        dict(method="POST", url=infer_url, content=b"x", headers={"Content-Encoding": "br"}),
+    )
     yield "unknown model", 404, v2() | {"url": "/v2/models/no-such-model/infer"}
     yield "unknown model metadata", 404, dict(method="GET", url="/v2/models/no-such-model")
     yield "unknown path", 404, dict(method="GET", url="/no/such/path")

@@ -40,21 +40,34 @@ def v2_url(server, predictor) -> str:
 def binary_bytes(elements: list[bytes], shape: list[int] | None = None) -> dict:
     """httpx.post kwargs: a v2 request of BYTES elements in the binary tensor extension."""
     raw = b"".join(struct.pack("<I", len(e)) + e for e in elements)
-    head = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": shape or [len(elements)],
-                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": shape or [len(elements)],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
     return {"content": head + raw, "headers": {HEADER: str(len(head))}}
 
 
 def json_fp32(x: np.ndarray) -> bytes:
     """A v2 request of FP32 data in JSON, written as Python writes NaN and infinity (bare NaN, Infinity)."""
-    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                                   "data": x.ravel().tolist()}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    ).encode()
 
 
 def strict_json(text: str):
     """JSON as a strict parser reads it: bare NaN, Infinity and -Infinity are not JSON."""
+
     def refuse(constant):
         raise ValueError(f"not JSON: bare {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -70,8 +83,16 @@ def test_v2_bytes_over_the_cap_is_refused_before_anything_is_decoded(server, pre
     assert r.status_code == 413, r.text
     assert "11 images" in r.json()["error"] and "--max-images" in r.json()["error"]
 
-    as_json = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [MAX_IMAGES + 1],
-                           "data": ["***not base64***"] * (MAX_IMAGES + 1)}]}
+    as_json = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [MAX_IMAGES + 1],
+                "data": ["***not base64***"] * (MAX_IMAGES + 1),
+            }
+        ]
+    }
     r = httpx.post(v2_url(server, predictor), json=as_json)
     assert r.status_code == 413, r.text
 
@@ -114,8 +135,10 @@ def test_a_request_at_the_cap_runs_in_batches_and_answers_as_one_at_a_time(serve
     r = httpx.post(v2_url(server, predictor), **binary_bytes(digits))
     assert r.status_code == 200, r.text
     logits = np.array(r.json()["outputs"][0]["data"], np.float32).reshape(MAX_IMAGES, 10)
-    one_at_a_time = [np.array(httpx.post(v2_url(server, predictor), **binary_bytes([d])).json()
-                              ["outputs"][0]["data"], np.float32) for d in digits]
+    one_at_a_time = [
+        np.array(httpx.post(v2_url(server, predictor), **binary_bytes([d])).json()["outputs"][0]["data"], np.float32)
+        for d in digits
+    ]
     assert np.allclose(logits, np.stack(one_at_a_time), atol=1e-5) and np.allclose(logits, want, atol=1e-5)
 
     x = np.stack([preprocess(d, predictor.card) for d in digits])
@@ -129,8 +152,9 @@ def test_a_request_at_the_cap_runs_in_batches_and_answers_as_one_at_a_time(serve
     assert [p["top_k"][0]["index"] for p in r.json()["predictions"]] == list(want.argmax(1))
 
     after = batch_sizes(server)  # no batch of the model held more than BATCH images
-    assert float(after[str(float(BATCH))]) - float(before[str(float(BATCH))]) == \
-        float(after["+Inf"]) - float(before["+Inf"])
+    assert float(after[str(float(BATCH))]) - float(before[str(float(BATCH))]) == float(after["+Inf"]) - float(
+        before["+Inf"]
+    )
 
 
 def test_non_finite_fp32_input_is_refused(server, predictor):
@@ -140,10 +164,21 @@ def test_non_finite_fp32_input_is_refused(server, predictor):
         r = httpx.post(v2_url(server, predictor), content=json_fp32(x))
         assert r.status_code == 400, r.text
         assert "NaN or infinity" in r.json()["error"]
-        head = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
-                                       "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-        r = httpx.post(v2_url(server, predictor), content=head + x.astype("<f4").tobytes(),
-                       headers={HEADER: str(len(head))})
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "FP32",
+                        "shape": [1, 1, 28, 28],
+                        "parameters": {"binary_data_size": x.nbytes},
+                    }
+                ]
+            }
+        ).encode()
+        r = httpx.post(
+            v2_url(server, predictor), content=head + x.astype("<f4").tobytes(), headers={HEADER: str(len(head))}
+        )
         assert r.status_code == 400, r.text
         assert "NaN or infinity" in r.json()["error"]
 
@@ -161,13 +196,16 @@ def overflowing(tmp_path_factory):
     w[::2, 5:] = -1e38
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "overflow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        "overflow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        initializer=[numpy_helper.from_array(w, "w")])
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    model.metadata_props.append(onnx.StringStringEntryProto(
-        key=ONNX_METADATA_KEY, value=ModelCard.for_model("lenet").to_json()))
+    model.metadata_props.append(
+        onnx.StringStringEntryProto(key=ONNX_METADATA_KEY, value=ModelCard.for_model("lenet").to_json())
+    )
     path = tmp_path_factory.mktemp("overflow") / "overflow.onnx"
     onnx.save(model, path)
     return infer.load(path, backend="onnxruntime", threads=1)
@@ -179,10 +217,12 @@ def test_non_finite_model_output_is_a_valid_json_error_on_every_route(overflowin
     assert np.isfinite(x).all() and not np.isfinite(overflowing.predict(x)).all()
     with running(create_app(overflowing, max_delay_ms=2)) as url:
         infer_url = f"{url}/v2/models/{overflowing.name}/infer"
-        answers = [httpx.post(f"{url}/predict", content=digit, headers={"Content-Type": "image/png"}),
-                   httpx.post(f"{url}/predict", files=[("file", ("a.png", digit, "image/png"))] * 2),
-                   httpx.post(infer_url, content=json_fp32(x)),
-                   httpx.post(infer_url, **binary_bytes([digit]))]
+        answers = [
+            httpx.post(f"{url}/predict", content=digit, headers={"Content-Type": "image/png"}),
+            httpx.post(f"{url}/predict", files=[("file", ("a.png", digit, "image/png"))] * 2),
+            httpx.post(infer_url, content=json_fp32(x)),
+            httpx.post(infer_url, **binary_bytes([digit])),
+        ]
     for r in answers:
         assert "not finite" in strict_json(r.text)["error"]
     # from images: the model's fault, the same 500 on /predict and v2; from FP32 values the client chose:

@@ -21,14 +21,18 @@ def test_page_classifies_an_uploaded_digit(served_lenet, tmp_path):
         driver.get(url + "/")
         WebDriverWait(driver, 20).until(lambda d: "lenet5" in d.find_element(By.ID, "model").text)
         driver.find_element(By.ID, "file").send_keys(str(tmp_path / "digit.png"))
-        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5
-                                        or d.find_element(By.ID, "error").text)
+        WebDriverWait(driver, 20).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5 or d.find_element(By.ID, "error").text
+        )
         assert driver.find_element(By.ID, "error").text == ""
         labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .label")]
-        widths = driver.execute_script("return Array.from(document.querySelectorAll('#results .bar div'))"
-                                       ".map(e => e.getBoundingClientRect().width)")
-        shown = driver.execute_script("const i = document.getElementById('preview');"
-                                      "return [i.complete, i.naturalWidth]")
+        widths = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#results .bar div'))"
+            ".map(e => e.getBoundingClientRect().width)"
+        )
+        shown = driver.execute_script(
+            "const i = document.getElementById('preview');return [i.complete, i.naturalWidth]"
+        )
     assert labels == [predictor.card.class_names[i] for i in np.argsort(-want)[:5]]
     assert widths[0] > 0 and widths == sorted(widths, reverse=True)  # bars drawn, longest first
     assert shown == [True, 28]  # the picked image is on the page
@@ -42,9 +46,11 @@ def test_the_drop_zone_sits_below_the_subtitle(served_lenet, tmp_path):
 
         driver.get(url + "/")
         WebDriverWait(driver, 20).until(lambda d: "lenet5" in d.find_element(By.ID, "model").text)
-        model, drop = driver.execute_script("return ['model', 'drop'].map(i => {"
-                                            "const r = document.getElementById(i).getBoundingClientRect();"
-                                            "return [r.top, r.bottom]; })")
+        model, drop = driver.execute_script(
+            "return ['model', 'drop'].map(i => {"
+            "const r = document.getElementById(i).getBoundingClientRect();"
+            "return [r.top, r.bottom]; })"
+        )
     assert model[1] <= drop[0]  # the drop zone's border box starts below the subtitle line
 
 
@@ -53,8 +59,10 @@ def test_with_an_api_key_the_page_asks_for_it_and_keeps_it_for_the_session(serve
     digit, _ = served_lenet.digits[3]
     (tmp_path / "digit.png").write_bytes(digit)
     want = predictor.card.class_names[int(predictor.predict(preprocess(digit, predictor.card)[None])[0].argmax())]
-    with (running(create_app(predictor, api_key="s3cret")) as url,
-          headless_chrome(tmp_path, width=900, height=700) as driver):
+    with (
+        running(create_app(predictor, api_key="s3cret")) as url,
+        headless_chrome(tmp_path, width=900, height=700) as driver,
+    ):
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -66,8 +74,9 @@ def test_with_an_api_key_the_page_asks_for_it_and_keeps_it_for_the_session(serve
         driver.refresh()  # the key lives in the tab's session storage: asked once per session
         WebDriverWait(driver, 20).until(lambda d: "lenet5" in d.find_element(By.ID, "model").text)
         driver.find_element(By.ID, "file").send_keys(str(tmp_path / "digit.png"))
-        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5
-                                        or d.find_element(By.ID, "error").text)
+        WebDriverWait(driver, 20).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .row")) == 5 or d.find_element(By.ID, "error").text
+        )
         assert driver.find_element(By.ID, "error").text == ""
         assert driver.find_elements(By.CSS_SELECTOR, "#results .label")[0].text == want
         assert driver.execute_script("return sessionStorage.getItem('zoo-api-key')") == "s3cret"

@@ -31,8 +31,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
         answers = [None] * len(digits)
 
         def post(i):
-            answers[i] = httpx.post(f"{url}/predict", content=digits[i], headers={"Content-Type": "image/png"},
-                                    timeout=60)
+            answers[i] = httpx.post(
+                f"{url}/predict", content=digits[i], headers={"Content-Type": "image/png"}, timeout=60
+            )
 
         threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
         for t in threads:
@@ -106,8 +107,9 @@ def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lene
         answers = [None] * len(digits)
 
         def post(i):
-            answers[i] = httpx.post(f"{url}/predict?top_k=10", content=digits[i],
-                                    headers={"Content-Type": "image/png"}, timeout=60)
+            answers[i] = httpx.post(
+                f"{url}/predict?top_k=10", content=digits[i], headers={"Content-Type": "image/png"}, timeout=60
+            )
 
         threads = [threading.Thread(target=post, args=(i,)) for i in range(len(digits))]
         for t in threads:
@@ -209,8 +211,12 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(served_lenet
             assert time.monotonic() < deadline, "".join(out.lines)
         assert now <= set(children(proc.pid))
         for _ in range(8):  # on fresh connections: every one is answered, whichever worker it lands on
-            r = httpx.post(f"{url}/predict", content=digit, timeout=60,
-                           headers={"Content-Type": "image/png", "Connection": "close"})
+            r = httpx.post(
+                f"{url}/predict",
+                content=digit,
+                timeout=60,
+                headers={"Content-Type": "image/png", "Connection": "close"},
+            )
             assert r.status_code == 200 and r.json()["predictions"][0]["top_k"][0]["label"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -228,11 +234,16 @@ def test_no_class_in_serve_subclasses_uvicorn():
 
     for path in (pathlib.Path(__file__).resolve().parents[1] / "serve").rglob("*.py"):
         tree = ast.parse(path.read_text())
-        from_uvicorn = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                        and (node.module or "").split(".")[0] == "uvicorn" for alias in node.names}
+        from_uvicorn = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "uvicorn"
+            for alias in node.names
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 for base in node.bases:
                     name = ast.unparse(base)
-                    assert not (name.startswith("uvicorn.") or name.split(".")[0] in from_uvicorn), \
+                    assert not (name.startswith("uvicorn.") or name.split(".")[0] in from_uvicorn), (
                         f"{path.name}: class {node.name}({name})"
+                    )

@@ -26,12 +26,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 API = json.loads((ROOT / "tests" / "data" / "tensorrt_api.json").read_text())["versions"]
 SOURCES = ("export/tensorrt.py", "export/triton.py", "infer/backend_trt.py")
 # variable (or self.attribute) names the code gives TensorRT objects -> their TensorRT class
-OBJECTS = {"builder": "Builder", "network": "INetworkDefinition", "config": "IBuilderConfig",
-           "parser": "OnnxParser", "profile": "IOptimizationProfile", "runtime": "Runtime",
-           "engine": "ICudaEngine", "context": "IExecutionContext", "logger": "Logger"}
+OBJECTS = {
+    "builder": "Builder",
+    "network": "INetworkDefinition",
+    "config": "IBuilderConfig",
+    "parser": "OnnxParser",
+    "profile": "IOptimizationProfile",
+    "runtime": "Runtime",
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "logger": "Logger",
+}
 
 
 # --- every trt name the code uses is in both release lines' lists ------------------------------------
+
 
 def _trt_chain(node) -> list[str] | None:
     """["X", "Y"] for the expression trt.X.Y, else None."""
@@ -69,8 +78,13 @@ def used_names(source: str) -> dict[tuple[str, str], bool]:
             cls = _object_class(node.value)
             if cls:
                 add(cls, node.attr)
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+        ):
             target, name, optional = node.args[0], node.args[1].value, len(node.args) == 3
             chain = _trt_chain(target)
             cls = chain[-1] if chain else _object_class(target)
@@ -84,6 +98,7 @@ def used_names(source: str) -> dict[tuple[str, str], bool]:
 def missing_names(used: dict[tuple[str, str], bool]) -> dict[str, list[str]]:
     """Release line -> the used names its list lacks; an optional name counts as missing only where
     no release line has it."""
+
     def has(version, cls, name):
         return name in API[version]["names"].get(cls, ())
 
@@ -109,23 +124,34 @@ def test_every_tensorrt_name_the_code_uses_exists_in_10_and_11():
     assert {"10.x", "11.x"} <= set(API)
     used = code_names()
     # the walk sees the calls that matter (a collector that found nothing would pass vacuously)
-    for key in [("Builder", "build_serialized_network"), ("OnnxParser", "parse_from_file"),
-                ("IOptimizationProfile", "set_shape"), ("IBuilderConfig", "set_flag"),
-                ("BuilderFlag", "VERSION_COMPATIBLE"), ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
-                ("Runtime", "deserialize_cuda_engine"), ("Runtime", "engine_host_code_allowed"),
-                ("ICudaEngine", "get_tensor_profile_shape"), ("IExecutionContext", "set_input_shape"),
-                ("IExecutionContext", "execute_async_v3"), ("tensorrt", "nptype"), ("Logger", "WARNING")]:
+    for key in [
+        ("Builder", "build_serialized_network"),
+        ("OnnxParser", "parse_from_file"),
+        ("IOptimizationProfile", "set_shape"),
+        ("IBuilderConfig", "set_flag"),
+        ("BuilderFlag", "VERSION_COMPATIBLE"),
+        ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
+        ("Runtime", "deserialize_cuda_engine"),
+        ("Runtime", "engine_host_code_allowed"),
+        ("ICudaEngine", "get_tensor_profile_shape"),
+        ("IExecutionContext", "set_input_shape"),
+        ("IExecutionContext", "execute_async_v3"),
+        ("tensorrt", "nptype"),
+        ("Logger", "WARNING"),
+    ]:
         assert key in used, key
     missing = missing_names(used)
     assert missing == {v: [] for v in API}, f"TensorRT names the code uses but a release line lacks: {missing}"
 
 
 def test_a_name_that_a_release_line_lacks_fails_the_check():
-    source = ("import tensorrt as trt\n"
-              "flag = trt.BuilderFlag.MADE_UP_FLAG\n"
-              "engine.no_such_method()\n"
-              "config.set_flag(trt.BuilderFlag.INT8)\n"        # gone in TensorRT 11
-              "f = getattr(trt.NetworkDefinitionCreationFlag, 'EXPLICIT_BATCH', None)\n")  # optional: 10 has it
+    source = (
+        "import tensorrt as trt\n"
+        "flag = trt.BuilderFlag.MADE_UP_FLAG\n"
+        "engine.no_such_method()\n"
+        "config.set_flag(trt.BuilderFlag.INT8)\n"  # gone in TensorRT 11
+        "f = getattr(trt.NetworkDefinitionCreationFlag, 'EXPLICIT_BATCH', None)\n"
+    )  # optional: 10 has it
     missing = missing_names(used_names(source))
     assert set(missing["10.x"]) == {"BuilderFlag.MADE_UP_FLAG", "ICudaEngine.no_such_method"}
     assert set(missing["11.x"]) == set(missing["10.x"]) | {"BuilderFlag.INT8"}
@@ -136,12 +162,16 @@ def test_the_names_exist_in_the_installed_tensorrt():
         import tensorrt as trt
     except (ImportError, OSError) as e:
         pytest.skip(f"tensorrt cannot be imported here ({type(e).__name__}); the lists stand in for it")
-    absent = [f"{cls}.{name}" for (cls, name), optional in code_names().items()
-              if not optional and not hasattr(trt if cls == "tensorrt" else getattr(trt, cls), name)]
+    absent = [
+        f"{cls}.{name}"
+        for (cls, name), optional in code_names().items()
+        if not optional and not hasattr(trt if cls == "tensorrt" else getattr(trt, cls), name)
+    ]
     assert not absent, f"tensorrt {trt.__version__} lacks {absent}: run scripts/trt_api_names.py"
 
 
 # --- stand-ins for tensorrt ------------------------------------------------------------------------
+
 
 def fake_tensorrt(version="10.14.1.48", *, builder_fails=False, runtime_fails=False, record=None):
     """A tensorrt module with the few calls build_engine and TensorRTPredictor make before a GPU would
@@ -235,11 +265,15 @@ def qdq_model(path, zero_point_type=TensorProto.INT8, zero_point=0, with_qdq=Tru
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 28, 28])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1, 28, 28])
     dtype = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8}[zero_point_type]
-    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
-             numpy_helper.from_array(np.array(zero_point, dtype), "zero_point")]
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+        numpy_helper.from_array(np.array(zero_point, dtype), "zero_point"),
+    ]
     if with_qdq:
-        nodes = [helper.make_node("QuantizeLinear", ["input", "scale", "zero_point"], ["q"], name="q"),
-                 helper.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["logits"], name="dq")]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["input", "scale", "zero_point"], ["q"], name="q"),
+            helper.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["logits"], name="dq"),
+        ]
     else:
         nodes = [helper.make_node("Identity", ["input"], ["logits"])]
     graph = helper.make_graph(nodes, "g", [x], [y], inits)
@@ -249,12 +283,14 @@ def qdq_model(path, zero_point_type=TensorProto.INT8, zero_point=0, with_qdq=Tru
 
 # --- export: precision from the file, one-line failures, version-compatible plans ---------------------
 
+
 def test_build_engine_records_precision_and_version_compatibility(tmp_path, gpu_stand_in):
     record = {}
     gpu_stand_in(fake_tensorrt(record=record))
     onnx_file = qdq_model(tmp_path / "model.int8.onnx")
-    engine = build_engine(onnx_file, tmp_path / engine_file("int8"), lenet_card("int8"), (1, 4, 8),
-                          version_compatible=True, log=None)
+    engine = build_engine(
+        onnx_file, tmp_path / engine_file("int8"), lenet_card("int8"), (1, 4, 8), version_compatible=True, log=None
+    )
     assert engine.name == "model.int8.engine" and engine.read_bytes() == b"serialized engine"
     info = json.loads((tmp_path / "model.int8.engine.json").read_text())
     assert info["precision"] == "int8" and info["version_compatible"] is True
@@ -274,13 +310,24 @@ def test_build_engine_without_cuda_is_one_line(tmp_path, gpu_stand_in):
     assert not (tmp_path / "model.engine").exists()
 
 
-@pytest.mark.parametrize("kind, problem", [("int8", None), ("uint8", "quantizes to uint8"),
-                                           ("nonzero", "non-zero zero point"), ("plain", "no QuantizeLinear")])
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("int8", None),
+        ("uint8", "quantizes to uint8"),
+        ("nonzero", "non-zero zero point"),
+        ("plain", "no QuantizeLinear"),
+    ],
+)
 def test_int8_engines_need_symmetric_int8_qdq(tmp_path, gpu_stand_in, kind, problem):
     record = {}
     gpu_stand_in(fake_tensorrt(record=record))
-    options = {"int8": {}, "uint8": {"zero_point_type": TensorProto.UINT8}, "nonzero": {"zero_point": 3},
-               "plain": {"with_qdq": False}}[kind]
+    options = {
+        "int8": {},
+        "uint8": {"zero_point_type": TensorProto.UINT8},
+        "nonzero": {"zero_point": 3},
+        "plain": {"with_qdq": False},
+    }[kind]
     onnx_file = qdq_model(tmp_path / "model.int8.onnx", **options)
     why = qdq_problem(onnx_file)
     assert why is None if problem is None else problem in why
@@ -293,9 +340,16 @@ def test_int8_engines_need_symmetric_int8_qdq(tmp_path, gpu_stand_in, kind, prob
 def test_triton_refuses_a_plan_whose_batch_profile_starts_above_1(tmp_path):
     plan = tmp_path / "model.engine"
     plan.write_bytes(b"\0")
-    (tmp_path / "model.engine.json").write_text(json.dumps(
-        {**lenet_card().to_dict(), "tensorrt_version": "10.14.1.48", "compute_capability": "8.6",
-         "version_compatible": True}))
+    (tmp_path / "model.engine.json").write_text(
+        json.dumps(
+            {
+                **lenet_card().to_dict(),
+                "tensorrt_version": "10.14.1.48",
+                "compute_capability": "8.6",
+                "version_compatible": True,
+            }
+        )
+    )
     with pytest.raises(ExportError, match="MIN 1") as e:
         write_repository(tmp_path / "repo", "lenet", plan, lenet_card(), (4, 8, 32), log=None)
     assert "--batch 1:8:32" in str(e.value) and "\n" not in str(e.value)
@@ -310,6 +364,7 @@ def test_triton_refuses_a_plan_whose_batch_profile_starts_above_1(tmp_path):
 
 # --- infer: which engines run here, and one-line failures ----------------------------------------
 
+
 def engine_with_card(folder, **info) -> pathlib.Path:
     engine = folder / "model.engine"
     engine.write_bytes(b"not an engine: engine_mismatch never reads it")
@@ -317,15 +372,18 @@ def engine_with_card(folder, **info) -> pathlib.Path:
     return engine
 
 
-@pytest.mark.parametrize("built, vc, here, cc, expected", [
-    ("10.14.1.48", False, "10.14.2", "8.6", None),                   # patch releases share engines
-    ("10.14.1.48", False, "10.15.1", "8.6", "built with TensorRT 10.14.1.48, this machine has TensorRT 10.15"),
-    ("10.14.1.48", False, "11.4.0", "8.6", "built with TensorRT 10.14.1.48"),
-    ("10.14.1.48", True, "11.4.0", "8.6", None),                     # version-compatible: a later one runs it
-    ("11.4.0", True, "10.14.1", "8.6", "built with TensorRT 11.4.0"),  # but not an earlier one
-    ("10.14.1.48", False, "10.14.1", (8, 6), None),
-    ("10.14.1.48", False, "10.14.1", "8.9", "compute capability 8.6, this one has 8.9"),
-])
+@pytest.mark.parametrize(
+    "built, vc, here, cc, expected",
+    [
+        ("10.14.1.48", False, "10.14.2", "8.6", None),  # patch releases share engines
+        ("10.14.1.48", False, "10.15.1", "8.6", "built with TensorRT 10.14.1.48, this machine has TensorRT 10.15"),
+        ("10.14.1.48", False, "11.4.0", "8.6", "built with TensorRT 10.14.1.48"),
+        ("10.14.1.48", True, "11.4.0", "8.6", None),  # version-compatible: a later one runs it
+        ("11.4.0", True, "10.14.1", "8.6", "built with TensorRT 11.4.0"),  # but not an earlier one
+        ("10.14.1.48", False, "10.14.1", (8, 6), None),
+        ("10.14.1.48", False, "10.14.1", "8.9", "compute capability 8.6, this one has 8.9"),
+    ],
+)
 def test_engine_mismatch_compares_tensorrt_and_gpu(tmp_path, built, vc, here, cc, expected):
     engine = engine_with_card(tmp_path, tensorrt_version=built, compute_capability="8.6", version_compatible=vc)
     why = engine_mismatch(engine, tensorrt_version=here, compute_capability=cc)
@@ -368,7 +426,8 @@ def test_tensorrt_that_cannot_be_imported_is_unusable_not_a_crash(tmp_path, monk
     package = tmp_path / "site" / "tensorrt"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
-        f"raise {error}('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n")
+        f"raise {error}('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     importlib.invalidate_caches()
@@ -378,13 +437,17 @@ def test_tensorrt_that_cannot_be_imported_is_unusable_not_a_crash(tmp_path, monk
 
 # --- ONNX Runtime's TensorRT provider: an engine cache per file content ---------------------------
 
+
 def test_ort_tensorrt_cache_is_keyed_by_the_file_bytes(tmp_path, monkeypatch):
     ort = pytest.importorskip("onnxruntime")
     from infer.backend_ort import default_providers
 
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(ort, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        ort,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     files = {}
     for name, data in [("a/model.onnx", b"model"), ("b/model.onnx", b"retrained"), ("c.onnx", b"model")]:
         files[name] = tmp_path / "runs" / name
@@ -394,7 +457,10 @@ def test_ort_tensorrt_cache_is_keyed_by_the_file_bytes(tmp_path, monkeypatch):
     def cache_of(path):
         providers = default_providers(path)
         assert [p[0] if isinstance(p, tuple) else p for p in providers] == [
-            "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+            "TensorrtExecutionProvider",
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
         options = providers[0][1]
         assert options["trt_engine_cache_enable"] is True
         return pathlib.Path(options["trt_engine_cache_path"])

@@ -43,10 +43,23 @@ def digits(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("cpus, busy, expected", [
-    (2, 0.0, 2), (2, 0.45, 2), (2, 0.55, 1), (2, 1.0, 1), (2, 2.0, 1), (2, 7.5, 1),
-    (16, 0.3, 16), (16, 3.0, 13), (16, 3.6, 12), (1, 0.0, 1), (1, 3.0, 1), (8, None, 8),
-])
+@pytest.mark.parametrize(
+    "cpus, busy, expected",
+    [
+        (2, 0.0, 2),
+        (2, 0.45, 2),
+        (2, 0.55, 1),
+        (2, 1.0, 1),
+        (2, 2.0, 1),
+        (2, 7.5, 1),
+        (16, 0.3, 16),
+        (16, 3.0, 13),
+        (16, 3.6, 12),
+        (1, 0.0, 1),
+        (1, 3.0, 1),
+        (8, None, 8),
+    ],
+)
 def test_default_threads_one_per_free_cpu(cpus, busy, expected):
     assert threads.default_threads(cpus, busy) == expected
 
@@ -63,8 +76,10 @@ def test_busy_cpus_sees_a_spinning_process():
 
 
 def _configure_in_a_fresh_process(call: str, env: dict) -> list[str]:
-    code = (f"import os; from zoo import threads; n = {call}; import torch; "
-            "print(n, torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'))")
+    code = (
+        f"import os; from zoo import threads; n = {call}; import torch; "
+        "print(n, torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'))"
+    )
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OMP_")}, "PYTHONPATH": str(ROOT), **env}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -83,9 +98,27 @@ def test_fewer_threads_than_cpus_sleep_when_idle_and_omp_num_threads_is_the_defa
 def test_train_threads_apply_and_the_set_up_line_says_so(digits, tmp_path):
     for n, said in ((1, "1 thread"), (2, "2 threads")):
         torch.set_num_threads(3 - n)
-        r = CliRunner().invoke(main, ["train", "lenet", "--data", str(digits), "--threads", str(n), "--epochs", "1",
-                                      "--batch-size", "50", "--augment", "none", "--workers", "0",
-                                      "--output", str(tmp_path / f"run{n}")])
+        r = CliRunner().invoke(
+            main,
+            [
+                "train",
+                "lenet",
+                "--data",
+                str(digits),
+                "--threads",
+                str(n),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "50",
+                "--augment",
+                "none",
+                "--workers",
+                "0",
+                "--output",
+                str(tmp_path / f"run{n}"),
+            ],
+        )
         assert r.exit_code == 0, r.output
         setup = next(line for line in r.output.splitlines() if line.startswith("training "))
         assert f"on cpu, {said} -> " in setup and torch.get_num_threads() == n
@@ -95,9 +128,11 @@ def test_evaluate_features_visualize_take_threads(make_run, digits, tmp_path):
     run = make_run("lenet", class_names=mnist.CLASS_NAMES)
     image = tmp_path / "digit.png"
     Image.fromarray(mnist.load_small()["test"][0][0]).save(image)
-    commands = [["evaluate", str(run), "--data", str(digits), "--workers", "0"],
-                ["features", str(run), str(digits), "--output", str(tmp_path / "f.npz"), "--workers", "0"],
-                ["visualize", str(run), str(image), "--output", str(tmp_path / "viz"), "--layers", "C1"]]
+    commands = [
+        ["evaluate", str(run), "--data", str(digits), "--workers", "0"],
+        ["features", str(run), str(digits), "--output", str(tmp_path / "f.npz"), "--workers", "0"],
+        ["visualize", str(run), str(image), "--output", str(tmp_path / "viz"), "--layers", "C1"],
+    ]
     for args in commands:
         torch.set_num_threads(2)
         r = CliRunner().invoke(main, [*args, "--threads", "1"])

@@ -37,8 +37,19 @@ def reference(shared):
     return json.loads((shared / "fixtures" / "torchvision_reference.json").read_text())["models"]
 
 
-MODELS = ["alexnet", "vgg11", "vgg16", "vgg11_bn", "vgg16_bn", "googlenet",
-          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+MODELS = [
+    "alexnet",
+    "vgg11",
+    "vgg16",
+    "vgg11_bn",
+    "vgg16_bn",
+    "googlenet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -60,8 +60,17 @@ def make_folder(root, classes=("ants", "bees", "wasps"), n=8, size=(40, 30)):
 
 
 def quick(tiny_mnist, tmp_path, name="run", **kw):
-    options = dict(data=str(tiny_mnist), epochs=2, batch_size=16, optimizer="adam", lr=3e-3, workers=0,
-                   augment="none", label_smoothing=0.0, output=str(tmp_path / name))
+    options = dict(
+        data=str(tiny_mnist),
+        epochs=2,
+        batch_size=16,
+        optimizer="adam",
+        lr=3e-3,
+        workers=0,
+        augment="none",
+        label_smoothing=0.0,
+        output=str(tmp_path / name),
+    )
     options.update(kw)
     return train(TrainConfig(**options), log=lambda s: None)
 
@@ -69,8 +78,17 @@ def quick(tiny_mnist, tmp_path, name="run", **kw):
 def test_run_directory_is_complete(tiny_mnist, tmp_path):
     result = quick(tiny_mnist, tmp_path, val_split=0.25, snapshot_every=1)
     run = tmp_path / "run"
-    for name in (rundir.CARD, rundir.WEIGHTS, rundir.LAST, rundir.CHECKPOINT, rundir.HISTORY_CSV,
-                 rundir.HISTORY_JSON, rundir.CURVES, "epoch-001.safetensors", "epoch-002.safetensors"):
+    for name in (
+        rundir.CARD,
+        rundir.WEIGHTS,
+        rundir.LAST,
+        rundir.CHECKPOINT,
+        rundir.HISTORY_CSV,
+        rundir.HISTORY_JSON,
+        rundir.CURVES,
+        "epoch-001.safetensors",
+        "epoch-002.safetensors",
+    ):
         assert (run / name).is_file(), name
     assert not list(run.glob(".*.tmp"))  # no temporary file left by the atomic writes
     ckpt = torch.load(run / rundir.CHECKPOINT, weights_only=True)
@@ -83,8 +101,13 @@ def test_run_directory_is_complete(tiny_mnist, tmp_path):
     card = ModelCard.load(run / rundir.CARD)
     prov = card.provenance
     assert card.class_names == [str(d) for d in range(10)] and card.input_size == [28, 28]
-    assert prov["data"] == {"source": str(tiny_mnist), "train": 300, "val": 100, "test": 200,
-                            "val_split": "100 random of train (seed 0)"}
+    assert prov["data"] == {
+        "source": str(tiny_mnist),
+        "train": 300,
+        "val": 100,
+        "test": 200,
+        "val_split": "100 random of train (seed 0)",
+    }
     assert prov["epochs"] == 2 and prov["seed"] == 0 and prov["finished"] is True
     assert prov["metrics"]["best_val_acc"] == max(r["val_acc"] for r in history)
     assert prov["metrics"]["test_acc"] == result.test.accuracy and result.test.n == 200
@@ -101,11 +124,36 @@ def test_killed_run_resumes_to_the_same_weights(tiny_mnist, tmp_path, monkeypatc
     kw = dict(epochs=3, augment="rotate=10,shift=0.1,invert=0.3", val_split=0.2)
     quick(tiny_mnist, tmp_path, "straight", **kw)
     killed = tmp_path / "killed"
-    args = ["--data", tiny_mnist, "--epochs", 3, "--batch-size", 16, "--optimizer", "adam", "--lr", 3e-3,
-            "--workers", 0, "--augment", kw["augment"], "--label-smoothing", 0, "--val-split", 0.2,
-            "--output", killed, "--threads", torch.get_num_threads()]  # the straight run's count
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", "lenet", *map(str, args)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "--data",
+        tiny_mnist,
+        "--epochs",
+        3,
+        "--batch-size",
+        16,
+        "--optimizer",
+        "adam",
+        "--lr",
+        3e-3,
+        "--workers",
+        0,
+        "--augment",
+        kw["augment"],
+        "--label-smoothing",
+        0,
+        "--val-split",
+        0.2,
+        "--output",
+        killed,
+        "--threads",
+        torch.get_num_threads(),
+    ]  # the straight run's count
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "train", "lenet", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (killed / rundir.HISTORY_JSON).is_file() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -141,20 +189,20 @@ def test_accumulate_equals_a_larger_batch(tiny_mnist, tmp_path):
 
 def test_lr_schedules():
     cfg = TrainConfig(lr=0.01, schedule="exp", epochs=10)
-    assert lr_at(cfg, 3, 0, 10, 1.0) == pytest.approx(0.01 * 0.6 ** 3)  # the lecture's decay
+    assert lr_at(cfg, 3, 0, 10, 1.0) == pytest.approx(0.01 * 0.6**3)  # the lecture's decay
     cfg = TrainConfig(lr=0.1, schedule="step", step_size=2, gamma=0.5)
     assert [lr_at(cfg, e, 0, 1, 1.0) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
     cfg = TrainConfig(lr=0.1, schedule="cosine", epochs=4, min_lr=0.001, warmup=1)
     assert lr_at(cfg, 0, 0, 10, 1.0) < 0.011 and lr_at(cfg, 0, 9, 10, 1.0) == pytest.approx(
-        0.001 + 0.099 * 0.5 * (1 + np.cos(np.pi * 0.9 / 4)))
+        0.001 + 0.099 * 0.5 * (1 + np.cos(np.pi * 0.9 / 4))
+    )
     assert lr_at(cfg, 3, 9, 10, 1.0) == pytest.approx(0.001, abs=1e-3)
     assert lr_at(TrainConfig(lr=0.1, schedule="plateau"), 7, 0, 10, 0.01) == pytest.approx(0.001)
 
 
 def test_plateau_schedule_decays(tiny_mnist, tmp_path):
     # with lr so small nothing improves, the plateau schedule decays after `patience` epochs
-    result = quick(tiny_mnist, tmp_path, epochs=4, lr=1e-9, schedule="plateau", patience=0, gamma=0.5,
-                   val_split=0.25)
+    result = quick(tiny_mnist, tmp_path, epochs=4, lr=1e-9, schedule="plateau", patience=0, gamma=0.5, val_split=0.25)
     lrs = [r["lr"] for r in result.history]
     assert lrs[0] == pytest.approx(1e-9) and lrs[-1] < lrs[0]
 
@@ -164,9 +212,30 @@ def test_resnet_on_image_folders_and_evaluate(tmp_path):
     make_folder(tmp_path / "val", n=3)
     make_folder(tmp_path / "test", n=4)
     run = tmp_path / "run"
-    r = cli("train", "resnet18", "--data", train_dir, "--val", tmp_path / "val", "--test", tmp_path / "test",
-            "--input-size", 32, "--epochs", 1, "--batch-size", 8, "--lr", 0.01, "--workers", 0,
-            "--augment", "hflip,crop=2", "--output", run)
+    r = cli(
+        "train",
+        "resnet18",
+        "--data",
+        train_dir,
+        "--val",
+        tmp_path / "val",
+        "--test",
+        tmp_path / "test",
+        "--input-size",
+        32,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--lr",
+        0.01,
+        "--workers",
+        0,
+        "--augment",
+        "hflip,crop=2",
+        "--output",
+        run,
+    )
     assert r.exit_code == 0, r.output
     card = ModelCard.load(run / rundir.CARD)
     assert card.input_size == [32, 32] and card.in_channels == 3 and card.class_names == ["ants", "bees", "wasps"]
@@ -186,13 +255,24 @@ def test_resnet_on_image_folders_and_evaluate(tmp_path):
 
 def test_googlenet_trains_with_aux_heads_and_saves_without(tmp_path):
     make_folder(tmp_path / "data", classes=("a", "b"), n=4)
-    result = train(TrainConfig(arch="googlenet", data=str(tmp_path / "data"), input_size=32, epochs=1,
-                               batch_size=8, val_split=0, workers=0, output=str(tmp_path / "run")),
-                   log=lambda s: None)
+    result = train(
+        TrainConfig(
+            arch="googlenet",
+            data=str(tmp_path / "data"),
+            input_size=32,
+            epochs=1,
+            batch_size=8,
+            val_split=0,
+            workers=0,
+            output=str(tmp_path / "run"),
+        ),
+        log=lambda s: None,
+    )
     weights = load_file(str(tmp_path / "run" / rundir.WEIGHTS))
     assert not any(k.startswith("aux") for k in weights)
-    assert any(k.startswith("aux1.") for k in torch.load(tmp_path / "run" / rundir.CHECKPOINT,
-                                                         weights_only=True)["model"])
+    assert any(
+        k.startswith("aux1.") for k in torch.load(tmp_path / "run" / rundir.CHECKPOINT, weights_only=True)["model"]
+    )
     model, card = rundir.load_model(tmp_path / "run")  # strict load of the deployable model
     assert result.history[0]["train_loss"] > 0 and card.num_classes == 2
 
@@ -201,17 +281,23 @@ def one_line_error(r):
     return r.exit_code != 0 and r.output.startswith("Error: ") and r.output.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("make, args, match", [
-    (lambda d: d.mkdir(), [], "empty folder"),
-    (lambda d: make_folder(d, classes=("one",)), [], "only one class"),
-    (lambda d: (make_folder(d, classes=("a",)), (d / "b").mkdir(), (d / "b" / "x.svg").write_bytes(b"<svg/>")),
-     [], "only .svg files"),
-    (lambda d: make_folder(d), ["--batch-size", 0], "--batch-size 0"),
-    (lambda d: make_folder(d), ["--in-channels", 4], "--in-channels 4"),
-    (lambda d: make_folder(d), ["--input-size", 8], "lenet5 cannot take 1x8x8"),
-    (lambda d: make_folder(d), ["--augment", "spin=3"], "unknown augmentation 'spin'"),
-    (lambda d: make_folder(d), ["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
-])
+@pytest.mark.parametrize(
+    "make, args, match",
+    [
+        (lambda d: d.mkdir(), [], "empty folder"),
+        (lambda d: make_folder(d, classes=("one",)), [], "only one class"),
+        (
+            lambda d: (make_folder(d, classes=("a",)), (d / "b").mkdir(), (d / "b" / "x.svg").write_bytes(b"<svg/>")),
+            [],
+            "only .svg files",
+        ),
+        (lambda d: make_folder(d), ["--batch-size", 0], "--batch-size 0"),
+        (lambda d: make_folder(d), ["--in-channels", 4], "--in-channels 4"),
+        (lambda d: make_folder(d), ["--input-size", 8], "lenet5 cannot take 1x8x8"),
+        (lambda d: make_folder(d), ["--augment", "spin=3"], "unknown augmentation 'spin'"),
+        (lambda d: make_folder(d), ["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+    ],
+)
 def test_bad_input_one_line_and_nothing_written(tmp_path, make, args, match):
     data = tmp_path / "data"
     make(data)
@@ -226,8 +312,9 @@ def test_undecodable_files_are_skipped_in_one_warning(tmp_path):
     (data / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     (data / "b" / "empty.png").write_bytes(b"")
     (data / "b" / "notes.txt").write_text("not an image")
-    r = cli("train", "lenet", "--data", data, "--epochs", 1, "--val-split", 0, "--workers", 0,
-            "--output", tmp_path / "run")
+    r = cli(
+        "train", "lenet", "--data", data, "--epochs", 1, "--val-split", 0, "--workers", 0, "--output", tmp_path / "run"
+    )
     assert r.exit_code == 0, r.output
     assert r.output.count("warning:") == 1 and "warning: skipped 3 files that are not readable images" in r.output
 
@@ -245,8 +332,18 @@ def test_existing_output_and_unknown_model(tmp_path, tiny_mnist):
 
 def test_augment_preview(tmp_path, tiny_mnist):
     out = tmp_path / "grid.png"
-    r = cli("augment-preview", "mnist-small", "--augment", "rotate=20,invert", "--output", out,
-            "--samples", 3, "--per-sample", 4)
+    r = cli(
+        "augment-preview",
+        "mnist-small",
+        "--augment",
+        "rotate=20,invert",
+        "--output",
+        out,
+        "--samples",
+        3,
+        "--per-sample",
+        4,
+    )
     assert r.exit_code == 0, r.output
     assert Image.open(out).size[0] > 200
     quick(tiny_mnist, tmp_path, epochs=1, augment="shift=0.2")
@@ -273,9 +370,23 @@ def test_ddp_two_cpu_processes_end_with_the_same_weights(tmp_path, tiny_mnist):
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER)
     env = {**ENV, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        str(script), str(tiny_mnist), str(tmp_path)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(tiny_mnist),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     a, b = (load_file(str(tmp_path / f"rank{i}.safetensors")) for i in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)

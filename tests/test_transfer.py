@@ -24,9 +24,10 @@ def publish(monkeypatch, arch: str, weights: Weights) -> None:
 
 def checkpoint_like(shapes: dict) -> dict:
     """A torchvision-layout state dict whose every tensor is distinct (cheap to make, easy to check)."""
-    return {k: (torch.tensor(0) if k.endswith("num_batches_tracked")
-                else torch.full(shape, 1.0 + (i % 97) / 100))
-            for i, (k, shape) in enumerate(shapes.items())}
+    return {
+        k: (torch.tensor(0) if k.endswith("num_batches_tracked") else torch.full(shape, 1.0 + (i % 97) / 100))
+        for i, (k, shape) in enumerate(shapes.items())
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,22 @@ def reference(shared):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg16", "vgg11_bn", "vgg16_bn", "googlenet",
-                                  "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alexnet",
+        "vgg11",
+        "vgg16",
+        "vgg11_bn",
+        "vgg16_bn",
+        "googlenet",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+    ],
+)
 def test_every_torchvision_fixture_loads_with_a_10_class_head(name, reference, tmp_path):
     ckpt = checkpoint_like(reference[name]["state_dict_shapes"])
     path = tmp_path / f"{name}.pth"
@@ -94,8 +109,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def http_dir(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_Quiet, directory=str(root)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()

@@ -54,8 +54,17 @@ def lenet_page(tmp_path_factory, digit):
     draws."""
     root = tmp_path_factory.mktemp("runs")
     run = make_run(root, "lenet5")
-    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_accuracy": 0.8 + e / 100,
-                "lr": 0.01, "seconds": 3.0} for e in range(1, 4)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "val_loss": 1.1 / e,
+            "val_accuracy": 0.8 + e / 100,
+            "lr": 0.01,
+            "seconds": 3.0,
+        }
+        for e in range(1, 4)
+    ]
     (run / "history.json").write_text(json.dumps(history))
     confusion = (np.eye(10, dtype=int) * 90 + 1).tolist()
     (run / CONFUSION).write_bytes(figures.confusion(confusion, [str(d) for d in range(10)]))
@@ -70,9 +79,15 @@ def test_lenet_page_layers_named_as_the_paper(lenet_page):
     stats = json.loads((out / "stats.json").read_text())
     assert [layer["label"] for layer in stats["layers"]] == LENET_LABELS
     assert [layer["output_shape"] for layer in stats["layers"]] == LENET_SHAPES
-    assert [layer["name"] for layer in stats["layers"]] == ["features.0", "features.2", "features.3",
-                                                             "features.5", "classifier.1", "classifier.3",
-                                                             "classifier.5"]
+    assert [layer["name"] for layer in stats["layers"]] == [
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "classifier.1",
+        "classifier.3",
+        "classifier.5",
+    ]
     assert [layer["params"] for layer in stats["layers"]] == [156, 0, 2416, 0, 48120, 10164, 850]
     c1 = stats["layers"][0]
     assert c1["type"] == "Conv2d + ReLU" and c1["weights"]["numel"] == 150
@@ -112,8 +127,16 @@ def test_page_is_self_contained_and_every_figure_is_a_png(lenet_page):
     srcs = re.findall(r'<img[^>]* src="([^"]+)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     files = re.findall(r'<a href="([^"#]+)">', html)
-    assert {"input.png", "predictions.png", "curves.png", "confusion.png", "00-c1-activations.png",
-            "00-c1-filters.png", "00-c1-histograms.png", "06-output-histograms.png"} <= set(files)
+    assert {
+        "input.png",
+        "predictions.png",
+        "curves.png",
+        "confusion.png",
+        "00-c1-activations.png",
+        "00-c1-filters.png",
+        "00-c1-histograms.png",
+        "06-output-histograms.png",
+    } <= set(files)
     assert len(files) == len(srcs)
     for f in files:  # each embedded figure also written beside the page, as a PNG
         assert Image.open(out / f).format == "PNG"
@@ -153,8 +176,11 @@ def test_resnet_by_name_with_selected_layers(tmp_path, shared):
     assert r.exit_code == 0, r.output
     stats = json.loads((tmp_path / "o/stats.json").read_text())
     conv1, layer1 = stats["layers"]
-    assert (conv1["label"], conv1["type"], conv1["output_shape"]) == \
-        ("conv1", "Conv2d + BatchNorm2d + ReLU", [64, 112, 112])
+    assert (conv1["label"], conv1["type"], conv1["output_shape"]) == (
+        "conv1",
+        "Conv2d + BatchNorm2d + ReLU",
+        [64, 112, 112],
+    )
     assert (layer1["name"], layer1["type"], layer1["output_shape"]) == ("layer1", "Sequential", [64, 56, 56])
     assert conv1["activation"]["min"] >= 0  # after the ReLU
     assert layer1["params"] == 2 * 73_984
@@ -173,9 +199,13 @@ def test_googlenet_inception_branches(tmp_path, shared):
     assert r.exit_code == 0, r.output
     stats = json.loads((tmp_path / "o/stats.json").read_text())
     layers = stats["layers"]
-    assert [layer["label"] for layer in layers] == ["inception (3a)", "inception (3a) · 1x1",
-                                                     "inception (3a) · 3x3", "inception (3a) · 5x5",
-                                                     "inception (3a) · pool proj"]
+    assert [layer["label"] for layer in layers] == [
+        "inception (3a)",
+        "inception (3a) · 1x1",
+        "inception (3a) · 3x3",
+        "inception (3a) · 5x5",
+        "inception (3a) · pool proj",
+    ]
     assert [layer["output_shape"][0] for layer in layers] == [256, 64, 128, 32, 32]
     assert sum(layer["output_shape"][0] for layer in layers[1:]) == layers[0]["output_shape"][0]
     assert len(stats["predictions"]) == 2  # only two classes
@@ -205,18 +235,35 @@ def _labels(name):
 
 def test_paper_names_per_family():
     assert _labels("lenet5") == LENET_LABELS
-    assert _labels("alexnet") == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
-                                  "fc6", "fc7", "fc8"]
+    assert _labels("alexnet") == [
+        "conv1",
+        "pool1",
+        "conv2",
+        "pool2",
+        "conv3",
+        "conv4",
+        "conv5",
+        "pool5",
+        "fc6",
+        "fc7",
+        "fc8",
+    ]
     assert _labels("zfnet") == _labels("alexnet_v1") == _labels("alexnet")
     vgg16 = _labels("vgg16")
     assert vgg16[:3] == ["conv1_1", "conv1_2", "pool1"] and vgg16[-4:] == ["pool5", "fc6", "fc7", "fc8"]
     assert len(vgg16) == 13 + 5 + 3 and "conv5_3" in vgg16 and _labels("vgg16_bn") == vgg16
     g = _labels("googlenet")
     assert g[:5] == ["conv1", "pool1", "conv2 reduce", "conv2", "pool2"]
-    assert [x for x in g if x.startswith("inception") and "·" not in x] == \
-        [f"inception ({s})" for s in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")]
-    assert g[5:10] == ["inception (3a)", "inception (3a) · 1x1", "inception (3a) · 3x3",
-                       "inception (3a) · 5x5", "inception (3a) · pool proj"]
+    assert [x for x in g if x.startswith("inception") and "·" not in x] == [
+        f"inception ({s})" for s in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+    ]
+    assert g[5:10] == [
+        "inception (3a)",
+        "inception (3a) · 1x1",
+        "inception (3a) · 3x3",
+        "inception (3a) · 5x5",
+        "inception (3a) · pool proj",
+    ]
     r50 = _labels("resnet50")
     assert r50[:3] == ["conv1", "pool1", "conv2_x · block 1"]
     assert [x for x in r50 if x.startswith("conv5_x")] == [f"conv5_x · block {i}" for i in (1, 2, 3)]

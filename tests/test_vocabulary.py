@@ -16,8 +16,11 @@ PACKAGES = ("zoo", "export", "infer", "serve")
 
 def file_names() -> set[str]:
     """Every file name zoo.rundir defines (not the suffixes and patterns)."""
-    names = {v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str) and " " not in v
-             and "." in v.strip(".") and "{" not in v}
+    names = {
+        v
+        for k, v in vars(rundir).items()
+        if k.isupper() and isinstance(v, str) and " " not in v and "." in v.strip(".") and "{" not in v
+    }
     return names | {name for _, name in rundir.TRITON_FILES.values()}
 
 
@@ -34,22 +37,41 @@ def cli(*args):
 
 def test_every_file_written_into_a_run_is_a_rundir_name(tiny_mnist, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    cli("train", "lenet", "--data", tiny_mnist, "--epochs", 2, "--batch-size", 32, "--workers", 0,
-        "--augment", "none", "--snapshot-every", 1, "--output", run)
+    cli(
+        "train",
+        "lenet",
+        "--data",
+        tiny_mnist,
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--workers",
+        0,
+        "--augment",
+        "none",
+        "--snapshot-every",
+        1,
+        "--output",
+        run,
+    )
     cli("evaluate", run, "--workers", 0)
-    cli("export", run, "--onnx", "--fp16", "--int8", "--calibration-images", 100,
-        "--max-accuracy-drop", 100)
+    cli("export", run, "--onnx", "--fp16", "--int8", "--calibration-images", 100, "--max-accuracy-drop", 100)
     written = {p.name for p in run.iterdir()}
-    assert {rundir.CONFUSION, rundir.ONNX, rundir.ONNX_FP16, rundir.ONNX_INT8, rundir.SNAPSHOT.format(epoch=2)} \
-        <= written
+    assert {
+        rundir.CONFUSION,
+        rundir.ONNX,
+        rundir.ONNX_FP16,
+        rundir.ONNX_INT8,
+        rundir.SNAPSHOT.format(epoch=2),
+    } <= written
     assert written <= vocabulary(epochs=2), written - vocabulary(epochs=2)
 
 
 def _constants(tree: ast.AST) -> list[ast.Constant]:
     """The string constants of a module, less its docstrings."""
     docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and id(n) not in docs]
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
 
 
 def test_no_module_but_rundir_spells_an_artifact_or_tensor_name():

@@ -11,7 +11,6 @@ import pathlib
 import tempfile
 from typing import Callable, Iterator
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

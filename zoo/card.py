@@ -66,9 +66,16 @@ class ModelCard:
         return [self.in_channels, *self.input_size]
 
     @classmethod
-    def for_model(cls, name: str, num_classes: int | None = None, in_channels: int | None = None,
-                  input_size: list[int] | None = None, class_names: list[str] | None = None,
-                  resize_mode: str = "squash", **provenance) -> "ModelCard":
+    def for_model(
+        cls,
+        name: str,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        input_size: list[int] | None = None,
+        class_names: list[str] | None = None,
+        resize_mode: str = "squash",
+        **provenance,
+    ) -> "ModelCard":
         """A card from a registered model's defaults (imports the model registry, and so torch)."""
         from .models import get_spec
 
@@ -76,9 +83,17 @@ class ModelCard:
         c = in_channels or spec.input_size[0]
         n = num_classes or (len(class_names) if class_names else spec.num_classes)
         mean, std = spec.mean_std(c)
-        return cls(spec.name, n, c, list(input_size or spec.input_size[1:]),
-                   list(class_names) if class_names else [str(i) for i in range(n)],
-                   mean, std, resize_mode, dict(provenance))
+        return cls(
+            spec.name,
+            n,
+            c,
+            list(input_size or spec.input_size[1:]),
+            list(class_names) if class_names else [str(i) for i in range(n)],
+            mean,
+            std,
+            resize_mode,
+            dict(provenance),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,10 +150,19 @@ class ModelCard:
 
 
 # field -> (JSON type, type of each item for a list): what from_dict checks before building a card
-_FIELD_TYPES = {"architecture": (str, None), "num_classes": (int, None), "in_channels": (int, None),
-                "input_size": (list, int), "class_names": (list, str), "mean": (list, float),
-                "std": (list, float), "resize_mode": (str, None), "provenance": (dict, None),
-                "precision": (str, None), "format": (str, None)}
+_FIELD_TYPES = {
+    "architecture": (str, None),
+    "num_classes": (int, None),
+    "in_channels": (int, None),
+    "input_size": (list, int),
+    "class_names": (list, str),
+    "mean": (list, float),
+    "std": (list, float),
+    "resize_mode": (str, None),
+    "provenance": (dict, None),
+    "precision": (str, None),
+    "format": (str, None),
+}
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -147,9 +171,15 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
-_JSON_NAMES = {str: ("a string", "strings"), int: ("a whole number", "whole numbers"),
-               float: ("a number", "numbers"), list: ("a list", "lists"), dict: ("an object", "objects"),
-               bool: ("a boolean", "booleans"), type(None): ("null", "nulls")}
+_JSON_NAMES = {
+    str: ("a string", "strings"),
+    int: ("a whole number", "whole numbers"),
+    float: ("a number", "numbers"),
+    list: ("a list", "lists"),
+    dict: ("an object", "objects"),
+    bool: ("a boolean", "booleans"),
+    type(None): ("null", "nulls"),
+}
 
 
 def _json_type(value: Any) -> str:

@@ -1,6 +1,6 @@
 """`python -m zoo ...` run as a child process and measured: how the benchmark scripts time a command.
 
-    r = run_zoo(["train", "lenet", "--output", "runs/x"], cwd=tmp)   # {"wall_s", "peak_rss_mb", "output"}
+r = run_zoo(["train", "lenet", "--output", "runs/x"], cwd=tmp)   # {"wall_s", "peak_rss_mb", "output"}
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ def run_zoo(args: list[str], cwd: str | os.PathLike) -> dict:
     """Run `python -m zoo ARGS` in `cwd` (this interpreter, the installed package); its wall time, peak
     RSS (from wait4) and output (stdout and stderr together). ChildError where it fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start

@@ -14,7 +14,7 @@ class DeviceError(ValueError):
 
 
 def resolve(name: str | None = "auto") -> str:
-    """"auto" (or None): "cuda" where torch sees a CUDA device, else "cpu". "cpu" as it is; "cuda" or
+    """ "auto" (or None): "cuda" where torch sees a CUDA device, else "cpu". "cpu" as it is; "cuda" or
     "cuda:N" as it is where CUDA is available, DeviceError where it is not; anything else DeviceError."""
     import torch
 

@@ -45,8 +45,15 @@ def digest_matches(got: str, expected: str) -> bool:
     return got.lower().startswith(expected.lower()) if expected else False
 
 
-def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | None = None,
-             algorithm: str = "sha256", progress: bool = True, timeout: float = 30.0) -> pathlib.Path:
+def download(
+    urls: str | list[str],
+    dest: str | os.PathLike,
+    *,
+    digest: str | None = None,
+    algorithm: str = "sha256",
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> pathlib.Path:
     """Fetch the first of `urls` that serves the right file into `dest` (atomically), checking its digest.
 
     `digest`: the full hex digest, or only its start where no more is known (see `digest_matches`).
@@ -61,8 +68,9 @@ def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | No
             with atomic.atomic_path(dest) as tmp:
                 with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
                     total = int(r.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                              disable=not progress, leave=False) as bar:
+                    with tqdm(
+                        total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
+                    ) as bar:
                         for block in iter(lambda: r.read(1 << 16), b""):
                             f.write(block)
                             bar.update(len(block))
@@ -70,13 +78,17 @@ def download(urls: str | list[str], dest: str | os.PathLike, *, digest: str | No
                     got = file_digest(tmp, algorithm)
                     if not digest_matches(got, digest):
                         what = "" if len(digest) == len(got) else f" (the first {len(digest)} hex digits)"
-                        raise ValueError(f"checksum mismatch ({algorithm} {got}, expected {digest.lower()}"
-                                         f"{what}): the file is corrupt or not the right one")
+                        raise ValueError(
+                            f"checksum mismatch ({algorithm} {got}, expected {digest.lower()}"
+                            f"{what}): the file is corrupt or not the right one"
+                        )
             return dest
         except (urllib.error.URLError, OSError, ValueError) as e:  # try the next mirror
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
-    raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); fetch it by hand "
-                        f"from {urls[0]} and put it at {dest}", errors)
+    raise DownloadError(
+        f"could not download {dest.name} ({'; '.join(errors)}); fetch it by hand from {urls[0]} and put it at {dest}",
+        errors,
+    )
 
 
 def fetch(urls: str | list[str], dest: str | os.PathLike, **kw) -> pathlib.Path:

@@ -48,8 +48,14 @@ ENGINE_INT8 = "model.int8.engine"
 ENGINE_SUFFIXES = (".engine", ".plan")  # .plan: TensorRT's other engine suffix
 ENGINE_CARD_SUFFIX = ".json"  # an engine's card: model.engine -> model.engine.json
 # What `zoo export` writes into a run directory, by kind (with the weights it starts from).
-MODEL_FILES = {"engine": ENGINE, "engine_int8": ENGINE_INT8, "onnx": ONNX, "onnx_fp16": ONNX_FP16,
-               "onnx_int8": ONNX_INT8, "weights": WEIGHTS}
+MODEL_FILES = {
+    "engine": ENGINE,
+    "engine_int8": ENGINE_INT8,
+    "onnx": ONNX,
+    "onnx_fp16": ONNX_FP16,
+    "onnx_int8": ONNX_INT8,
+    "weights": WEIGHTS,
+}
 # The tensors of every exported model (ONNX graph, TensorRT engine, Triton config, KServe metadata).
 INPUT_TENSOR = "input"
 OUTPUT_TENSOR = "logits"
@@ -57,8 +63,11 @@ OUTPUT_TENSOR = "logits"
 TRITON_CONFIG = "config.pbtxt"
 TRITON_LABELS = "labels.txt"
 TRITON_VERSION = "1"
-TRITON_FILES = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
-                ".plan": ("tensorrt_plan", "model.plan")}  # model suffix -> (platform, file name)
+TRITON_FILES = {
+    ".onnx": ("onnxruntime_onnx", "model.onnx"),
+    ".engine": ("tensorrt_plan", "model.plan"),
+    ".plan": ("tensorrt_plan", "model.plan"),
+}  # model suffix -> (platform, file name)
 
 
 def engine_card(engine: str | os.PathLike) -> pathlib.Path:
@@ -180,14 +189,17 @@ def newest_run(root: str | os.PathLike = "runs") -> pathlib.Path:
 
 # The MODEL argument: one rule for every command, said in these words in each command's help.
 MODEL_SUFFIXES = (".safetensors", ".onnx", *ENGINE_SUFFIXES)
-MODEL_HELP = ("MODEL is a run directory or a model file (.safetensors, .onnx, .engine); left out (where it is "
-              "the last argument), the newest finished run under runs/.")
+MODEL_HELP = (
+    "MODEL is a run directory or a model file (.safetensors, .onnx, .engine); left out (where it is "
+    "the last argument), the newest finished run under runs/."
+)
 WEIGHTS_HELP = "This command reads PyTorch weights: a run directory or a .safetensors file."
 NAMES_HELP = "MODEL may also be a registered architecture name (random weights, seed 0)."
 
 
-def resolve_model(arg: str | os.PathLike | None, *, runs: str | os.PathLike = "runs", weights: bool = False,
-                  names: bool = False) -> pathlib.Path | str:
+def resolve_model(
+    arg: str | os.PathLike | None, *, runs: str | os.PathLike = "runs", weights: bool = False, names: bool = False
+) -> pathlib.Path | str:
     """MODEL by the one rule (MODEL_HELP): a run directory or a model file; None or "": the newest
     finished run under `runs`. Two extensions a command opts into: `weights` (it needs PyTorch weights,
     so .onnx / .engine files are refused: WEIGHTS_HELP) and `names` (a registered architecture name,
@@ -208,6 +220,8 @@ def resolve_model(arg: str | os.PathLike | None, *, runs: str | os.PathLike = "r
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise RunError(f"{path}: expected a run directory or a model file (.safetensors, .onnx, .engine)")
     if weights and path.suffix.lower() != ".safetensors":
-        raise RunError(f"{path}: this command reads PyTorch weights (a run directory or a .safetensors "
-                       "file), not an exported model file")
+        raise RunError(
+            f"{path}: this command reads PyTorch weights (a run directory or a .safetensors "
+            "file), not an exported model file"
+        )
     return path

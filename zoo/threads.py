@@ -28,8 +28,10 @@ import click
 if TYPE_CHECKING:
     from click.decorators import FC
 
-HELP = ("Threads torch computes with.  [default: one per CPU that other processes leave free, "
-        "measured at start; $OMP_NUM_THREADS if set]")
+HELP = (
+    "Threads torch computes with.  [default: one per CPU that other processes leave free, "
+    "measured at start; $OMP_NUM_THREADS if set]"
+)
 WINDOW_S = 0.2  # how long the machine is watched to see how busy it is
 
 

@@ -19,23 +19,34 @@ router = APIRouter(prefix="/v2", tags=["KServe v2"])
 NOT_FOUND = {404: {"model": protocol.ErrorResponse}}
 
 
-@router.post("/models/{model}/infer", response_model=None,
-             responses={200: {"model": protocol.InferResponse}, **ERROR_RESPONSES},
-             openapi_extra={"requestBody": {"content": {"application/json": {
-                 "schema": {"$ref": "#/components/schemas/InferRequest"}}}}})
+@router.post(
+    "/models/{model}/infer",
+    response_model=None,
+    responses={200: {"model": protocol.InferResponse}, **ERROR_RESPONSES},
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}}
+    },
+)
 async def infer(model: str, request: Request, svc: Service = Depends(service)) -> Response:
     """KServe v2 inference: FP32 [N, C, H, W] or BYTES encoded images -> FP32 logits [N, classes]."""
     svc.check_model(model)
     svc.check_ready()
     media = media_type(request)
     if media.startswith(("image/", "multipart/")):  # any other type is read as JSON, as Triton does
-        raise HTTPException(415, f"Content-Type {media!r} is not taken here: send a KServe v2 inference "
-                                 "request (JSON; images as BYTES), or post images to /predict")
-    body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(),
-                       svc.options.max_body)
+        raise HTTPException(
+            415,
+            f"Content-Type {media!r} is not taken here: send a KServe v2 inference "
+            "request (JSON; images as BYTES), or post images to /predict",
+        )
+    body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(), svc.options.max_body)
     try:
-        req = await svc.off_loop(protocol.decode_infer_request, body, request.headers.get(protocol.HEADER_LENGTH),
-                                 svc.card.input_shape, svc.options.max_images)
+        req = await svc.off_loop(
+            protocol.decode_infer_request,
+            body,
+            request.headers.get(protocol.HEADER_LENGTH),
+            svc.card.input_shape,
+            svc.options.max_images,
+        )
     except protocol.TooManyImages as e:
         raise HTTPException(413, str(e)) from None
     except protocol.WireError as e:
@@ -51,8 +62,9 @@ async def infer(model: str, request: Request, svc: Service = Depends(service)) -
         raise HTTPException(422, f"{e} (FP32 values far outside what preprocessing gives?)") from None
     if header_length is None:
         return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream",
-                    headers={protocol.HEADER_LENGTH: str(header_length)})
+    return Response(
+        content, media_type="application/octet-stream", headers={protocol.HEADER_LENGTH: str(header_length)}
+    )
 
 
 @router.get("", response_model=protocol.ServerMetadataResponse)

@@ -17,8 +17,12 @@ from . import service
 
 router = APIRouter(tags=["operation"])
 
-DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-              "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
+DOCS_FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
 
 
 @router.get("/health")
@@ -26,17 +30,27 @@ async def health(svc: Service = Depends(service)) -> JSONResponse:
     """200 once the model is loaded and warmed up; 503 while warming up or shutting down. `pid`: the
     process that answered (with --workers N, each has its own model and batcher)."""
     status = svc.status
-    return JSONResponse({"status": status, "model": svc.name, "pid": os.getpid()},
-                        status_code=200 if status == "ready" else 503)
+    return JSONResponse(
+        {"status": status, "model": svc.name, "pid": os.getpid()}, status_code=200 if status == "ready" else 503
+    )
 
 
 @router.get("/models", response_model=protocol.ModelsResponse)
 async def models(svc: Service = Depends(service)) -> dict:
     """The model this server runs, with its card (classes, input size, preprocessing, provenance)."""
     p = svc.predictor
-    return {"models": [{"name": svc.name, "backend": p.backend, "precision": getattr(p, "precision", "fp32"),
-                        "selection": getattr(p, "selection", ""), "device": str(getattr(p, "device", "")),
-                        "card": svc.card.to_dict()}]}
+    return {
+        "models": [
+            {
+                "name": svc.name,
+                "backend": p.backend,
+                "precision": getattr(p, "precision", "fp32"),
+                "selection": getattr(p, "selection", ""),
+                "device": str(getattr(p, "device", "")),
+                "card": svc.card.to_dict(),
+            }
+        ]
+    }
 
 
 @router.get("/metrics", response_class=Response)
@@ -72,23 +86,38 @@ def _docs_urls(request: Request) -> dict[str, str]:
     if DOCS is None:  # fastapi-offline is not installed: FastAPI's own (CDN) addresses
         return {"openapi_url": openapi_url}
     files = f"{root}/docs/files/"
-    return {"openapi_url": openapi_url, "favicon": files + "favicon.png", "swagger_js": files + "swagger-ui-bundle.js",
-            "swagger_css": files + "swagger-ui.css", "redoc_js": files + "redoc.standalone.js"}
+    return {
+        "openapi_url": openapi_url,
+        "favicon": files + "favicon.png",
+        "swagger_js": files + "swagger-ui-bundle.js",
+        "swagger_css": files + "swagger-ui.css",
+        "redoc_js": files + "redoc.standalone.js",
+    }
 
 
 @router.get("/docs", include_in_schema=False)
 async def swagger_ui(request: Request) -> HTMLResponse:
     u = _docs_urls(request)
-    extra = {} if DOCS is None else {"swagger_js_url": u["swagger_js"], "swagger_css_url": u["swagger_css"],
-                                     "swagger_favicon_url": u["favicon"]}
+    extra = (
+        {}
+        if DOCS is None
+        else {
+            "swagger_js_url": u["swagger_js"],
+            "swagger_css_url": u["swagger_css"],
+            "swagger_favicon_url": u["favicon"],
+        }
+    )
     return get_swagger_ui_html(openapi_url=u["openapi_url"], title=f"{request.app.title}: API docs", **extra)
 
 
 @router.get("/redoc", include_in_schema=False)
 async def redoc(request: Request) -> HTMLResponse:
     u = _docs_urls(request)
-    extra = {} if DOCS is None else {"redoc_js_url": u["redoc_js"], "redoc_favicon_url": u["favicon"],
-                                     "with_google_fonts": False}
+    extra = (
+        {}
+        if DOCS is None
+        else {"redoc_js_url": u["redoc_js"], "redoc_favicon_url": u["favicon"], "with_google_fonts": False}
+    )
     return get_redoc_html(openapi_url=u["openapi_url"], title=f"{request.app.title}: API docs", **extra)
 
 

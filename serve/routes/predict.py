@@ -28,13 +28,27 @@ TOP_K = {"default": 5, "ge": 1, "le": 1000}  # the top_k query parameter, for th
 router = APIRouter(tags=["classify"])
 
 
-@router.post("/predict", response_model=None, responses={200: {"model": protocol.PredictResponse}, **ERROR_RESPONSES},
-             openapi_extra={"requestBody": {"content": {
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {
-                     "type": "array", "items": {"type": "string", "format": "binary"}}}}},
-                 "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
-async def predict(request: Request, top_k: int = Query(**TOP_K, description="labels per image"),
-                  svc: Service = Depends(service)) -> Response:
+@router.post(
+    "/predict",
+    response_model=None,
+    responses={200: {"model": protocol.PredictResponse}, **ERROR_RESPONSES},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def predict(
+    request: Request, top_k: int = Query(**TOP_K, description="labels per image"), svc: Service = Depends(service)
+) -> Response:
     """Classify one image (or several `file` parts): per image, the top-k labels with softmax probabilities."""
     images = await read_images(request, svc.options.max_images)
     return Response(await svc.classify(images, top_k), media_type="application/json")
@@ -61,8 +75,11 @@ async def answer_image(svc: Service, scope: dict, receive: Callable, send: Calla
         status, content, headers = e.status_code, json_bytes({"error": str(e.detail)}), e.headers
     except Exception as e:
         log.error("POST /predict failed: %s: %s", type(e).__name__, e)
-        status, content, headers = 500, json_bytes({"error": f"internal server error ({type(e).__name__}); "
-                                                              "the server log has the details"}), None
+        status, content, headers = (
+            500,
+            json_bytes({"error": f"internal server error ({type(e).__name__}); the server log has the details"}),
+            None,
+        )
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -71,15 +88,23 @@ async def answer_image(svc: Service, scope: dict, receive: Callable, send: Calla
 
 def _query_int(scope, key: str, *, default: int, low: int, high: int) -> int:
     """An integer query parameter, checked as FastAPI's Query(ge=low, le=high) would (422 otherwise)."""
-    values = [v for k, v in urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-              if k == key] if scope["query_string"] else []
+    values = (
+        [
+            v
+            for k, v in urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            if k == key
+        ]
+        if scope["query_string"]
+        else []
+    )
     if not values:
         return default
     try:
         value = int(values[-1])
     except ValueError:
-        raise HTTPException(422, f"query.{key}: Input should be a valid integer, unable to parse string as an "
-                                 "integer") from None
+        raise HTTPException(
+            422, f"query.{key}: Input should be a valid integer, unable to parse string as an integer"
+        ) from None
     if value < low:
         raise HTTPException(422, f"query.{key}: Input should be greater than or equal to {low}")
     if value > high:

@@ -4,14 +4,25 @@ import click
 @click.command("augment-preview")
 @click.argument("run_or_data")
 @click.option("--output", type=click.Path(), default="grid.png", show_default=True, help="The picture to write.")
-@click.option("--augment", help="Augmentations to show, e.g. rotate=15,shift=0.1,invert (default for a run: "
-                                "the ones it was trained with).")
-@click.option("--model", "arch", help="For data: the model whose input size and colour mode to use "
-                                      "(default lenet for MNIST, resnet18 for image folders).")
+@click.option(
+    "--augment",
+    help="Augmentations to show, e.g. rotate=15,shift=0.1,invert (default for a run: the ones it was trained with).",
+)
+@click.option(
+    "--model",
+    "arch",
+    help="For data: the model whose input size and colour mode to use "
+    "(default lenet for MNIST, resnet18 for image folders).",
+)
 @click.option("--input-size", type=click.IntRange(1), help="For data: input height and width.")
 @click.option("--samples", type=click.IntRange(1, 50), default=6, show_default=True, help="Rows: images.")
-@click.option("--per-sample", type=click.IntRange(1, 30), default=7, show_default=True,
-              help="Augmented versions per image (after the original).")
+@click.option(
+    "--per-sample",
+    type=click.IntRange(1, 30),
+    default=7,
+    show_default=True,
+    help="Augmented versions per image (after the original).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def augment_preview(run_or_data, output, augment, arch, input_size, samples, per_sample, seed):
     """A grid of randomly augmented training images of a run (its --augment) or of data.
@@ -45,8 +56,9 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
         else:
             source = open_source(run_or_data)
             arch = arch or ("lenet" if source.channels == 1 else "resnet18")
-            card = ModelCard.for_model(arch, class_names=source.class_names,
-                                       input_size=[input_size] * 2 if input_size else None)
+            card = ModelCard.for_model(
+                arch, class_names=source.class_names, input_size=[input_size] * 2 if input_size else None
+            )
         spec = augmentation.parse(augment)
         if not spec:
             raise UserError("nothing to preview: pass --augment, e.g. --augment rotate=15,shift=0.1")
@@ -65,6 +77,10 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
         row = [v[i].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy() for v in versions]
         rows.append(row)
     titles = [f"class {card.class_names[int(y)]}" for y in images.labels]
-    atomic.write_bytes(output, figures.image_grid(rows, titles, title=f"{run_or_data}: {augmentation.describe(spec)} "
-                                                                     f"(first column: original)"))
+    atomic.write_bytes(
+        output,
+        figures.image_grid(
+            rows, titles, title=f"{run_or_data}: {augmentation.describe(spec)} (first column: original)"
+        ),
+    )
     click.echo(f"wrote {output}: {len(rows)} images x {per_sample} augmentations ({augmentation.describe(spec)})")

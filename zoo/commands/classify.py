@@ -20,27 +20,56 @@ def _default_workers() -> int:
 @click.command(epilog=rundir.MODEL_HELP)
 @click.argument("model", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
-              help="Inference runtime; auto takes the fastest one installed for the precision among the files "
-                   "MODEL has, and says which and why.")
-@click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
-              help="Arithmetic to run in; auto takes the fastest one the export verified for accuracy that this "
-                   "machine computes natively (int8 > bf16 > fp16 > fp32). bf16/fp16 are refused where not native.")
-@click.option("--top-k", "-k", type=click.IntRange(1), default=5, show_default=True,
-              help="Labels (with softmax probabilities) per image.")
-@click.option("--batch-size", "-b", type=click.IntRange(1), default=32, show_default=True,
-              help="Images per inference call.")
-@click.option("--workers", "-j", type=click.IntRange(0), default=None,
-              help="Processes decoding and resizing images while the model runs (0: in the main "
-                   "process).  [default: 0 on 2 CPU cores or fewer, else CPU cores - 1, at most 4]")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", *BACKENDS]),
+    default="auto",
+    show_default=True,
+    help="Inference runtime; auto takes the fastest one installed for the precision among the files "
+    "MODEL has, and says which and why.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", *PRECISIONS]),
+    default="auto",
+    show_default=True,
+    help="Arithmetic to run in; auto takes the fastest one the export verified for accuracy that this "
+    "machine computes natively (int8 > bf16 > fp16 > fp32). bf16/fp16 are refused where not native.",
+)
+@click.option(
+    "--top-k",
+    "-k",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Labels (with softmax probabilities) per image.",
+)
+@click.option(
+    "--batch-size", "-b", type=click.IntRange(1), default=32, show_default=True, help="Images per inference call."
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(0),
+    default=None,
+    help="Processes decoding and resizing images while the model runs (0: in the main "
+    "process).  [default: 0 on 2 CPU cores or fewer, else CPU cores - 1, at most 4]",
+)
 @threads_.option(help="Intra-op threads of the inference library (default: its own choice).")
-@click.option("--output", "-o", default="-", show_default=True, metavar="FILE",
-              help="Where results go; - is stdout.")
-@click.option("--format", "fmt", type=click.Choice(ResultWriter.FORMATS), default=None,
-              help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]")
-@click.option("--resume", is_flag=True,
-              help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
-                   "FILE.partial, left by a run that crashed) and classify only the other images.")
+@click.option("--output", "-o", default="-", show_default=True, metavar="FILE", help="Where results go; - is stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(ResultWriter.FORMATS),
+    default=None,
+    help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
+    "FILE.partial, left by a run that crashed) and classify only the other images.",
+)
 def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume):
     """Classify images with MODEL.
 
@@ -69,8 +98,11 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
     except (rundir.RunError, PathError) as e:
         raise UserError(str(e)) from None
     if not files:
-        raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(_extensions()))}"
-                        + (f"; {describe_skipped(skipped)}" if skipped else "") + ")")
+        raise UserError(
+            f"no images in {', '.join(paths)} (looked for {', '.join(sorted(_extensions()))}"
+            + (f"; {describe_skipped(skipped)}" if skipped else "")
+            + ")"
+        )
     fmt = fmt or ("table" if output == "-" else "csv" if output.lower().endswith(".csv") else "jsonl")
     out = None if output == "-" else pathlib.Path(output)
     source, carried = _earlier_results(out, fmt, resume)
@@ -84,20 +116,33 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
     workers = _default_workers() if workers is None else workers
     width = min(max(len(str(f)) for f in files), 80)
     start = time.perf_counter()
-    tally = _stream(predictor, todo, carried, _writer(out, fmt, top_k, width, carried), out,
-                    top_k=top_k, batch_size=batch_size, workers=workers)
+    tally = _stream(
+        predictor,
+        todo,
+        carried,
+        _writer(out, fmt, top_k, width, carried),
+        out,
+        top_k=top_k,
+        batch_size=batch_size,
+        workers=workers,
+    )
     elapsed = time.perf_counter() - start
     new = tally.images - len(carried)
-    line = (f"{plural(new, 'image')} in {elapsed:.1f} s ({new / elapsed:.1f} img/s, "
-            f"{predictor.precision} on {predictor.backend})")
+    line = (
+        f"{plural(new, 'image')} in {elapsed:.1f} s ({new / elapsed:.1f} img/s, "
+        f"{predictor.precision} on {predictor.backend})"
+    )
     if tally.errors:
         line += f"; {tally.errors:,} unreadable"
     if skipped:
         line += f"; {describe_skipped(skipped)}"
     click.echo(line, err=True)
     if tally.accuracy is not None:
-        click.echo(f"accuracy: {tally.accuracy:.2%} ({tally.correct:,}/{plural(tally.labelled, 'image')} whose "
-                   f"folder names a class)", err=True)
+        click.echo(
+            f"accuracy: {tally.accuracy:.2%} ({tally.correct:,}/{plural(tally.labelled, 'image')} whose "
+            f"folder names a class)",
+            err=True,
+        )
     if tally.errors:
         click.get_current_context().exit(1)
 
@@ -117,8 +162,10 @@ def _stream(predictor, todo: list, carried: list, writing, out, **options):
         tally.add(r)
     written = len(carried)
     try:
-        with writing as writer, \
-                tqdm(total=len(todo), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        with (
+            writing as writer,
+            tqdm(total=len(todo), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar,
+        ):
             for batch in classify_batches(predictor, todo, progress=bar, **options):
                 for result in batch:
                     writer.write(result)
@@ -149,8 +196,9 @@ def _earlier_results(out, fmt: str, resume: bool) -> tuple:
         raise UserError(f"--output {out} is a folder; name a file")
     if not resume:
         if partial is not None and partial.exists():
-            raise UserError(f"{partial} holds the results of an unfinished run: add --resume to finish it, "
-                            "or delete it")
+            raise UserError(
+                f"{partial} holds the results of an unfinished run: add --resume to finish it, or delete it"
+            )
         return None, []
     if out is None or fmt == "table":
         raise UserError("--resume needs an --output FILE in jsonl or csv format")
@@ -181,9 +229,12 @@ def _carry_over(source, carried: list, files: list, card, top_k: int) -> tuple[l
     carried, done = list(unique.values()), set(unique)
     todo = [f for f in files if os.fsencode(f) not in done]
     others = len(carried) - (len(files) - len(todo))
-    click.echo(f"carried over {plural(len(carried), 'result')} from {printable(str(source))}"
-               + (f" ({others:,} for images not among PATHS)" if others else "")
-               + f"; classifying the other {plural(len(todo), 'image')}", err=True)
+    click.echo(
+        f"carried over {plural(len(carried), 'result')} from {printable(str(source))}"
+        + (f" ({others:,} for images not among PATHS)" if others else "")
+        + f"; classifying the other {plural(len(todo), 'image')}",
+        err=True,
+    )
     return carried, todo
 
 
@@ -206,8 +257,10 @@ def _kept(out, written: int) -> str:
         return "the results so far are above"
     if not partial_path(out).exists():
         return "no results were kept"
-    return (f"{plural(written, 'finished result')} kept in {printable(str(partial_path(out)))}: "
-            "finish the run with --resume")
+    return (
+        f"{plural(written, 'finished result')} kept in {printable(str(partial_path(out)))}: "
+        "finish the run with --resume"
+    )
 
 
 def _extensions():

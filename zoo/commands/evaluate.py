@@ -11,18 +11,35 @@ MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and th
 
 @click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP}")
 @click.argument("model", required=False)
-@click.option("--data", help="mnist-small, mnist, an IDX directory (the t10k files alone are a test split) or "
-                             "an image folder (default: the data the model was trained on, split as in training).")
-@click.option("--split", type=click.Choice(["auto", *SPLITS]), default="auto", show_default=True,
-              help="auto: the run's held-out split (test, else validation) of the data it trained on; of "
-                   "other data, its test split if it has one, else all of it.")
+@click.option(
+    "--data",
+    help="mnist-small, mnist, an IDX directory (the t10k files alone are a test split) or "
+    "an image folder (default: the data the model was trained on, split as in training).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["auto", *SPLITS]),
+    default="auto",
+    show_default=True,
+    help="auto: the run's held-out split (test, else validation) of the data it trained on; of "
+    "other data, its test split if it has one, else all of it.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--confusion", "confusion_png", type=click.Path(),
-              help="Where to draw the confusion matrix (default: confusion.png beside the model).")
+@click.option(
+    "--confusion",
+    "confusion_png",
+    type=click.Path(),
+    help="Where to draw the confusion matrix (default: confusion.png beside the model).",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-              help="DataLoader processes decoding image folders.")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="DataLoader processes decoding image folders.",
+)
 @threads_.option()
 def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers, threads):
     """Accuracy, top-5, per-class accuracy, confusion matrix and loss of MODEL on held-out data.
@@ -39,8 +56,8 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     threads_.configure(threads)  # before torch loads OpenMP
     from zoo import atomic
     from zoo.cli import UserError
-    from zoo.text import plural
     from zoo.data.datasets import DataError
+    from zoo.text import plural
     from zoo.train.evaluate import evaluate_data
     from zoo.viz import figures
 
@@ -50,18 +67,18 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
         net, card = rundir.load_model(path, device=device)
         if not data and not card.provenance.get("data", {}).get("source"):
             raise UserError(f"{path}: its card does not say what data it was trained on; pass --data")
-        scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size,
-                               workers=workers)
+        scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size, workers=workers)
     except (rundir.RunError, DataError, devices.DeviceError) as e:
         raise UserError(str(e)) from None
     result, data, used, skipped = scored.result, scored.data, scored.split, scored.skipped
     if scored.held_out is False:
         why = "it held nothing out" if split == "auto" else "--split train"
-        click.echo(f"warning: not held out: {path} was trained on these images ({data}, {used} split; {why})",
-                   err=True)
+        click.echo(f"warning: not held out: {path} was trained on these images ({data}, {used} split; {why})", err=True)
     if skipped:
-        click.echo(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images "
-                   f"(first: {skipped[0]})", err=True)
+        click.echo(
+            f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})",
+            err=True,
+        )
     png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / rundir.CONFUSION
     title = f"{card.architecture} on {data} ({used}): {100 * result.accuracy:.2f}%"
     atomic.write_bytes(png, figures.confusion(result.confusion, card.class_names, title=title))

@@ -8,14 +8,30 @@ from zoo.data import SPLITS
 @click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP}")
 @click.argument("model")
 @click.argument("data")
-@click.option("--output", "-o", type=click.Path(), default="features.npz", show_default=True,
-              help="The .npz file to write (features [N, D] float32, labels [N], paths [N], class_names).")
-@click.option("--split", type=click.Choice(["all", *SPLITS]), default="all", show_default=True,
-              help="Which of the data's splits (MNIST has train and test; an image folder is all train).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(),
+    default="features.npz",
+    show_default=True,
+    help="The .npz file to write (features [N, D] float32, labels [N], paths [N], class_names).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["all", *SPLITS]),
+    default="all",
+    show_default=True,
+    help="Which of the data's splits (MNIST has train and test; an image folder is all train).",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-              help="DataLoader processes decoding image folders.")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="DataLoader processes decoding image folders.",
+)
 @threads_.option()
 def features(model, data, output, split, batch_size, device, workers, threads):
     """The penultimate-layer embedding of every image of DATA under MODEL (feature extraction).
@@ -37,17 +53,26 @@ def features(model, data, output, split, batch_size, device, workers, threads):
     from zoo.train.features import features_of, save_features
 
     try:
-        result = features_of(rundir.resolve_model(model, weights=True), data, split, batch_size=batch_size,
-                             device=devices.resolve(device), workers=workers)
+        result = features_of(
+            rundir.resolve_model(model, weights=True),
+            data,
+            split,
+            batch_size=batch_size,
+            device=devices.resolve(device),
+            workers=workers,
+        )
     except (rundir.RunError, DataError, devices.DeviceError) as e:
         raise UserError(str(e)) from None
     if result.skipped:
         what = "is not a readable image" if len(result.skipped) == 1 else "are not readable images"
         path, why = result.skipped[0]
-        click.echo(f"warning: skipped {plural(len(result.skipped), 'file')} that {what} (first: {path}: {why})",
-                   err=True)
+        click.echo(
+            f"warning: skipped {plural(len(result.skipped), 'file')} that {what} (first: {path}: {why})", err=True
+        )
     save_features(output, result)
     n, d = result.features.shape
-    click.echo(f"wrote {output}: {plural(n, 'image')} x {plural(d, 'feature')} ({result.architecture}, input of "
-               f"{result.layer}), "
-               f"{plural(len(result.class_names), 'class', 'classes')}")
+    click.echo(
+        f"wrote {output}: {plural(n, 'image')} x {plural(d, 'feature')} ({result.architecture}, input of "
+        f"{result.layer}), "
+        f"{plural(len(result.class_names), 'class', 'classes')}"
+    )

@@ -5,10 +5,19 @@ import click
 
 @click.command()
 @click.argument("image", type=click.Path(dir_okay=False, path_type=pathlib.Path))
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Folder for kernels.png and one PNG per kernel (default: viz/kernels-<image name>/).")
-@click.option("--max-size", type=click.IntRange(8), default=512, show_default=True,
-              help="Scale the image down first so its longer side is at most this many pixels.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder for kernels.png and one PNG per kernel (default: viz/kernels-<image name>/).",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(8),
+    default=512,
+    show_default=True,
+    help="Scale the image down first so its longer side is at most this many pixels.",
+)
 def kernels(image, output, max_size):
     """Apply the lecture's 3x3 image kernels (identity, sharpen, blur, Sobel, outline, emboss) to IMAGE.
 
@@ -32,13 +41,10 @@ def kernels(image, output, max_size):
     results = apply_all(gray)
     for name, out in results.items():
         click.echo(f"{name}\n{_indent(format_kernel(KERNELS[name]))}\n")
-        atomic.write_bytes(output / f"{name.replace(' ', '-')}.png",
-                           figures.png_bytes((out + 0.5).astype("uint8")))
-    atomic.write_bytes(output / "kernels.png",
-                       figures.kernels_figure(gray, results, KERNELS, format_kernel))
+        atomic.write_bytes(output / f"{name.replace(' ', '-')}.png", figures.png_bytes((out + 0.5).astype("uint8")))
+    atomic.write_bytes(output / "kernels.png", figures.kernels_figure(gray, results, KERNELS, format_kernel))
     h, w = gray.shape
-    click.echo(f"{image.name} as {w}x{h} grayscale -> {output / 'kernels.png'} "
-               f"(and one PNG per kernel in {output}/)")
+    click.echo(f"{image.name} as {w}x{h} grayscale -> {output / 'kernels.png'} (and one PNG per kernel in {output}/)")
 
 
 def _indent(text: str) -> str:

@@ -23,68 +23,137 @@ def _amount(value):
 
 @click.command()
 @click.argument("arch", required=False)
-@click.option("--data", default=D.data, show_default=True,
-              help="mnist-small (embedded), mnist ($ZOO_DATA/mnist, downloaded if missing), a directory of "
-                   "MNIST IDX files, or an image folder (one subfolder per class).")
-@click.option("--val-split", default=str(D.val_split), show_default=True,
-              help="Validation taken from train: a fraction, or a number of images (0: none).")
+@click.option(
+    "--data",
+    default=D.data,
+    show_default=True,
+    help="mnist-small (embedded), mnist ($ZOO_DATA/mnist, downloaded if missing), a directory of "
+    "MNIST IDX files, or an image folder (one subfolder per class).",
+)
+@click.option(
+    "--val-split",
+    default=str(D.val_split),
+    show_default=True,
+    help="Validation taken from train: a fraction, or a number of images (0: none).",
+)
 @click.option("--val", "val_dir", type=click.Path(), help="A validation image folder (instead of --val-split).")
 @click.option("--test", "test_dir", type=click.Path(), help="A test image folder (never used for training).")
-@click.option("--test-split", help="Hold out a test split from train: a fraction or a number of images "
-                                   "(the last ones of MNIST IDX files, a stratified random pick of a folder).")
+@click.option(
+    "--test-split",
+    help="Hold out a test split from train: a fraction or a number of images "
+    "(the last ones of MNIST IDX files, a stratified random pick of a folder).",
+)
 @click.option("--input-size", type=click.IntRange(1), help="Input height and width (default: the model's).")
-@click.option("--in-channels", type=int, help="1 (grayscale) or 3 (RGB); default: 1 for MNIST, the model's "
-                                               "for image folders.")
-@click.option("--resize-mode", type=click.Choice(RESIZE_MODES), default=D.resize_mode,
-              show_default=True, help="How images are brought to the input size (DIGITS' modes).")
-@click.option("--augment", default=D.augment, show_default=True,
-              help=f"Augmentations on the training device, any of {', '.join(AUGMENTATIONS)}, each with an optional "
-                   "magnitude, e.g. rotate=15,shift=0.1,hflip ('none' for none). See `zoo augment-preview`.")
-@click.option("--pretrained", help="Start from these weights: a run directory or .safetensors made by zoo, a "
-                                   "torchvision-format .pth checkpoint, or 'imagenet' (torchvision's published "
-                                   "weights, downloaded once to ~/.cache/zoo/weights, SHA-256 checked). The head is "
-                                   "replaced for the data's classes; 3-channel filters are folded for grayscale.")
-@click.option("--pretrained-partial", is_flag=True,
-              help="Load the keys that fit and skip the rest (default: keys that do not match are an error).")
-@click.option("--freeze", default=D.freeze, show_default=True,
-              help="none (full fine-tuning), backbone (train the new head only: feature extraction), or N "
-                   "(only the last N stages train, the head included). Frozen batch norm keeps its statistics.")
-@click.option("--backbone-lr-mult", type=click.FloatRange(0), default=D.backbone_lr_mult, show_default=True,
-              help="Learning rate of everything but the head, as a multiple of --lr (discriminative rates).")
+@click.option(
+    "--in-channels", type=int, help="1 (grayscale) or 3 (RGB); default: 1 for MNIST, the model's for image folders."
+)
+@click.option(
+    "--resize-mode",
+    type=click.Choice(RESIZE_MODES),
+    default=D.resize_mode,
+    show_default=True,
+    help="How images are brought to the input size (DIGITS' modes).",
+)
+@click.option(
+    "--augment",
+    default=D.augment,
+    show_default=True,
+    help=f"Augmentations on the training device, any of {', '.join(AUGMENTATIONS)}, each with an optional "
+    "magnitude, e.g. rotate=15,shift=0.1,hflip ('none' for none). See `zoo augment-preview`.",
+)
+@click.option(
+    "--pretrained",
+    help="Start from these weights: a run directory or .safetensors made by zoo, a "
+    "torchvision-format .pth checkpoint, or 'imagenet' (torchvision's published "
+    "weights, downloaded once to ~/.cache/zoo/weights, SHA-256 checked). The head is "
+    "replaced for the data's classes; 3-channel filters are folded for grayscale.",
+)
+@click.option(
+    "--pretrained-partial",
+    is_flag=True,
+    help="Load the keys that fit and skip the rest (default: keys that do not match are an error).",
+)
+@click.option(
+    "--freeze",
+    default=D.freeze,
+    show_default=True,
+    help="none (full fine-tuning), backbone (train the new head only: feature extraction), or N "
+    "(only the last N stages train, the head included). Frozen batch norm keeps its statistics.",
+)
+@click.option(
+    "--backbone-lr-mult",
+    type=click.FloatRange(0),
+    default=D.backbone_lr_mult,
+    show_default=True,
+    help="Learning rate of everything but the head, as a multiple of --lr (discriminative rates).",
+)
 @click.option("--epochs", type=int, default=D.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=D.batch_size, show_default=True,
-              help="Images per batch (per process under torchrun).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=D.batch_size,
+    show_default=True,
+    help="Images per batch (per process under torchrun).",
+)
 @click.option("--lr", type=float, default=D.lr, show_default=True, help="Base learning rate.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer,
-              show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True)
 @click.option("--momentum", type=float, default=D.momentum, show_default=True, help="sgd and rmsprop.")
 @click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES),
-              default=D.schedule, show_default=True,
-              help="step: lr*gamma**(epoch//step-size); exp: lr*gamma**epoch; cosine: down to --min-lr; "
-                   "plateau: lr*gamma after --patience epochs without a better val loss.")
-@click.option("--step-size", type=click.IntRange(1), default=D.step_size, show_default=True,
-              help="Epochs between decays (step).")
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=D.schedule,
+    show_default=True,
+    help="step: lr*gamma**(epoch//step-size); exp: lr*gamma**epoch; cosine: down to --min-lr; "
+    "plateau: lr*gamma after --patience epochs without a better val loss.",
+)
+@click.option(
+    "--step-size", type=click.IntRange(1), default=D.step_size, show_default=True, help="Epochs between decays (step)."
+)
 @click.option("--gamma", type=float, help="Decay factor: default 0.1 for step and plateau, 0.6 for exp.")
 @click.option("--patience", type=click.IntRange(0), default=D.patience, show_default=True, help="plateau.")
 @click.option("--min-lr", type=float, default=D.min_lr, show_default=True, help="cosine's final rate.")
-@click.option("--warmup", type=click.FloatRange(0), default=D.warmup, show_default=True,
-              help="Epochs of linear learning-rate warmup.")
+@click.option(
+    "--warmup",
+    type=click.FloatRange(0),
+    default=D.warmup,
+    show_default=True,
+    help="Epochs of linear learning-rate warmup.",
+)
 @click.option("--label-smoothing", type=float, default=D.label_smoothing, show_default=True)
-@click.option("--accumulate", type=int, default=D.accumulate, show_default=True,
-              help="Batch accumulation: gradients of N batches per optimizer step.")
+@click.option(
+    "--accumulate",
+    type=int,
+    default=D.accumulate,
+    show_default=True,
+    help="Batch accumulation: gradients of N batches per optimizer step.",
+)
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=D.device, show_default=True)
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
-@click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
-              help="DataLoader processes decoding image folders.")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=D.workers,
+    show_default=True,
+    help="DataLoader processes decoding image folders.",
+)
 @threads_.option()
 @click.option("--output", type=click.Path(), help="Run directory (default runs/ARCH-YYYYmmdd-HHMMSS).")
-@click.option("--snapshot-every", type=click.IntRange(0), default=D.snapshot_every, show_default=True,
-              help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.")
+@click.option(
+    "--snapshot-every",
+    type=click.IntRange(0),
+    default=D.snapshot_every,
+    show_default=True,
+    help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.",
+)
 @click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N epochs.")
-@click.option("--resume", type=click.Path(), help="Continue the run in this directory (its options are kept; "
-                                                  "--epochs, --device, --workers and --threads may change).")
+@click.option(
+    "--resume",
+    type=click.Path(),
+    help="Continue the run in this directory (its options are kept; "
+    "--epochs, --device, --workers and --threads may change).",
+)
 @click.pass_context
 def train(ctx, arch, resume, threads, **options):
     """Train ARCH (e.g. lenet, resnet18) on --data and write a run directory.
@@ -103,7 +172,8 @@ def train(ctx, arch, resume, threads, **options):
     from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.models import UnknownModelError, resolve
-    from zoo.train.trainer import TrainError, train as run_training
+    from zoo.train.trainer import TrainError
+    from zoo.train.trainer import train as run_training
     from zoo.train.transfer import PretrainedError
 
     try:

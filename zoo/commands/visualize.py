@@ -9,12 +9,20 @@ from zoo import threads as threads_
 @click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP} {rundir.NAMES_HELP}")
 @click.argument("model")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=pathlib.Path))
-@click.option("--layers", help="Comma-separated layers to show, by module name (conv1,layer1,features.0) "
-                               "or paper name (C1,conv1_1); default: every conv/pool/linear block.")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Folder for index.html, stats.json and the PNG figures (default: viz/<model name>/).")
-@click.option("--top", type=click.IntRange(1), default=5, show_default=True,
-              help="How many of the most probable classes to show.")
+@click.option(
+    "--layers",
+    help="Comma-separated layers to show, by module name (conv1,layer1,features.0) "
+    "or paper name (C1,conv1_1); default: every conv/pool/linear block.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder for index.html, stats.json and the PNG figures (default: viz/<model name>/).",
+)
+@click.option(
+    "--top", type=click.IntRange(1), default=5, show_default=True, help="How many of the most probable classes to show."
+)
 @threads_.option()
 def visualize(model, image, layers, output, top, threads):
     """Write one self-contained HTML page that shows what MODEL does with IMAGE.
@@ -52,5 +60,7 @@ def visualize(model, image, layers, output, top, threads):
     page = write(report, output)
     for i, p in enumerate(report.predictions, 1):
         click.echo(f"{i}. {p['label']:<24} {p['probability']:7.2%}")
-    click.echo(f"{len(report.layers)} layers, {len(report.figures())} figures -> {page} "
-               f"({page.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s)")
+    click.echo(
+        f"{len(report.layers)} layers, {len(report.figures())} figures -> {page} "
+        f"({page.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s)"
+    )

@@ -33,15 +33,17 @@ class AugmentError(ValueError):
 
 
 def parse(text: str | None) -> dict[str, float]:
-    """"rotate=15,hflip" -> {"rotate": 15.0, "hflip": 0.5}; empty or "none" -> {}."""
+    """ "rotate=15,hflip" -> {"rotate": 15.0, "hflip": 0.5}; empty or "none" -> {}."""
     spec: dict[str, float] = {}
     for item in (text or "").replace(" ", "").split(","):
         if not item or item == "none":
             continue
         name, _, value = item.partition("=")
         if name not in OPTIONS:
-            raise AugmentError(f"unknown augmentation {name!r}; use any of {', '.join(OPTIONS)} "
-                               "(e.g. --augment rotate=15,shift=0.1,hflip)")
+            raise AugmentError(
+                f"unknown augmentation {name!r}; use any of {', '.join(OPTIONS)} "
+                "(e.g. --augment rotate=15,shift=0.1,hflip)"
+            )
         try:
             magnitude = float(value) if value else OPTIONS[name][0]
         except ValueError:
@@ -69,9 +71,15 @@ def build(spec: dict[str, float], input_size: tuple[int, int] | list[int]) -> nn
         steps.append(K.RandomCrop(tuple(input_size), padding=int(spec["crop"]), p=1.0))
     if any(spec.get(k) for k in ("rotate", "shift", "shear", "zoom")):
         r, t, s, z = (spec.get(k, 0.0) for k in ("rotate", "shift", "shear", "zoom"))
-        steps.append(K.RandomAffine(degrees=r, translate=(t, t) if t else None,
-                                    scale=(1 - z, 1 + z) if z else None,
-                                    shear=(-s, s, -s, s) if s else None, p=1.0))
+        steps.append(
+            K.RandomAffine(
+                degrees=r,
+                translate=(t, t) if t else None,
+                scale=(1 - z, 1 + z) if z else None,
+                shear=(-s, s, -s, s) if s else None,
+                p=1.0,
+            )
+        )
     if spec.get("hflip"):
         steps.append(K.RandomHorizontalFlip(p=spec["hflip"]))
     if spec.get("vflip"):

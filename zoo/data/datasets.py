@@ -49,8 +49,11 @@ class RawSplit:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> "RawSplit":
-        return RawSplit(self.labels[idx], None if self.images is None else self.images[idx],
-                        None if self.files is None else [self.files[i] for i in idx])
+        return RawSplit(
+            self.labels[idx],
+            None if self.images is None else self.images[idx],
+            None if self.files is None else [self.files[i] for i in idx],
+        )
 
 
 @dataclass
@@ -71,8 +74,9 @@ class Source:
     def describe(self) -> dict:
         return {"source": self.name, **{s: len(r) for s, r in self.splits.items()}, **self.notes}
 
-    def load(self, card: ModelCard, workers: int = 0, cache_limit: int = CACHE_LIMIT_BYTES,
-             progress: bool = True) -> tuple[dict[str, "ImageSet"], list[str]]:
+    def load(
+        self, card: ModelCard, workers: int = 0, cache_limit: int = CACHE_LIMIT_BYTES, progress: bool = True
+    ) -> tuple[dict[str, "ImageSet"], list[str]]:
         """Each split as an ImageSet at the card's input shape; also the files skipped (not of an image
         kind, or not decodable), "path: why" each."""
         sets, skipped = {}, list(self.ignored)
@@ -87,15 +91,21 @@ class Source:
             images, labels, bad = files.decode_all(workers, desc=f"decoding {name}" if progress else None)
             skipped += bad
             if len(labels) == 0:
-                raise DataError(f"{self.name}: none of the {len(raw)} {name} images could be decoded "
-                                f"(first: {bad[0]})")
+                raise DataError(f"{self.name}: none of the {len(raw)} {name} images could be decoded (first: {bad[0]})")
             sets[name] = ImageSet(labels, images=images)
         return sets, skipped
 
 
-def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None,
-                test_dir: str | None = None, test_split: float | None = None, seed: int = 0,
-                class_names: list[str] | None = None) -> Source:
+def open_source(
+    spec: str,
+    *,
+    val_split: float = 0.0,
+    val_dir: str | None = None,
+    test_dir: str | None = None,
+    test_split: float | None = None,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> Source:
     """Resolve `spec` ("mnist-small", "mnist", an IDX directory or an image folder) and make the splits.
 
     val_split / test_split: a fraction (< 1) or a number of images taken out of train; validation is a
@@ -121,13 +131,17 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
         names, train = scan_folder(path, class_names, ignored)
         splits = {"train": train}
     else:
-        raise DataError(f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
-                        "IDX files or an image folder (one subfolder per class)")
+        raise DataError(
+            f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
+            "IDX files or an image folder (one subfolder per class)"
+        )
     if class_names is not None:
         return Source(spec, list(class_names), _relabel(splits, names, class_names, spec), ignored=ignored)
     if "train" not in splits:  # only the official t10k files: data to evaluate on, not to train on
-        raise DataError(f"{spec}: only MNIST test files (t10k-*); training needs train-images-idx3-ubyte[.gz] "
-                        f"and train-labels-idx1-ubyte[.gz] (evaluate a run on it: zoo evaluate RUN --data {spec})")
+        raise DataError(
+            f"{spec}: only MNIST test files (t10k-*); training needs train-images-idx3-ubyte[.gz] "
+            f"and train-labels-idx1-ubyte[.gz] (evaluate a run on it: zoo evaluate RUN --data {spec})"
+        )
     _check_classes(splits["train"], names, f"{spec} (train)")
 
     if test_dir:
@@ -161,8 +175,9 @@ def open_source(spec: str, *, val_split: float = 0.0, val_dir: str | None = None
     return Source(spec, list(names), {k: splits[k] for k in SPLITS if k in splits}, notes, ignored)
 
 
-def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None,
-                ignored: list[str] | None = None) -> tuple[list[str], RawSplit]:
+def scan_folder(
+    root: str | os.PathLike, class_names: list[str] | None = None, ignored: list[str] | None = None
+) -> tuple[list[str], RawSplit]:
     """An image folder (one subfolder per class) -> (class names, files and labels).
 
     With `class_names` (a validation or test folder), its classes must be among them. Files of other
@@ -174,14 +189,18 @@ def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None,
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         loose = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir())
-        raise DataError(f"{root}: " + ("images but no class subfolders; put each class's images in "
-                                       "a subfolder named after the class" if loose else
-                                       "empty folder (expected one subfolder of images per class)"))
+        raise DataError(
+            f"{root}: "
+            + (
+                "images but no class subfolders; put each class's images in a subfolder named after the class"
+                if loose
+                else "empty folder (expected one subfolder of images per class)"
+            )
+        )
     names = list(class_names) if class_names is not None else classes
     unknown = sorted(set(classes) - set(names))
     if unknown:
-        raise DataError(f"{root}: classes {', '.join(unknown)} are not among the training classes "
-                        f"({', '.join(names)})")
+        raise DataError(f"{root}: classes {', '.join(unknown)} are not among the training classes ({', '.join(names)})")
     files, labels = [], []
     for cls in classes:
         found = sorted(str(p) for p in (root / cls).rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -192,8 +211,9 @@ def scan_folder(root: str | os.PathLike, class_names: list[str] | None = None,
         if not images:
             kinds = sorted({pathlib.Path(f).suffix.lower() or "(no extension)" for f in found})
             what = f"only {', '.join(kinds)} files" if kinds else "no files"
-            raise DataError(f"{root / cls}: {what}; images must be one of "
-                            f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}")
+            raise DataError(
+                f"{root / cls}: {what}; images must be one of {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}"
+            )
         files += images
         labels += [names.index(cls)] * len(images)
     return names, RawSplit(np.asarray(labels, np.int64), files=files)
@@ -203,8 +223,9 @@ def _relabel(splits: dict[str, RawSplit], names: list[str], class_names: list[st
     """Labels as indices into class_names (a model's classes), which must hold all of `names`."""
     missing = [n for n in names if n not in class_names]
     if missing:
-        raise DataError(f"{spec}: classes {', '.join(missing)} are not among the model's classes "
-                        f"({', '.join(class_names)})")
+        raise DataError(
+            f"{spec}: classes {', '.join(missing)} are not among the model's classes ({', '.join(class_names)})"
+        )
     to_model = np.asarray([class_names.index(n) for n in names], np.int64)
     return {k: RawSplit(to_model[r.labels], r.images, r.files) for k, r in splits.items()}
 
@@ -277,11 +298,11 @@ class _Files(torch.utils.data.Dataset):
     def decode_all(self, workers: int, desc: str | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         from tqdm import tqdm
 
-        loader = torch.utils.data.DataLoader(self, batch_size=32, num_workers=workers,
-                                             collate_fn=self.collate)
+        loader = torch.utils.data.DataLoader(self, batch_size=32, num_workers=workers, collate_fn=self.collate)
         xs, ys, bad = [], [], []
-        for x, y, errors in tqdm(loader, desc=desc, unit="batch", leave=False,
-                                 disable=True if desc is None else None):  # None: only on a terminal
+        for x, y, errors in tqdm(
+            loader, desc=desc, unit="batch", leave=False, disable=True if desc is None else None
+        ):  # None: only on a terminal
             bad += errors
             if x is not None:
                 xs.append(x)
@@ -294,8 +315,9 @@ class _Files(torch.utils.data.Dataset):
 class ImageSet:
     """One split: uint8 images at the card's input shape with int64 labels, in memory or on disk."""
 
-    def __init__(self, labels: torch.Tensor, images: torch.Tensor | None = None, files: _Files | None = None,
-                 workers: int = 0):
+    def __init__(
+        self, labels: torch.Tensor, images: torch.Tensor | None = None, files: _Files | None = None, workers: int = 0
+    ):
         self.labels, self.images, self.files, self.workers = labels, images, files, workers
         self.failed: list[str] = []  # files that could not be decoded while streaming
 
@@ -307,8 +329,17 @@ class ImageSet:
         share = -(-len(self) // world)  # the DistributedSampler pads every share to the same length
         return share // batch_size if drop_last and share > batch_size else -(-share // batch_size)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                rank: int = 0, world: int = 1, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 images [B, C, H, W], int64 labels [B]) for this process's share of the split.
 
         Shuffled: a DistributedSampler permutation seeded with seed + epoch, so every epoch's order is
@@ -317,8 +348,9 @@ class ImageSet:
         """
         n = len(self)
         if shuffle:
-            sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank,
-                                                          shuffle=True, seed=seed)
+            sampler = torch.utils.data.DistributedSampler(
+                range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed
+            )
             sampler.set_epoch(epoch)
             order = list(sampler)
         else:
@@ -330,8 +362,9 @@ class ImageSet:
                 idx = torch.as_tensor(idx)
                 yield self.images[idx], self.labels[idx]
             return
-        loader = torch.utils.data.DataLoader(self.files, batch_sampler=chunks, num_workers=self.workers,
-                                             collate_fn=_Files.collate)
+        loader = torch.utils.data.DataLoader(
+            self.files, batch_sampler=chunks, num_workers=self.workers, collate_fn=_Files.collate
+        )
         for x, y, errors in loader:
             self.failed += errors
             if x is not None:
@@ -362,6 +395,7 @@ def _on_device(norm: Normalization, device: torch.device) -> tuple[torch.Tensor,
 
 # ---- the data a run was trained on (what `zoo train` recorded on its card) ----
 
+
 def run_training(card: ModelCard) -> dict:
     """The options `zoo train` recorded on a run's card (its data and how it was split); {} for a
     model that `zoo train` did not make."""
@@ -374,13 +408,21 @@ def run_source(card: ModelCard, remedy: str = "--data") -> "Source":
     where it cannot be read here or its classes are no longer the model's)."""
     t = run_training(card)
     try:
-        source = open_source(t["data"], val_split=t.get("val_split") or 0.0, val_dir=t.get("val_dir"),
-                             test_dir=t.get("test_dir"), test_split=t.get("test_split"), seed=t.get("seed", 0))
+        source = open_source(
+            t["data"],
+            val_split=t.get("val_split") or 0.0,
+            val_dir=t.get("val_dir"),
+            test_dir=t.get("test_dir"),
+            test_split=t.get("test_split"),
+            seed=t.get("seed", 0),
+        )
     except DataError as e:
         raise DataError(f"the run's training data {t['data']} cannot be read here ({e}); pass {remedy}") from None
     if source.class_names != list(card.class_names):
-        raise DataError(f"{t['data']}: its classes ({', '.join(source.class_names)}) are no longer the model's "
-                        f"({', '.join(card.class_names)}); pass {remedy}")
+        raise DataError(
+            f"{t['data']}: its classes ({', '.join(source.class_names)}) are no longer the model's "
+            f"({', '.join(card.class_names)}); pass {remedy}"
+        )
     return source
 
 

@@ -59,9 +59,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise MnistError(f"{path}: not an IDX file")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    body = data[4 + 4 * ndim:]
+    body = data[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)) * dtype.itemsize:
         raise MnistError(f"{path}: IDX header says {dims} but the file holds {len(body)} bytes")
     return np.frombuffer(body, dtype).reshape(dims).astype(dtype.newbyteorder("="))
@@ -78,8 +78,9 @@ def _find(directory: pathlib.Path, name: str) -> pathlib.Path | None:
 def is_idx_dir(directory: str | os.PathLike) -> bool:
     """A directory with MNIST IDX images of either split (only the t10k files: a test set to evaluate on)."""
     directory = pathlib.Path(directory)
-    return directory.is_dir() and any(_find(directory, f"{prefix}-images-idx3-ubyte.gz") is not None
-                                      for prefix in SPLITS.values())
+    return directory.is_dir() and any(
+        _find(directory, f"{prefix}-images-idx3-ubyte.gz") is not None for prefix in SPLITS.values()
+    )
 
 
 def load_dir(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -97,17 +98,24 @@ def load_dir(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nda
             raise MnistError(f"{directory}: {have.name} without {prefix}-{lack}-ubyte[.gz]")
         x, y = read_idx(images), read_idx(labels)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise MnistError(f"{directory}: {images.name} {list(x.shape)} and {labels.name} "
-                             f"{list(y.shape)} do not match")
+            raise MnistError(
+                f"{directory}: {images.name} {list(x.shape)} and {labels.name} {list(y.shape)} do not match"
+            )
         splits[split] = (np.ascontiguousarray(x, np.uint8), y.astype(np.int64))
     if not splits:
-        raise MnistError(f"{directory}: no train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
-                         "(nor t10k-...) (the MNIST IDX files)")
+        raise MnistError(
+            f"{directory}: no train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
+            "(nor t10k-...) (the MNIST IDX files)"
+        )
     return splits
 
 
-def ensure_downloaded(directory: str | os.PathLike, mirrors: list[str] | tuple[str, ...] | None = None,
-                      files: dict[str, str] | None = None, timeout: float = 30.0) -> pathlib.Path:
+def ensure_downloaded(
+    directory: str | os.PathLike,
+    mirrors: list[str] | tuple[str, ...] | None = None,
+    files: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> pathlib.Path:
     """Download the MNIST files missing from `directory`, trying each mirror in turn.
 
     Files already there (gzip or uncompressed) are used as they are. Offline, or when no mirror
@@ -121,11 +129,18 @@ def ensure_downloaded(directory: str | os.PathLike, mirrors: list[str] | tuple[s
     missing = [name for name in files if _find(directory, name) is None]
     for name in missing:
         try:
-            download.download([m.rstrip("/") + "/" + name for m in mirrors], directory / name,
-                              digest=files[name], algorithm="md5", timeout=timeout)
+            download.download(
+                [m.rstrip("/") + "/" + name for m in mirrors],
+                directory / name,
+                digest=files[name],
+                algorithm="md5",
+                timeout=timeout,
+            )
         except download.DownloadError as e:
-            raise MnistError(f"cannot download {name} ({'; '.join(e.reasons)}); put the MNIST files "
-                             f"({', '.join(files)}) in {directory} (or set ZOO_DATA)") from None
+            raise MnistError(
+                f"cannot download {name} ({'; '.join(e.reasons)}); put the MNIST files "
+                f"({', '.join(files)}) in {directory} (or set ZOO_DATA)"
+            ) from None
     return directory
 
 

@@ -46,8 +46,13 @@ class ImageError(ValueError):
     """The input is not a readable image, or is too large; the message says which."""
 
 
-def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               draft: tuple[str, tuple[int, int]] | None = None, load: bool = True) -> Image.Image:
+def open_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: tuple[str, tuple[int, int]] | None = None,
+    load: bool = True,
+) -> Image.Image:
     """Decode `source` fully, refusing non-images, truncated files and decompression bombs.
 
     `draft=(mode, (w, h))` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding, to no
@@ -69,8 +74,10 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             img = Image.open(source)
             w, h = img.size
             if max_pixels and w * h > max_pixels:
-                raise ImageError(f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
-                                 f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels")
+                raise ImageError(
+                    f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
+                    f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels"
+                )
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -129,13 +136,13 @@ def _fit(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     """Centre-crop dimensions that are too long, noise-fill dimensions that are too short."""
     h, w = arr.shape[:2]
     top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
-    arr = arr[top:top + height, left:left + width]
+    arr = arr[top : top + height, left : left + width]
     h, w = arr.shape[:2]
     if (h, w) == (height, width):
         return arr
     out = _noise((height, width, *arr.shape[2:]))
     top, left = (height - h) // 2, (width - w) // 2
-    out[top:top + h, left:left + w] = arr
+    out[top : top + h, left : left + w] = arr
     return out
 
 
@@ -169,15 +176,15 @@ class Normalization:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """mean and std as float32 [C, 1, 1], to broadcast over a CHW image or an NCHW batch."""
-        return (np.asarray(self.mean, np.float32).reshape(-1, 1, 1),
-                np.asarray(self.std, np.float32).reshape(-1, 1, 1))
+        return (np.asarray(self.mean, np.float32).reshape(-1, 1, 1), np.asarray(self.std, np.float32).reshape(-1, 1, 1))
 
 
 def normalization(card: ModelCard) -> Normalization:
     """The card's per-channel constants, rounded to float32 once: the one source of both `normalize`
     and torch's `standardize`."""
-    return Normalization(tuple(np.asarray(card.mean, np.float32).tolist()),
-                         tuple(np.asarray(card.std, np.float32).tolist()))
+    return Normalization(
+        tuple(np.asarray(card.mean, np.float32).tolist()), tuple(np.asarray(card.std, np.float32).tolist())
+    )
 
 
 def normalize(arr: np.ndarray, card: ModelCard) -> np.ndarray:

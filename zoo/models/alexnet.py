@@ -19,8 +19,7 @@ from .registry import IMAGENET_MEAN, IMAGENET_STD, Weights, register_model
 class AlexNet(nn.Module):
     """`features` (convolutions), `avgpool` (to 6x6), `classifier` (dropout + three linear layers)."""
 
-    def __init__(self, features: nn.Sequential, last_channels: int, num_classes: int = 1000,
-                 dropout: float = 0.5):
+    def __init__(self, features: nn.Sequential, last_channels: int, num_classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
@@ -45,13 +44,23 @@ def _lrn() -> nn.LocalResponseNorm:
 
 # Stages: each convolution block up to its pooling layer (block1..), then fc1, fc2; the paper's layers:
 # conv1..conv5, pool1, pool2, pool5, fc6..fc8 (the Caffe names the papers' figures use).
-_ALEX = dict(family="alexnet", mean=IMAGENET_MEAN, std=IMAGENET_STD, head="classifier.6",
-             stages=sequential_stages, layers=caffe_layers)
+_ALEX = dict(
+    family="alexnet",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    head="classifier.6",
+    stages=sequential_stages,
+    layers=caffe_layers,
+)
 
 
-@register_model(input_size=(3, 224, 224), year=2012, **_ALEX, weights=Weights("alexnet-owt-7be5be79.pth"),
-                paper="ImageNet Classification with Deep Convolutional Neural Networks "
-                      "(Krizhevsky et al.), torchvision layout")
+@register_model(
+    input_size=(3, 224, 224),
+    year=2012,
+    **_ALEX,
+    weights=Weights("alexnet-owt-7be5be79.pth"),
+    paper="ImageNet Classification with Deep Convolutional Neural Networks (Krizhevsky et al.), torchvision layout",
+)
 def alexnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     features = nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),
@@ -71,9 +80,14 @@ def alexnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     return AlexNet(features, 256, num_classes)
 
 
-@register_model(input_size=(3, 227, 227), year=2012, **_ALEX, weights=None,
-                paper="ImageNet Classification with Deep Convolutional Neural Networks "
-                      "(Krizhevsky et al.), the paper's layout with LRN")
+@register_model(
+    input_size=(3, 227, 227),
+    year=2012,
+    **_ALEX,
+    weights=None,
+    paper="ImageNet Classification with Deep Convolutional Neural Networks "
+    "(Krizhevsky et al.), the paper's layout with LRN",
+)
 def alexnet_v1(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     features = nn.Sequential(
         nn.Conv2d(in_channels, 96, kernel_size=11, stride=4),  # CONV1: 55x55x96
@@ -95,8 +109,13 @@ def alexnet_v1(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     return AlexNet(features, 256, num_classes)
 
 
-@register_model(input_size=(3, 224, 224), year=2013, **{**_ALEX, "family": "zfnet"}, weights=None,
-                paper="Visualizing and Understanding Convolutional Networks (Zeiler & Fergus)")
+@register_model(
+    input_size=(3, 224, 224),
+    year=2013,
+    **{**_ALEX, "family": "zfnet"},
+    weights=None,
+    paper="Visualizing and Understanding Convolutional Networks (Zeiler & Fergus)",
+)
 def zfnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
     features = nn.Sequential(
         nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1),  # CONV1: 110x110x96

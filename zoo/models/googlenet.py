@@ -42,20 +42,26 @@ class Inception(nn.Module):
     def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(in_channels, ch3x3red, kernel_size=1),
-                                     BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(in_channels, ch5x5red, kernel_size=1),
-                                     BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(in_channels, pool_proj, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_channels, ch3x3red, kernel_size=1), BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1)
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_channels, ch5x5red, kernel_size=1), BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1)
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+            BasicConv2d(in_channels, pool_proj, kernel_size=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
     def channel_groups(self) -> list[tuple[str, int]]:
         """The concatenated output's parts: [(the paper's branch name, channels)] (`zoo visualize`)."""
-        return [(short, [m for m in getattr(self, b).modules() if isinstance(m, nn.Conv2d)][-1].out_channels)
-                for b, short in BRANCHES.items()]
+        return [
+            (short, [m for m in getattr(self, b).modules() if isinstance(m, nn.Conv2d)][-1].out_channels)
+            for b, short in BRANCHES.items()
+        ]
 
 
 class InceptionAux(nn.Module):
@@ -73,8 +79,14 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, aux_logits: bool = False,
-                 dropout: float = 0.2, dropout_aux: float = 0.7):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        aux_logits: bool = False,
+        dropout: float = 0.2,
+        dropout_aux: float = 0.7,
+    ):
         super().__init__()
         self.aux_logits = aux_logits
         self.conv1 = BasicConv2d(in_channels, 64, kernel_size=7, stride=2, padding=3)
@@ -135,27 +147,33 @@ def body_stages(model: GoogLeNet) -> list[Stage]:
     return [(n, [m]) for n, m in model.named_children() if n.startswith(("conv", "inception"))]
 
 
-_BRANCH_NOTES = {"branch1": "1x1 convolutions", "branch2": "1x1 reduce, then 3x3 convolutions",
-                 "branch3": "1x1 reduce, then the \"5x5\" convolutions (3x3 in torchvision's layout "
-                            "and weights)",
-                 "branch4": "3x3 max pooling, then 1x1 projection"}
+_BRANCH_NOTES = {
+    "branch1": "1x1 convolutions",
+    "branch2": "1x1 reduce, then 3x3 convolutions",
+    "branch3": '1x1 reduce, then the "5x5" convolutions (3x3 in torchvision\'s layout and weights)',
+    "branch4": "3x3 max pooling, then 1x1 projection",
+}
 
 
 def paper_layers(model: GoogLeNet) -> list[Layer]:
     """conv1, pool1, conv2 (reduce and 3x3), pool2, inception (3a)..(5b) each followed by its four
     branches 1x1 / 3x3 / 5x5 / pool proj, pool3, pool4, avg pool, fc (the paper's Table 1)."""
-    layers = [Layer("conv1", "conv1", ["conv1"], "7x7 convolution, stride 2"),
-              Layer("maxpool1", "pool1", ["maxpool1"], "3x3 max pooling, stride 2"),
-              Layer("conv2", "conv2 reduce", ["conv2"], "1x1 convolution (the 3x3 reduce)"),
-              Layer("conv3", "conv2", ["conv3"], "3x3 convolution"),
-              Layer("maxpool2", "pool2", ["maxpool2"], "3x3 max pooling, stride 2")]
+    layers = [
+        Layer("conv1", "conv1", ["conv1"], "7x7 convolution, stride 2"),
+        Layer("maxpool1", "pool1", ["maxpool1"], "3x3 max pooling, stride 2"),
+        Layer("conv2", "conv2 reduce", ["conv2"], "1x1 convolution (the 3x3 reduce)"),
+        Layer("conv3", "conv2", ["conv3"], "3x3 convolution"),
+        Layer("maxpool2", "pool2", ["maxpool2"], "3x3 max pooling, stride 2"),
+    ]
     pools = {"maxpool3": "pool3", "maxpool4": "pool4"}
     for name, _ in model.named_children():
         if name.startswith("inception"):
-            label = f"inception ({name[len('inception'):]})"
+            label = f"inception ({name[len('inception') :]})"
             layers.append(Layer(name, label, [name], "the four branches, concatenated"))
-            layers += [Layer(f"{name}.{b}", f"{label} · {short}", [f"{name}.{b}"], _BRANCH_NOTES[b])
-                       for b, short in BRANCHES.items()]
+            layers += [
+                Layer(f"{name}.{b}", f"{label} · {short}", [f"{name}.{b}"], _BRANCH_NOTES[b])
+                for b, short in BRANCHES.items()
+            ]
         elif name in pools:
             layers.append(Layer(name, pools[name], [name], "3x3 max pooling, stride 2"))
     layers.append(Layer("avgpool", "avg pool", ["avgpool"], "global average pooling"))
@@ -165,11 +183,19 @@ def paper_layers(model: GoogLeNet) -> list[Layer]:
 
 # torchvision's GoogLeNet weights were trained with transform_input=True, i.e. on pixels scaled to
 # [-1, 1]: feeding them mean 0.5 / std 0.5 inputs is the same thing without the extra layer.
-@register_model(family="googlenet", input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                year=2014, head="fc", aliases=("inception_v1",),
-                paper="Going Deeper with Convolutions (Szegedy et al.)",
-                weights=Weights("googlenet-1378be20.pth", mean=(0.5,) * 3, std=(0.5,) * 3),
-                stages=body_stages, layers=paper_layers,
-                aux=AuxHeads(switch="aux_logits", modules=("aux1", "aux2"), classifier="fc2"))
+@register_model(
+    family="googlenet",
+    input_size=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    year=2014,
+    head="fc",
+    aliases=("inception_v1",),
+    paper="Going Deeper with Convolutions (Szegedy et al.)",
+    weights=Weights("googlenet-1378be20.pth", mean=(0.5,) * 3, std=(0.5,) * 3),
+    stages=body_stages,
+    layers=paper_layers,
+    aux=AuxHeads(switch="aux_logits", modules=("aux1", "aux2"), classifier="fc2"),
+)
 def googlenet(num_classes: int = 1000, in_channels: int = 3, aux_logits: bool = False) -> GoogLeNet:
     return GoogLeNet(num_classes, in_channels, aux_logits=aux_logits)

@@ -45,18 +45,34 @@ def paper_layers(model: LeNet5) -> list[Layer]:
     """C1, S2, C3, S4, C5, F6, output (the paper's Fig. 2)."""
     blocks = sequential_blocks(model.features, "features") + sequential_blocks(model.classifier, "classifier")
     labels = ["C1", "S2", "C3", "S4", "C5", "F6", "output"]
-    notes = ["convolution, 6 feature maps of 5x5 filters", "sub-sampling (2x2 max pooling)",
-             "convolution, 16 feature maps of 5x5 filters", "sub-sampling (2x2 max pooling)",
-             "fully connected, 120 units (a 5x5 convolution in the paper)", "fully connected, 84 units",
-             "class scores"]
-    return [Layer(mods[0], labels[i] if i < len(labels) else mods[0], mods,
-                  notes[i] if i < len(notes) else "")
-            for i, (_, mods) in enumerate(blocks)]
+    notes = [
+        "convolution, 6 feature maps of 5x5 filters",
+        "sub-sampling (2x2 max pooling)",
+        "convolution, 16 feature maps of 5x5 filters",
+        "sub-sampling (2x2 max pooling)",
+        "fully connected, 120 units (a 5x5 convolution in the paper)",
+        "fully connected, 84 units",
+        "class scores",
+    ]
+    return [
+        Layer(mods[0], labels[i] if i < len(labels) else mods[0], mods, notes[i] if i < len(notes) else "")
+        for i, (_, mods) in enumerate(blocks)
+    ]
 
 
-@register_model(family="lenet", input_size=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD,
-                paper="Gradient-based learning applied to document recognition (LeCun et al.)",
-                year=1998, num_classes=10, head="classifier.5", aliases=("lenet",),
-                weights=None, stages=sequential_stages, layers=paper_layers)
+@register_model(
+    family="lenet",
+    input_size=(1, 28, 28),
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+    paper="Gradient-based learning applied to document recognition (LeCun et al.)",
+    year=1998,
+    num_classes=10,
+    head="classifier.5",
+    aliases=("lenet",),
+    weights=None,
+    stages=sequential_stages,
+    layers=paper_layers,
+)
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     return LeNet5(num_classes, in_channels)

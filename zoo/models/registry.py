@@ -34,8 +34,9 @@ class Weights:
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.sha256 is not None and not (len(self.sha256) == 64 and set(self.sha256) <= set(_HEX)
-                                            and self.sha256.startswith(self.prefix)):
+        if self.sha256 is not None and not (
+            len(self.sha256) == 64 and set(self.sha256) <= set(_HEX) and self.sha256.startswith(self.prefix)
+        ):
             raise ValueError(f"{self.file}: sha256 must be 64 hex digits starting with {self.prefix}")
 
     @property
@@ -96,8 +97,7 @@ class ModelSpec:
         """The network's stages in forward order, for freezing and layer-wise learning rates: the family's
         body stages that hold parameters, then "head" (the classifier and any auxiliary classifiers)."""
         heads = [model.get_submodule(n) for n in [self.head, *self.aux_modules(model)]]
-        body = [(n, ms) for n, ms in self.body_stages(model)
-                if any(True for m in ms for _ in m.parameters())]
+        body = [(n, ms) for n, ms in self.body_stages(model) if any(True for m in ms for _ in m.parameters())]
         return body + [("head", heads)]
 
     def mean_std(self, in_channels: int) -> tuple[list[float], list[float]]:
@@ -120,19 +120,45 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def register_model(*, family: str, input_size: tuple[int, int, int], mean: Sequence[float],
-                   std: Sequence[float], paper: str, year: int,
-                   weights: Weights | None, stages: Callable[[nn.Module], list[Stage]],
-                   layers: Callable[[nn.Module], list[Layer]], num_classes: int = 1000, head: str = "fc",
-                   aliases: tuple[str, ...] = (), aux: AuxHeads | None = None) -> Callable:
+def register_model(
+    *,
+    family: str,
+    input_size: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    paper: str,
+    year: int,
+    weights: Weights | None,
+    stages: Callable[[nn.Module], list[Stage]],
+    layers: Callable[[nn.Module], list[Layer]],
+    num_classes: int = 1000,
+    head: str = "fc",
+    aliases: tuple[str, ...] = (),
+    aux: AuxHeads | None = None,
+) -> Callable:
     """Decorator: register a constructor `fn(num_classes=..., in_channels=..., **kw) -> nn.Module`.
 
     `weights` (None where nothing is published), `stages` (the body's stages, head excluded) and `layers`
     (the paper's layer names) are required, so that every family says what it has."""
 
     def wrap(fn):
-        spec = ModelSpec(fn.__name__, family, fn, tuple(input_size), tuple(mean), tuple(std), paper,
-                         year, weights, stages, layers, num_classes, head, tuple(aliases), aux)
+        spec = ModelSpec(
+            fn.__name__,
+            family,
+            fn,
+            tuple(input_size),
+            tuple(mean),
+            tuple(std),
+            paper,
+            year,
+            weights,
+            stages,
+            layers,
+            num_classes,
+            head,
+            tuple(aliases),
+            aux,
+        )
         if spec.name in _REGISTRY:
             raise ValueError(f"model {spec.name!r} registered twice")
         _REGISTRY[spec.name] = spec
@@ -163,10 +189,11 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def create(name: str, num_classes: int | None = None, in_channels: int | None = None,
-           **kwargs) -> nn.Module:
+def create(name: str, num_classes: int | None = None, in_channels: int | None = None, **kwargs) -> nn.Module:
     """Build model `name` with `num_classes` outputs and `in_channels` input channels."""
     spec = get_spec(name)
-    return spec.builder(num_classes=spec.num_classes if num_classes is None else num_classes,
-                        in_channels=spec.input_size[0] if in_channels is None else in_channels,
-                        **kwargs)
+    return spec.builder(
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        in_channels=spec.input_size[0] if in_channels is None else in_channels,
+        **kwargs,
+    )

@@ -65,8 +65,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
-                 num_classes: int = 1000, in_channels: int = 3):
+    def __init__(
+        self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int = 1000, in_channels: int = 3
+    ):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -90,8 +91,9 @@ class ResNet(nn.Module):
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -105,29 +107,43 @@ class ResNet(nn.Module):
 
 def body_stages(model: ResNet) -> list[Stage]:
     """The stem (conv1, bn1), then layer1..layer4."""
-    return [("stem", [model.conv1, model.bn1])] + [(f"layer{i}", [getattr(model, f"layer{i}")])
-                                                    for i in range(1, 5)]
+    return [("stem", [model.conv1, model.bn1])] + [(f"layer{i}", [getattr(model, f"layer{i}")]) for i in range(1, 5)]
 
 
 def paper_layers(model: ResNet) -> list[Layer]:
     """conv1, pool1, then layer1..layer4 (the paper's conv2_x..conv5_x) block by block, avg pool, fc."""
-    layers = [Layer("conv1", "conv1", ["conv1", "bn1", "relu"], "7x7 convolution, stride 2"),
-              Layer("maxpool", "pool1", ["maxpool"], "3x3 max pooling, stride 2 (starts conv2_x)")]
+    layers = [
+        Layer("conv1", "conv1", ["conv1", "bn1", "relu"], "7x7 convolution, stride 2"),
+        Layer("maxpool", "pool1", ["maxpool"], "3x3 max pooling, stride 2 (starts conv2_x)"),
+    ]
     for stage in range(1, 5):
         seq = getattr(model, f"layer{stage}")
         for i, _ in enumerate(seq):
             name = f"layer{stage}.{i}"
-            layers.append(Layer(name, f"conv{stage + 1}_x · block {i + 1}", [name],
-                                f"layer{stage} = the paper's conv{stage + 1}_x; residual block {i + 1} "
-                                f"of {len(seq)}"))
+            layers.append(
+                Layer(
+                    name,
+                    f"conv{stage + 1}_x · block {i + 1}",
+                    [name],
+                    f"layer{stage} = the paper's conv{stage + 1}_x; residual block {i + 1} of {len(seq)}",
+                )
+            )
     layers.append(Layer("avgpool", "avg pool", ["avgpool"], "global average pooling"))
     layers.append(Layer("fc", "fc", ["fc"], "linear classifier"))
     return layers
 
 
-_RESNET = dict(family="resnet", input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-               year=2015, head="fc", paper="Deep Residual Learning for Image Recognition (He et al.)",
-               stages=body_stages, layers=paper_layers)
+_RESNET = dict(
+    family="resnet",
+    input_size=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    year=2015,
+    head="fc",
+    paper="Deep Residual Learning for Image Recognition (He et al.)",
+    stages=body_stages,
+    layers=paper_layers,
+)
 
 # The full SHA-256 of resnet18's file: torchvision publishes only the 8 hex digits in the name, and the
 # file cannot be fetched here, so this digest comes from a source that hashed the downloaded file: the

@@ -47,8 +47,13 @@ def _leaves(model: nn.Module):
     return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
 
 
-def summarize(name: str, input_size: int | tuple[int, int] | None = None, num_classes: int | None = None,
-              in_channels: int | None = None, model: nn.Module | None = None) -> Summary:
+def summarize(
+    name: str,
+    input_size: int | tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    model: nn.Module | None = None,
+) -> Summary:
     """Summarise registered model `name` (or an already built `model` of that architecture)."""
     spec = get_spec(name)
     c = in_channels or spec.input_size[0]
@@ -71,6 +76,7 @@ def summarize(name: str, input_size: int | tuple[int, int] | None = None, num_cl
     current: list[tuple[str, nn.Module]] = []
     handles = []
     for lname, mod in _leaves(model):
+
         def pre(m, args, lname=lname):
             current.append((lname, m))
 
@@ -95,15 +101,18 @@ def summarize(name: str, input_size: int | tuple[int, int] | None = None, num_cl
             raise InputTooSmallError(
                 f"{spec.name} cannot take a {h}x{w} input: the output of layer {lname} "
                 f"({type(m).__name__}) would be empty ({str(e).splitlines()[0]}); "
-                f"use a larger --input-size (default {spec.input_size[1]})") from None
+                f"use a larger --input-size (default {spec.input_size[1]})"
+            ) from None
         raise
     finally:
         for hd in handles:
             hd.remove()
     if any(d == 0 for r in rows for d in r.output_shape):
         bad = next(r for r in rows if 0 in r.output_shape)
-        raise InputTooSmallError(f"{spec.name} cannot take a {h}x{w} input: the output of layer "
-                                 f"{bad.name} ({bad.type}) would be empty {bad.output_shape}")
+        raise InputTooSmallError(
+            f"{spec.name} cannot take a {h}x{w} input: the output of layer "
+            f"{bad.name} ({bad.type}) would be empty {bad.output_shape}"
+        )
 
     per_module = counter.get_flop_counts()
     root = type(model).__name__
@@ -112,8 +121,9 @@ def summarize(name: str, input_size: int | tuple[int, int] | None = None, num_cl
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     act = sum(4 * _numel(r.output_shape) for r in rows)
-    return Summary(spec.name, [c, h, w], int(out.shape[1]), params, trainable,
-                   int(counter.get_total_flops() // 2), act, rows)
+    return Summary(
+        spec.name, [c, h, w], int(out.shape[1]), params, trainable, int(counter.get_total_flops() // 2), act, rows
+    )
 
 
 def _numel(shape) -> int:
@@ -133,22 +143,28 @@ def human(n: float, unit: str = "") -> str:
 def format_table(s: Summary) -> str:
     """The Keras-style table: Layer (type) | Output Shape | Param # | MACs, then the totals."""
     head = ("Layer (type)", "Output Shape", "Param #", "MACs")
-    body = [(f"{r.name} ({r.type})", str(tuple(r.output_shape)), f"{r.params:,}", human(r.macs))
-            for r in s.layers]
+    body = [(f"{r.name} ({r.type})", str(tuple(r.output_shape)), f"{r.params:,}", human(r.macs)) for r in s.layers]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(4)]
     line = "  ".join("-" * w for w in widths)
 
     def fmt(row):
-        return "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(row, widths)))
+        return "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
 
     c, h, w = s.input_size
-    out = [f'Model: "{s.name}"  input {c}x{h}x{w}, {s.num_classes} classes', line.replace("-", "="),
-           fmt(head), line.replace("-", "="), *map(fmt, body), line.replace("-", "=")]
-    out += [f"Total params: {s.params:,}",
-            f"Trainable params: {s.trainable:,}",
-            f"Non-trainable params: {s.params - s.trainable:,}",
-            f"MACs per image: {human(s.macs)} ({s.macs:,})",
-            f"Activation memory per image (float32 forward): {s.activation_bytes / 2**20:.2f} MiB",
-            f"Parameter memory (float32): {s.params * 4 / 2**20:.2f} MiB"]
+    out = [
+        f'Model: "{s.name}"  input {c}x{h}x{w}, {s.num_classes} classes',
+        line.replace("-", "="),
+        fmt(head),
+        line.replace("-", "="),
+        *map(fmt, body),
+        line.replace("-", "="),
+    ]
+    out += [
+        f"Total params: {s.params:,}",
+        f"Trainable params: {s.trainable:,}",
+        f"Non-trainable params: {s.params - s.trainable:,}",
+        f"MACs per image: {human(s.macs)} ({s.macs:,})",
+        f"Activation memory per image (float32 forward): {s.activation_bytes / 2**20:.2f} MiB",
+        f"Parameter memory (float32): {s.params * 4 / 2**20:.2f} MiB",
+    ]
     return "\n".join(out)

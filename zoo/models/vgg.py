@@ -12,8 +12,7 @@ CONFIGS = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-          512, 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 
 
@@ -71,10 +70,17 @@ def paper_layers(model: VGG) -> list[Layer]:
 
 
 # Stages: each convolution block up to its pooling layer (block1..block5), then fc1, fc2.
-_VGG = dict(family="vgg", input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, year=2014,
-            head="classifier.6", stages=sequential_stages, layers=paper_layers,
-            paper="Very Deep Convolutional Networks for Large-Scale Image Recognition "
-                  "(Simonyan & Zisserman)")
+_VGG = dict(
+    family="vgg",
+    input_size=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    year=2014,
+    head="classifier.6",
+    stages=sequential_stages,
+    layers=paper_layers,
+    paper="Very Deep Convolutional Networks for Large-Scale Image Recognition (Simonyan & Zisserman)",
+)
 
 
 @register_model(**_VGG, weights=Weights("vgg11-8a719046.pth"))

@@ -11,8 +11,17 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exp", "cosine", "plateau")
 DEFAULT_GAMMA = {"step": 0.1, "exp": 0.6, "plateau": 0.1}  # exp: the lecture's 0.01 * 0.6**epoch
 RESUME_OPTIONS = ("epochs", "device", "workers")  # what may change when a run is resumed
-HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                  "train_seconds", "images_per_s")
+HISTORY_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "train_seconds",
+    "images_per_s",
+)
 
 
 class TrainError(ValueError):
@@ -68,12 +77,15 @@ class TrainConfig:
         """The configuration a run was started with, to continue it (only RESUME_OPTIONS may change)."""
         bad = sorted(set(overrides) - set(RESUME_OPTIONS))
         if bad:
-            raise TrainError(f"--{bad[0].replace('_', '-')} is fixed by the run being resumed; "
-                             f"only {', '.join('--' + o for o in RESUME_OPTIONS)} may change")
+            raise TrainError(
+                f"--{bad[0].replace('_', '-')} is fixed by the run being resumed; "
+                f"only {', '.join('--' + o for o in RESUME_OPTIONS)} may change"
+            )
         stored = load_checkpoint(run)["config"]
         known = {f.name for f in fields(cls)}
-        return replace(cls(**{k: v for k, v in stored.items() if k in known}), **overrides,
-                       resume=str(run), output=str(run))
+        return replace(
+            cls(**{k: v for k, v in stored.items() if k in known}), **overrides, resume=str(run), output=str(run)
+        )
 
 
 CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "scaler")  # what every epoch's checkpoint holds
@@ -95,5 +107,3 @@ def load_checkpoint(run: str | pathlib.Path) -> dict:
     if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in CHECKPOINT_KEYS):
         raise TrainError(damaged)
     return checkpoint
-
-

@@ -44,14 +44,28 @@ class Evaluation:
         return out
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "top5": self.top5, "per_class": self.per_class,
-                "confusion": self.confusion, "loss": self.loss, "n": self.n}
+        return {
+            "accuracy": self.accuracy,
+            "top5": self.top5,
+            "per_class": self.per_class,
+            "confusion": self.confusion,
+            "loss": self.loss,
+            "n": self.n,
+        }
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], card: ModelCard, images: ImageSet,
-             *, device: str | torch.device = "cpu", batch_size: int = 256, rank: int = 0, world: int = 1,
-             label_smoothing: float = 0.0) -> Evaluation:
+def evaluate(
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    card: ModelCard,
+    images: ImageSet,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+    label_smoothing: float = 0.0,
+) -> Evaluation:
     """Evaluate on `images`; with world > 1 each process takes its share and the sums are all-reduced.
 
     The loss is the mean cross-entropy (with the training's label smoothing when the trainer asks, so
@@ -77,9 +91,14 @@ def evaluate(model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], ca
         model.train()
     matrix = confusion.view(k, k).cpu()
     n = int(matrix.sum())
-    return Evaluation(n=n, loss=float(sums[0]) / max(n, 1), accuracy=float(matrix.trace()) / max(n, 1),
-                      top5=float(sums[1]) / max(n, 1) if k > 5 else None,
-                      confusion=matrix.tolist(), class_names=list(card.class_names))
+    return Evaluation(
+        n=n,
+        loss=float(sums[0]) / max(n, 1),
+        accuracy=float(matrix.trace()) / max(n, 1),
+        top5=float(sums[1]) / max(n, 1) if k > 5 else None,
+        confusion=matrix.tolist(),
+        class_names=list(card.class_names),
+    )
 
 
 @dataclass
@@ -96,9 +115,16 @@ class DataEvaluation:
         return {"data": self.data, "split": self.split, "held_out": self.held_out, **self.result.to_dict()}
 
 
-def evaluate_data(model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], card: ModelCard,
-                  data: str | None = None, *, split: str = "auto", device: str = "cpu",
-                  batch_size: int = 256, workers: int = 0) -> DataEvaluation:
+def evaluate_data(
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    card: ModelCard,
+    data: str | None = None,
+    *,
+    split: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 256,
+    workers: int = 0,
+) -> DataEvaluation:
     """Evaluate on a `--data` value, by default (None) the data the run was trained on.
 
     The run's own data is split exactly as its training split it, and split "auto" takes its held-out

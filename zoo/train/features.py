@@ -39,8 +39,15 @@ class Features:
     skipped: list[tuple[str, str]]  # (path, why) for each file left out
 
 
-def features_of(model: str | os.PathLike, data: str, split: str = "all", *, batch_size: int = 128,
-                device: str = "cpu", workers: int = 2) -> Features:
+def features_of(
+    model: str | os.PathLike,
+    data: str,
+    split: str = "all",
+    *,
+    batch_size: int = 128,
+    device: str = "cpu",
+    workers: int = 2,
+) -> Features:
     """The embeddings of `data`'s `split` ("all" or one of its splits) under the model of a run directory
     or .safetensors file. RunError / DataError, one line, for a model or data that cannot be read."""
     net, card = rundir.load_model(model, device=device)
@@ -52,8 +59,16 @@ def features_of(model: str | os.PathLike, data: str, split: str = "all", *, batc
     return extract(net, card, sets, source, skipped, batch_size=batch_size, device=device)
 
 
-def extract(net: torch.nn.Module, card: ModelCard, sets: dict[str, ImageSet], source: Source, skipped: list[str], *,
-            batch_size: int = 128, device: str = "cpu") -> Features:
+def extract(
+    net: torch.nn.Module,
+    card: ModelCard,
+    sets: dict[str, ImageSet],
+    source: Source,
+    skipped: list[str],
+    *,
+    batch_size: int = 128,
+    device: str = "cpu",
+) -> Features:
     """Run every split of `sets` through `net`, capturing the input of the card's head layer; the files
     that could not be decoded (`skipped` from `source.load`, and those found while streaming) are left
     out and listed."""
@@ -62,15 +77,21 @@ def extract(net: torch.nn.Module, card: ModelCard, sets: dict[str, ImageSet], so
     layer = get_spec(card.architecture).head
     captured = []
     hook = net.get_submodule(layer).register_forward_hook(
-        lambda module, inputs, output: captured.append(inputs[0].detach().flatten(1).float().cpu()))
+        lambda module, inputs, output: captured.append(inputs[0].detach().flatten(1).float().cpu())
+    )
     labels, paths, left_out = [], [], _left_out(source, skipped)
     try:
         with torch.no_grad():
             for name, images in sets.items():
                 raw = source.splits[name]
-                bar = tqdm(images.batches(batch_size), total=images.num_batches(batch_size),
-                           desc=f"features ({name})", unit="batch", leave=False,
-                           disable=None)  # None: shown only on a terminal, like training's
+                bar = tqdm(
+                    images.batches(batch_size),
+                    total=images.num_batches(batch_size),
+                    desc=f"features ({name})",
+                    unit="batch",
+                    leave=False,
+                    disable=None,
+                )  # None: shown only on a terminal, like training's
                 for x, y in bar:
                     net(standardize(to_unit(x.to(device)), card))
                     labels.append(y.cpu())
@@ -83,9 +104,15 @@ def extract(net: torch.nn.Module, card: ModelCard, sets: dict[str, ImageSet], so
     finally:
         hook.remove()
     feats = torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)
-    return Features(feats.astype(np.float32), torch.cat(labels).numpy().astype(np.int64),
-                    np.asarray(paths, dtype=str), np.asarray(source.class_names, dtype=str), card.architecture, layer,
-                    left_out)
+    return Features(
+        feats.astype(np.float32),
+        torch.cat(labels).numpy().astype(np.int64),
+        np.asarray(paths, dtype=str),
+        np.asarray(source.class_names, dtype=str),
+        card.architecture,
+        layer,
+        left_out,
+    )
 
 
 def _left_out(source: Source, messages: list[str]) -> list[tuple[str, str]]:
@@ -97,12 +124,13 @@ def _left_out(source: Source, messages: list[str]) -> list[tuple[str, str]]:
         cut = m.find(": ")
         while cut != -1 and m[:cut] not in known:
             cut = m.find(": ", cut + 1)
-        pairs.append((m[:cut], m[cut + 2:]) if cut != -1 else (m.partition(": ")[0], m.partition(": ")[2]))
+        pairs.append((m[:cut], m[cut + 2 :]) if cut != -1 else (m.partition(": ")[0], m.partition(": ")[2]))
     return pairs
 
 
 def save_features(path: str | os.PathLike, result: Features) -> None:
     """An .npz of NPZ_KEYS, written atomically."""
+
     def write(tmp):
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
             np.savez(f, **{k: getattr(result, k) for k in NPZ_KEYS})

@@ -40,9 +40,17 @@ from ..models import create, get_spec
 from ..text import plural
 from ..viz import figures
 from . import distributed, transfer
-from .config import (DEFAULT_GAMMA, HISTORY_FIELDS, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
-                     TrainError, load_checkpoint)
+from .config import (
+    DEFAULT_GAMMA,
+    HISTORY_FIELDS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,  # noqa: F401
+    TrainError,
+    load_checkpoint,
+)
 from .evaluate import Evaluation, evaluate
+
 
 @dataclass
 class Result:
@@ -55,8 +63,9 @@ class Result:
 
 def build_model(arch: str, card: ModelCard, cfg: TrainConfig) -> torch.nn.Module:
     """The network to train, from the card (pretrained weights and freezing are applied by `_set_up`)."""
-    return create(arch, num_classes=card.num_classes, in_channels=card.in_channels,
-                  **get_spec(arch).training_kwargs)  # auxiliary heads on, where the model has them
+    return create(
+        arch, num_classes=card.num_classes, in_channels=card.in_channels, **get_spec(arch).training_kwargs
+    )  # auxiliary heads on, where the model has them
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -83,7 +92,7 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps: int, plateau_scale: fl
     if cfg.schedule == "step":
         lr = cfg.lr * gamma ** (epoch // cfg.step_size)
     elif cfg.schedule == "exp":
-        lr = cfg.lr * gamma ** epoch
+        lr = cfg.lr * gamma**epoch
     elif cfg.schedule == "cosine":
         lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t / cfg.epochs))
     else:  # constant, plateau
@@ -109,6 +118,7 @@ def deployable(model: torch.nn.Module, card: ModelCard) -> torch.nn.Module:
 @dataclass
 class _Run:
     """What the epoch loop works on, each built once by `_set_up`."""
+
     cfg: TrainConfig
     dist: distributed.Dist
     device: torch.device
@@ -156,12 +166,24 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
         distributed.teardown(dist)
 
 
-def _set_up(cfg: TrainConfig, augment_spec: dict[str, float], checkpoint: dict | None, device: torch.device,
-            dist: distributed.Dist, log: Callable[[str], None]) -> _Run:
+def _set_up(
+    cfg: TrainConfig,
+    augment_spec: dict[str, float],
+    checkpoint: dict | None,
+    device: torch.device,
+    dist: distributed.Dist,
+    log: Callable[[str], None],
+) -> _Run:
     """Data, card, model (pretrained weights, freezing), optimizer and training state, each built once;
     everything is checked before the run directory exists. A checkpoint's state replaces the fresh one."""
-    source = open_source(cfg.data, val_split=cfg.val_split, val_dir=cfg.val_dir, test_dir=cfg.test_dir,
-                         test_split=cfg.test_split, seed=cfg.seed)
+    source = open_source(
+        cfg.data,
+        val_split=cfg.val_split,
+        val_dir=cfg.val_dir,
+        test_dir=cfg.test_dir,
+        test_split=cfg.test_split,
+        seed=cfg.seed,
+    )
     card = _card(cfg, source)
     torch.manual_seed(cfg.seed)
     model = build_model(card.architecture, card, cfg)
@@ -176,16 +198,38 @@ def _set_up(cfg: TrainConfig, augment_spec: dict[str, float], checkpoint: dict |
     model.to(device)
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
-    state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [],
-             "plateau": {"scale": 1.0, "best": math.inf, "bad": 0}, "weights": weights, "frozen": frozen}
+    state = {
+        "epoch": 0,
+        "best_acc": -1.0,
+        "best_epoch": 0,
+        "history": [],
+        "plateau": {"scale": 1.0, "best": math.inf, "bad": 0},
+        "weights": weights,
+        "frozen": frozen,
+    }
     if checkpoint:
         state = _restore(checkpoint, model, optimizer, scaler, run_dir)
         if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
             raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
-    run = _Run(cfg, dist, device, log, source, card, augment_spec, augment, model,
-               distributed.wrap(model, dist, device), optimizer, scaler,
-               torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), sets, run_dir, state,
-               sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True))
+    run = _Run(
+        cfg,
+        dist,
+        device,
+        log,
+        source,
+        card,
+        augment_spec,
+        augment,
+        model,
+        distributed.wrap(model, dist, device),
+        optimizer,
+        scaler,
+        torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        sets,
+        run_dir,
+        state,
+        sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True),
+    )
     if dist.main:
         _announce(run)
     return run
@@ -196,27 +240,38 @@ def _card(cfg: TrainConfig, source: Source) -> ModelCard:
     and the mean/std that pretrained weights expect."""
     spec = get_spec(cfg.arch)
     card = ModelCard.for_model(
-        spec.name, in_channels=cfg.in_channels or source.channels or spec.input_size[0],
-        input_size=[cfg.input_size] * 2 if cfg.input_size else None, class_names=source.class_names,
-        resize_mode=cfg.resize_mode)
+        spec.name,
+        in_channels=cfg.in_channels or source.channels or spec.input_size[0],
+        input_size=[cfg.input_size] * 2 if cfg.input_size else None,
+        class_names=source.class_names,
+        resize_mode=cfg.resize_mode,
+    )
     norm = transfer.normalization(spec.name, cfg.pretrained)
     if norm:
         card.mean, card.std = norm
     return card
 
 
-def _transfer(model: torch.nn.Module, arch: str, cfg: TrainConfig, resumed: bool,
-              log: Callable[[str], None] | None) -> tuple[str, dict]:
+def _transfer(
+    model: torch.nn.Module, arch: str, cfg: TrainConfig, resumed: bool, log: Callable[[str], None] | None
+) -> tuple[str, dict]:
     """--pretrained and --freeze applied to `model`: (where its weights came from, what is frozen).
     A resumed run's weights come from its checkpoint. `log` is None on ranks other than 0."""
     weights = "trained from scratch"
     if cfg.pretrained and not resumed:
-        weights = transfer.load_pretrained(model, arch, cfg.pretrained, partial=cfg.pretrained_partial,
-                                           log=(lambda s: log(f"pretrained: {s}")) if log else (lambda s: None))
+        weights = transfer.load_pretrained(
+            model,
+            arch,
+            cfg.pretrained,
+            partial=cfg.pretrained_partial,
+            log=(lambda s: log(f"pretrained: {s}")) if log else (lambda s: None),
+        )
     frozen = transfer.freeze(model, arch, cfg.freeze)
     if log and cfg.freeze != "none":
-        log(f"frozen: {', '.join(frozen['frozen_stages']) or 'nothing'} ({frozen['frozen_params']:,} parameters); "
-            f"training {', '.join(frozen['trainable_stages'])} ({frozen['trainable_params']:,})")
+        log(
+            f"frozen: {', '.join(frozen['frozen_stages']) or 'nothing'} ({frozen['frozen_params']:,} parameters); "
+            f"training {', '.join(frozen['trainable_stages'])} ({frozen['trainable_params']:,})"
+        )
     return weights, frozen
 
 
@@ -225,10 +280,12 @@ def _announce(run: _Run) -> None:
     cfg, card, dist = run.cfg, run.card, run.dist
     sizes = " / ".join(f"{len(s):,} {name}" for name, s in run.sets.items())
     threads = torch.get_num_threads()
-    run.log(f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
-            f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
-            f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
-            f"{threads} thread{'s' * (threads != 1)} -> {run.run_dir}")
+    run.log(
+        f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
+        f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
+        f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
+        f"{threads} thread{'s' * (threads != 1)} -> {run.run_dir}"
+    )
     if run.state["epoch"] == cfg.epochs:  # resumed after its last epoch: what is left is the end
         run.log(f"all {cfg.epochs} epoch(s) were done; finishing the run (test evaluation, final card)")
         _write_history(run)
@@ -242,8 +299,9 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
     run.net.train()
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     bar = _progress(run.steps, f"epoch {epoch + 1}/{cfg.epochs}", dist.main)
-    batches = run.sets["train"].batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                                        rank=dist.rank, world=dist.world, drop_last=True)
+    batches = run.sets["train"].batches(
+        cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, rank=dist.rank, world=dist.world, drop_last=True
+    )
     for i, (x, y) in enumerate(batches):
         lr = lr_at(cfg, epoch, i, run.steps, run.state["plateau"]["scale"])
         for group in run.optimizer.param_groups:
@@ -256,17 +314,26 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
         if bar is not None:
             bar.update()
             if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                img_s=f"{seen * dist.world / (time.perf_counter() - started):.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}",
+                    img_s=f"{seen * dist.world / (time.perf_counter() - started):.0f}",
+                )
     if bar is not None:
         bar.close()
     sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
     if dist.world > 1:
         torch.distributed.all_reduce(sums)
     train_seconds = time.perf_counter() - started
-    return {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2]),
-            "val_loss": None, "val_acc": None, "lr": lr, "train_seconds": round(train_seconds, 3),
-            "images_per_s": round(float(sums[2]) / train_seconds, 1)}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(sums[0] / sums[2]),
+        "train_acc": float(sums[1] / sums[2]),
+        "val_loss": None,
+        "val_acc": None,
+        "lr": lr,
+        "train_seconds": round(train_seconds, 3),
+        "images_per_s": round(float(sums[2]) / train_seconds, 1),
+    }
 
 
 def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +344,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[
     if run.augment is not None:
         x = run.augment(x)
     x = standardize(x, run.card)
-    with (nullcontext() if step_now or run.dist.world == 1 else run.net.no_sync()):
+    with nullcontext() if step_now or run.dist.world == 1 else run.net.no_sync():
         with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
             out = run.net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
@@ -295,8 +362,15 @@ def _validate(run: _Run, epoch: int, row: dict) -> bool:
     this epoch's weights are the best so far."""
     cfg, state = run.cfg, run.state
     if run.val_set is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-        ev = evaluate(run.model, run.card, run.val_set, device=run.device, rank=run.dist.rank,
-                      world=run.dist.world, label_smoothing=cfg.label_smoothing)
+        ev = evaluate(
+            run.model,
+            run.card,
+            run.val_set,
+            device=run.device,
+            rank=run.dist.rank,
+            world=run.dist.world,
+            label_smoothing=cfg.label_smoothing,
+        )
         row.update(val_loss=ev.loss, val_acc=ev.accuracy)
         p = state["plateau"]
         if ev.loss < p["best"] * (1 - 1e-4):
@@ -313,16 +387,22 @@ def _validate(run: _Run, epoch: int, row: dict) -> bool:
 
 def _log_epoch(run: _Run, row: dict, best: bool) -> None:
     epochs = run.cfg.epochs
-    val = (f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_acc']:.2f}%"
-           if row["val_acc"] is not None else "(no validation)")
-    run.log(f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}  "
-            f"{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  *' if best else ''}")
+    val = (
+        f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_acc']:.2f}%"
+        if row["val_acc"] is not None
+        else "(no validation)"
+    )
+    run.log(
+        f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}  "
+        f"{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  *' if best else ''}"
+    )
 
 
 def _finish(run: _Run) -> Result:
     """The test split, with the best weights, and the final card (rank 0); the run's result."""
-    result = Result(run.run_dir if run.dist.main else None, run.card, run.state["history"],
-                    deployable(run.model, run.card))
+    result = Result(
+        run.run_dir if run.dist.main else None, run.card, run.state["history"], deployable(run.model, run.card)
+    )
     if not run.dist.main:
         return result
     if "test" in run.sets:
@@ -333,8 +413,10 @@ def _finish(run: _Run) -> Result:
         except rundir.RunError as e:
             raise TrainError(str(e)) from None
         result.test = evaluate(best_model, card, run.sets["test"], device=run.device)
-        run.log(f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
-                f"weights of epoch {run.state['best_epoch']})")
+        run.log(
+            f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
+            f"weights of epoch {run.state['best_epoch']})"
+        )
     _write_card(run, result.test, finished=True)
     run.log(f"wrote {run.run_dir}")
     return result
@@ -350,9 +432,14 @@ def _save_epoch(run: _Run, best: bool) -> None:
         rundir.save_weights(run_dir / rundir.WEIGHTS, plain)
     if run.cfg.snapshot_every and state["epoch"] % run.cfg.snapshot_every == 0:
         rundir.save_weights(run_dir / rundir.SNAPSHOT.format(epoch=state["epoch"]), plain)
-    checkpoint = {"format": "cnnzoo.checkpoint/1", "config": asdict(run.cfg), "state": state,
-                  "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                  "scaler": run.scaler.state_dict()}
+    checkpoint = {
+        "format": "cnnzoo.checkpoint/1",
+        "config": asdict(run.cfg),
+        "state": state,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+    }
     atomic.write_with(run_dir / rundir.CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
     _write_card(run, None, finished=False)
     _write_history(run)
@@ -367,8 +454,9 @@ def _write_history(run: _Run) -> None:
     writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS} for r in history)
     atomic.write_text(run.run_dir / rundir.HISTORY_CSV, buf.getvalue())
     atomic.write_text(run.run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
-    atomic.write_bytes(run.run_dir / rundir.CURVES,
-                       figures.curves(history, title=f"{run.card.architecture} on {run.cfg.data}"))
+    atomic.write_bytes(
+        run.run_dir / rundir.CURVES, figures.curves(history, title=f"{run.card.architecture} on {run.cfg.data}")
+    )
 
 
 def _restore(checkpoint: dict, model, optimizer, scaler, run_dir: pathlib.Path) -> dict:
@@ -399,19 +487,29 @@ def _write_card(run: _Run, test: Evaluation | None, finished: bool) -> None:
     """The card with the run's provenance so far: data, epochs, options, metrics, weights, freezing."""
     cfg, state = run.cfg, run.state
     last_val = next((r["val_acc"] for r in reversed(state["history"]) if r["val_acc"] is not None), None)
-    metrics = {"best_val_acc": state["best_acc"] if state["best_acc"] >= 0 else None,
-               "best_epoch": state["best_epoch"], "last_val_acc": last_val,
-               "last_train_loss": state["history"][-1]["train_loss"] if state["history"] else None}
+    metrics = {
+        "best_val_acc": state["best_acc"] if state["best_acc"] >= 0 else None,
+        "best_epoch": state["best_epoch"],
+        "last_val_acc": last_val,
+        "last_train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
+    }
     if test is not None:
         metrics.update(test_acc=test.accuracy, test_top5=test.top5, test_loss=test.loss, test_n=test.n)
     training = {k: v for k, v in asdict(cfg).items() if k not in ("output", "resume", "workers", "device")}
-    run.card.provenance = {"data": run.source.describe(), "epochs": state["epoch"], "seed": cfg.seed,
-                           "augment": augmentation.describe(run.augment_spec),
-                           "metrics": metrics, "training": training, "finished": finished,
-                           "weights": state.get("weights", "trained from scratch"),
-                           "frozen": state.get("frozen"), "cnnzoo": __version__,
-                           # the thread count changes the float sums: `--resume` takes it again (bit-identical)
-                           "threads": torch.get_num_threads()}
+    run.card.provenance = {
+        "data": run.source.describe(),
+        "epochs": state["epoch"],
+        "seed": cfg.seed,
+        "augment": augmentation.describe(run.augment_spec),
+        "metrics": metrics,
+        "training": training,
+        "finished": finished,
+        "weights": state.get("weights", "trained from scratch"),
+        "frozen": state.get("frozen"),
+        "cnnzoo": __version__,
+        # the thread count changes the float sums: `--resume` takes it again (bit-identical)
+        "threads": torch.get_num_threads(),
+    }
     run.card.save(run.run_dir / rundir.CARD)
 
 
@@ -425,9 +523,12 @@ def _check_options(cfg: TrainConfig) -> dict[str, float]:
         (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be at least 1"),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer {cfg.optimizer}: use one of {', '.join(OPTIMIZERS)}"),
         (cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule}: use one of {', '.join(SCHEDULES)}"),
-        (cfg.in_channels in (None, 1, 3), f"--in-channels {cfg.in_channels}: the data gives grayscale (1) or "
-                                          "RGB (3) images; a model with another number of input channels "
-                                          "cannot take them"),
+        (
+            cfg.in_channels in (None, 1, 3),
+            f"--in-channels {cfg.in_channels}: the data gives grayscale (1) or "
+            "RGB (3) images; a model with another number of input channels "
+            "cannot take them",
+        ),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing:g}: must be in [0, 1)"),
     ]
     for ok, message in checks:
@@ -458,8 +559,10 @@ def _check_input(model: torch.nn.Module, card: ModelCard) -> None:
     except RuntimeError as e:
         c, h, w = card.input_shape
         default = get_spec(card.architecture).input_size[1]
-        raise TrainError(f"{card.architecture} cannot take {c}x{h}x{w} inputs "
-                         f"({str(e).splitlines()[0]}); use another --input-size (its own is {default})") from None
+        raise TrainError(
+            f"{card.architecture} cannot take {c}x{h}x{w} inputs "
+            f"({str(e).splitlines()[0]}); use another --input-size (its own is {default})"
+        ) from None
     finally:
         model.train()
 

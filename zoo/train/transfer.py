@@ -36,12 +36,16 @@ def imagenet_checkpoint(arch: str, base_url: str | None = None) -> pathlib.Path:
     spec = get_spec(arch)
     if spec.weights is None:
         published = [name for name in list_models() if get_spec(name).weights is not None]
-        raise PretrainedError(f"there are no published ImageNet weights for {spec.name}; they exist for "
-                              f"{', '.join(published)}")
+        raise PretrainedError(
+            f"there are no published ImageNet weights for {spec.name}; they exist for {', '.join(published)}"
+        )
     weights = spec.weights
     try:
-        return download.fetch(weights.url(base_url or os.environ.get("ZOO_WEIGHTS_URL")),
-                              download.cache_dir("weights", weights.file), digest=weights.digest)
+        return download.fetch(
+            weights.url(base_url or os.environ.get("ZOO_WEIGHTS_URL")),
+            download.cache_dir("weights", weights.file),
+            digest=weights.digest,
+        )
     except download.DownloadError as e:
         raise PretrainedError(str(e)) from None
 
@@ -76,8 +80,9 @@ def read_state_dict(source: str | pathlib.Path, arch: str) -> tuple[dict, pathli
     try:  # torch's own messages would advise loading unsafely: none of them is passed on
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 (pickle errors, not-a-checkpoint, refused globals)
-        raise PretrainedError(f"{path}: not a loadable weights file (damaged, or not a plain state dict of "
-                              "tensors)") from None
+        raise PretrainedError(
+            f"{path}: not a loadable weights file (damaged, or not a plain state dict of tensors)"
+        ) from None
     for key in ("state_dict", "model", "model_state", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -102,8 +107,9 @@ def _fold_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (c / in_channels)
 
 
-def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool = False,
-                    log: Callable[[str], None] = print) -> dict:
+def load_pretrained(
+    model: nn.Module, arch: str, source: str, *, partial: bool = False, log: Callable[[str], None] = print
+) -> dict:
     """Load `source` into `model` (built for `arch`): new head where the class count differs, first
     convolution folded when the input channels differ. Other mismatches are an error naming them unless
     `partial`. Returns the provenance to put in the model card."""
@@ -117,12 +123,13 @@ def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool =
         del state[k]
 
     first_conv = next(k for k, v in own.items() if v.ndim == 4)
-    if first_conv in state and state[first_conv].ndim == 4 and \
-            state[first_conv].shape[1] != own[first_conv].shape[1]:
+    if first_conv in state and state[first_conv].ndim == 4 and state[first_conv].shape[1] != own[first_conv].shape[1]:
         c_from, c_to = state[first_conv].shape[1], own[first_conv].shape[1]
         state[first_conv] = _fold_input_conv(state[first_conv], c_to)
-        notes.append(f"{first_conv}: adapted the pretrained {c_from}-channel filters to {c_to} "
-                     f"input channel{'s' if c_to > 1 else ''}")
+        notes.append(
+            f"{first_conv}: adapted the pretrained {c_from}-channel filters to {c_to} "
+            f"input channel{'s' if c_to > 1 else ''}"
+        )
 
     new_head = []
     for head in head_modules(model, arch):
@@ -141,14 +148,19 @@ def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool =
     if missing:
         problems.append(f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}"
-                        f"{', ...' if len(unexpected) > 4 else ''})")
+        problems.append(
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})"
+        )
     if mismatched:
-        problems.append(f"{len(mismatched)} of another shape ({', '.join(mismatched[:4])}"
-                        f"{', ...' if len(mismatched) > 4 else ''})")
+        problems.append(
+            f"{len(mismatched)} of another shape ({', '.join(mismatched[:4])}{', ...' if len(mismatched) > 4 else ''})"
+        )
     if problems and not partial:
-        raise PretrainedError(f"{path} does not fit {get_spec(arch).name}: keys " + "; ".join(problems)
-                              + " (--pretrained-partial loads the keys that fit)")
+        raise PretrainedError(
+            f"{path} does not fit {get_spec(arch).name}: keys "
+            + "; ".join(problems)
+            + " (--pretrained-partial loads the keys that fit)"
+        )
     for k in unexpected + mismatched:
         state.pop(k, None)
     model.load_state_dict(state, strict=False)
@@ -157,8 +169,14 @@ def load_pretrained(model: nn.Module, arch: str, source: str, *, partial: bool =
     for note in notes:
         log(note)
 
-    provenance = {"source": str(source), "file": str(path), "sha256": download.file_digest(path),
-                  "loaded_tensors": len(state), "new_head": bool(new_head), "notes": notes}
+    provenance = {
+        "source": str(source),
+        "file": str(path),
+        "sha256": download.file_digest(path),
+        "loaded_tensors": len(state),
+        "new_head": bool(new_head),
+        "notes": notes,
+    }
     norm = normalization(arch, str(source))
     if norm:
         provenance["normalization"] = {"mean": norm[0], "std": norm[1]}
@@ -187,11 +205,12 @@ def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
         try:
             n_train = int(spec)
         except ValueError:
-            raise PretrainedError(f"--freeze takes backbone, none or a number of trainable stages, "
-                                  f"not {spec!r}") from None
+            raise PretrainedError(
+                f"--freeze takes backbone, none or a number of trainable stages, not {spec!r}"
+            ) from None
         if n_train < 1:
             raise PretrainedError("--freeze N needs N >= 1 (the head always trains)")
-    frozen = all_stages[:max(0, len(all_stages) - n_train)]
+    frozen = all_stages[: max(0, len(all_stages) - n_train)]
     for _, modules in frozen:
         for m in modules:
             for p in m.parameters():
@@ -200,9 +219,13 @@ def freeze(model: nn.Module, arch: str, spec: str | int = "none") -> dict:
                 if isinstance(sub, nn.modules.batchnorm._BatchNorm):
                     sub.register_forward_pre_hook(_lock_eval)
     n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return {"freeze": str(spec), "frozen_stages": [n for n, _ in frozen],
-            "trainable_stages": [n for n, _ in all_stages[len(frozen):]],
-            "frozen_params": n_frozen, "trainable_params": sum(p.numel() for p in model.parameters()) - n_frozen}
+    return {
+        "freeze": str(spec),
+        "frozen_stages": [n for n, _ in frozen],
+        "trainable_stages": [n for n, _ in all_stages[len(frozen) :]],
+        "frozen_params": n_frozen,
+        "trainable_params": sum(p.numel() for p in model.parameters()) - n_frozen,
+    }
 
 
 def param_groups(model: nn.Module, arch: str, backbone_lr_mult: float = 1.0) -> list[dict]:
