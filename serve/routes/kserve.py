@@ -27,8 +27,9 @@ NOT_FOUND = {404: {"model": protocol.ErrorResponse}}
         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}}
     },
 )
-async def infer(model: str, request: Request, svc: Service = Depends(service)) -> Response:
+async def infer(model: str, request: Request) -> Response:
     """KServe v2 inference: FP32 [N, C, H, W] or BYTES encoded images -> FP32 logits [N, classes]."""
+    svc = service(request)  # (not a Depends: resolving one costs the hot route measurably)
     svc.check_model(model)
     svc.check_ready()
     media = media_type(request)

@@ -12,7 +12,7 @@ import logging
 import urllib.parse
 from collections.abc import Callable
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
@@ -46,10 +46,9 @@ router = APIRouter(tags=["classify"])
         }
     },
 )
-async def predict(
-    request: Request, top_k: int = Query(**TOP_K, description="labels per image"), svc: Service = Depends(service)
-) -> Response:
+async def predict(request: Request, top_k: int = Query(**TOP_K, description="labels per image")) -> Response:
     """Classify one image (or several `file` parts): per image, the top-k labels with softmax probabilities."""
+    svc = service(request)  # (not a Depends: resolving one costs the hot route measurably)
     images = await read_images(request, svc.options.max_images)
     return Response(await svc.classify(images, top_k), media_type="application/json")
 

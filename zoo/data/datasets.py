@@ -390,7 +390,7 @@ def standardize(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _on_device(norm: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = norm.arrays()
-    return torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
+    return torch.tensor(mean, device=device), torch.tensor(std, device=device)  # (copies: the arrays are shared)
 
 
 # ---- the data a run was trained on (what `zoo train` recorded on its card) ----

@@ -22,6 +22,7 @@ float32 order, so they give the same bits (tests/test_one_preprocessing.py holds
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterable
@@ -175,16 +176,27 @@ class Normalization:
     std: tuple[float, ...]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """mean and std as float32 [C, 1, 1], to broadcast over a CHW image or an NCHW batch."""
-        return (np.asarray(self.mean, np.float32).reshape(-1, 1, 1), np.asarray(self.std, np.float32).reshape(-1, 1, 1))
+        """mean and std as read-only float32 [C, 1, 1], to broadcast over a CHW image or an NCHW batch."""
+        return _arrays(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _arrays(n: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    out = tuple(np.asarray(values, np.float32).reshape(-1, 1, 1) for values in (n.mean, n.std))
+    for a in out:
+        a.setflags(write=False)  # shared by every call: made once per card (the server's hot path)
+    return out
 
 
 def normalization(card: ModelCard) -> Normalization:
     """The card's per-channel constants, rounded to float32 once: the one source of both `normalize`
     and torch's `standardize`."""
-    return Normalization(
-        tuple(np.asarray(card.mean, np.float32).tolist()), tuple(np.asarray(card.std, np.float32).tolist())
-    )
+    return _normalization(tuple(card.mean), tuple(card.std))
+
+
+@functools.lru_cache(maxsize=64)
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalization:
+    return Normalization(tuple(np.asarray(mean, np.float32).tolist()), tuple(np.asarray(std, np.float32).tolist()))
 
 
 def normalize(arr: np.ndarray, card: ModelCard) -> np.ndarray:
