@@ -114,16 +114,14 @@ def configure(threads: int | None = None) -> int:
 def recorded(run: str | os.PathLike) -> int | None:
     """The thread count a run's card records (`zoo train` writes it), or None where there is none:
     resuming with it gives the weights an uninterrupted run gives, bit for bit (the count changes the
-    order in which floats are summed). Reads the JSON itself: torch is not imported yet."""
-    import json
-
+    order in which floats are summed). The card is read without torch, which is not imported yet."""
+    from .card import ModelCard
     from .rundir import CARD
 
     try:
-        with open(os.path.join(run, CARD), encoding="utf-8") as f:
-            n = json.load(f)["provenance"]["threads"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no card, or a damaged one: the trainer says what is wrong with it
+        n = ModelCard.load(os.path.join(run, CARD)).provenance.get("threads")
+    except (OSError, ValueError):  # no card, or a damaged one (CardError): the trainer says what is wrong
+        return None
     return n if isinstance(n, int) and n >= 1 else None
 
 
