@@ -79,12 +79,13 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from zoo.card import PRECISIONS, RESIZE_MODES
     from zoo.data import SPLITS
     from zoo.data.augment import OPTIONS
-    from zoo.train.config import OPTIMIZERS, SCHEDULES
+    from zoo.train.config import AMP_MODES, OPTIMIZERS, SCHEDULES
 
     owned = {
         ("train", "resize_mode"): RESIZE_MODES,
         ("train", "optimizer"): OPTIMIZERS,
         ("train", "schedule"): SCHEDULES,
+        ("train", "amp"): AMP_MODES,
         ("evaluate", "split"): ("auto", *SPLITS),
         ("features", "split"): ("all", *SPLITS),
         ("export", "calibration_method"): METHODS,

@@ -3,7 +3,7 @@ import click
 from zoo import threads as threads_
 from zoo.card import RESIZE_MODES
 from zoo.data.augment import OPTIONS as AUGMENTATIONS
-from zoo.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from zoo.train.config import AMP_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = TrainConfig()  # the defaults live in one place
 
@@ -18,6 +18,20 @@ def _amount(value):
         raise click.BadParameter(f"{value!r} is neither a fraction nor a number of images") from None
     if v < 0:
         raise click.BadParameter("must not be negative")
+    return v
+
+
+def _fraction(value):
+    """--target-accuracy: a fraction in (0, 1], or a percentage above 1."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number") from None
+    v = v / 100 if v > 1 else v
+    if not 0 < v <= 1:
+        raise click.BadParameter("must be a fraction in (0, 1] or a percentage up to 100")
     return v
 
 
@@ -130,7 +144,17 @@ def _amount(value):
 )
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=D.device, show_default=True)
-@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option(
+    "--amp",
+    type=click.Choice(AMP_MODES),
+    default=D.amp,
+    show_default=True,
+    is_flag=False,
+    flag_value="on",
+    help="Mixed precision: bfloat16 autocast on a CPU with native BF16 (AVX512-BF16 or AMX), float16 on "
+    "CUDA. auto: on where native and measured faster in a short probe (the first line says which); "
+    "--amp alone means on, refused where not native.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(0),
@@ -148,6 +172,26 @@ def _amount(value):
     help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.",
 )
 @click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N epochs.")
+@click.option(
+    "--target-accuracy",
+    callback=lambda ctx, param, value: _fraction(value),
+    help="Stop after the epoch whose validation accuracy reaches this (0.99 or 99 for 99%%); the run "
+    "then finishes as usual (test evaluation, final card).",
+)
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=D.tensorboard,
+    show_default=True,
+    help="TensorBoard event files in the run directory (where the tensorboard extra is installed): "
+    "`tensorboard --logdir runs`.",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(1),
+    default=D.log_every,
+    show_default=True,
+    help="Batches between TensorBoard's step scalars (loss, lr, images/s); epochs always.",
+)
 @click.option(
     "--resume",
     type=click.Path(),

@@ -96,6 +96,16 @@ class Source:
         return sets, skipped
 
 
+def kind(spec: str) -> str:
+    """What a --data value is, for the recipes of zoo/models ("mnist-small", "mnist" for the full set or
+    any directory of MNIST IDX files, else "folder"); reads nothing but the directory's file names."""
+    if spec == SMALL:
+        return SMALL
+    if spec == MNIST or mnist.is_idx_dir(pathlib.Path(spec).expanduser()):
+        return MNIST
+    return "folder"
+
+
 def open_source(
     spec: str,
     *,

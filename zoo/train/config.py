@@ -9,6 +9,7 @@ from .. import rundir
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exp", "cosine", "plateau")
+AMP_MODES = ("auto", "on", "off")  # --amp (zoo/train/precision.py)
 DEFAULT_GAMMA = {"step": 0.1, "exp": 0.6, "plateau": 0.1}  # exp: the lecture's 0.01 * 0.6**epoch
 RESUME_OPTIONS = ("epochs", "device", "workers")  # what may change when a run is resumed
 HISTORY_FIELDS = (
@@ -65,11 +66,14 @@ class TrainConfig:
     seed: int = 0
     # machinery
     device: str = "auto"
-    amp: bool = False
+    amp: str = "auto"  # "auto", "on" or "off" (zoo/train/precision.py)
     workers: int = 2
     output: str | None = None  # default runs/ARCH-YYYYmmdd-HHMMSS
     snapshot_every: int = 0
     val_every: int = 1
+    target_accuracy: float | None = None  # stop after the epoch whose validation accuracy reaches it
+    tensorboard: bool = True  # event files in the run directory, where tensorboard is installed
+    log_every: int = 50  # batches between TensorBoard's step scalars
     resume: str | None = None
 
     @classmethod

@@ -39,7 +39,8 @@ from ..data.datasets import ImageSet, Source, open_source, standardize, to_unit
 from ..models import create, get_spec
 from ..text import plural
 from ..viz import figures
-from . import distributed, transfer
+from . import distributed, precision, transfer
+from .board import Board
 from .config import (
     DEFAULT_GAMMA,
     HISTORY_FIELDS,
@@ -131,6 +132,9 @@ class _Run:
     net: torch.nn.Module  # what the training steps call: the model, or DDP around it
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    precision: precision.Precision
+    memory_format: torch.memory_format  # of the model and its training inputs
+    board: Board | None  # TensorBoard event files (rank 0, where tensorboard is installed)
     criterion: torch.nn.Module
     sets: dict[str, ImageSet]
     run_dir: pathlib.Path
@@ -145,13 +149,17 @@ class _Run:
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     augment_spec = _check_options(cfg)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
-    device = _pick_device(cfg.device, cfg.amp)
+    device = _pick_device(cfg.device)
+    precision.check(cfg.amp, device)
     dist = distributed.setup(device.type)
+    run = None
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
         run = _set_up(cfg, augment_spec, checkpoint, device, dist, log)
         for epoch in range(run.state["epoch"], cfg.epochs):
+            if run.state.get("stopped"):
+                break
             started = time.perf_counter()
             row = _train_epoch(run, epoch, started)
             best = _validate(run, epoch, row)
@@ -160,9 +168,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
             run.state["epoch"] = epoch + 1
             if dist.main:
                 _log_epoch(run, row, best)
+                if run.board:
+                    run.board.epoch((epoch + 1) * run.steps, row)
                 _save_epoch(run, best or run.val_set is None)
         return _finish(run)
     finally:
+        if run is not None and run.board:
+            run.board.close()
         distributed.teardown(dist)
 
 
@@ -195,22 +207,24 @@ def _set_up(
     if skipped and dist.main:
         log(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})")
 
-    model.to(device)
+    memory_format = precision.memory_format(card.architecture)
+    model.to(device, memory_format=memory_format)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.target_accuracy is not None and "val" not in sets:
+        raise TrainError(
+            f"--target-accuracy {100 * cfg.target_accuracy:g}: needs validation data (--val-split or --val)"
+        )
+    if checkpoint:
+        prec = _recorded_precision(checkpoint)
+    else:  # rank 0's choice: every process computes the same way
+        example = lambda: _example(cfg, card, device, memory_format)  # noqa: E731
+        prec = distributed.broadcast_object(precision.choose(cfg.amp, device, model, example, criterion), dist)
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
-    state = {
-        "epoch": 0,
-        "best_acc": -1.0,
-        "best_epoch": 0,
-        "history": [],
-        "plateau": {"scale": 1.0, "best": math.inf, "bad": 0},
-        "weights": weights,
-        "frozen": frozen,
-    }
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
+    state = _fresh_state(weights, frozen, prec)
     if checkpoint:
         state = _restore(checkpoint, model, optimizer, scaler, run_dir)
-        if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
-            raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
+        _check_resumable(cfg, state, run_dir)
     run = _Run(
         cfg,
         dist,
@@ -224,15 +238,60 @@ def _set_up(
         distributed.wrap(model, dist, device),
         optimizer,
         scaler,
-        torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        prec,
+        memory_format,
+        None,
+        criterion,
         sets,
         run_dir,
         state,
         sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True),
     )
     if dist.main:
+        if cfg.tensorboard:
+            run.board = Board.open(run_dir, first_step=state["epoch"] * run.steps)
         _announce(run)
     return run
+
+
+def _fresh_state(weights: str, frozen: dict, prec: precision.Precision) -> dict:
+    """The training state before the first epoch: what the checkpoint holds besides the tensors."""
+    return {
+        "epoch": 0,
+        "best_acc": -1.0,
+        "best_epoch": 0,
+        "history": [],
+        "plateau": {"scale": 1.0, "best": math.inf, "bad": 0},
+        "weights": weights,
+        "frozen": frozen,
+        "precision": prec.dtype,
+        "stopped": None,  # why the run stopped before --epochs (--target-accuracy)
+    }
+
+
+def _check_resumable(cfg: TrainConfig, state: dict, run_dir: pathlib.Path) -> None:
+    """TrainError where a checkpoint's run has nothing left to do with these options."""
+    if state.get("stopped") and _finished(run_dir):
+        raise TrainError(f"{cfg.resume} stopped early and finished ({state['stopped']}); nothing to resume")
+    if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
+        raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
+
+
+def _example(
+    cfg: TrainConfig, card: ModelCard, device: torch.device, memory_format: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random training batch of the run's shape, for the --amp auto probe (the global RNG untouched)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.batch_size, *card.input_shape, generator=g).to(device, memory_format=memory_format)
+    return x, torch.randint(0, card.num_classes, (cfg.batch_size,), generator=g).to(device)
+
+
+def _recorded_precision(checkpoint: dict) -> precision.Precision:
+    """The precision a resumed run computed in (runs of earlier versions recorded only --amp, a flag)."""
+    dtype = checkpoint["state"].get("precision")
+    if dtype is None:
+        dtype = "float16" if precision.mode(checkpoint["config"].get("amp", False)) == "on" else "float32"
+    return precision.Precision(dtype, f"{dtype} (as the run started)")
 
 
 def _card(cfg: TrainConfig, source: Source) -> ModelCard:
@@ -284,10 +343,11 @@ def _announce(run: _Run) -> None:
         f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
         f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
         f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
-        f"{threads} thread{'s' * (threads != 1)} -> {run.run_dir}"
+        f"{threads} thread{'s' * (threads != 1)}, {run.precision.note}"
+        f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.run_dir}"
     )
-    if run.state["epoch"] == cfg.epochs:  # resumed after its last epoch: what is left is the end
-        run.log(f"all {cfg.epochs} epoch(s) were done; finishing the run (test evaluation, final card)")
+    if run.state["epoch"] == cfg.epochs or run.state.get("stopped"):  # resumed after its last epoch
+        run.log(f"{run.state['epoch']} epoch(s) were done; finishing the run (test evaluation, final card)")
         _write_history(run)
 
 
@@ -311,6 +371,13 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+        if run.board and (i + 1) % cfg.log_every == 0:
+            run.board.step(
+                epoch * run.steps + i + 1,
+                loss=loss.item(),
+                lr=lr,
+                images_per_s=seen * dist.world / (time.perf_counter() - started),
+            )
         if bar is not None:
             bar.update()
             if i % 20 == 0:
@@ -339,13 +406,15 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
 def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch on the device: uint8 images -> [0, 1] -> augmentation -> mean/std -> forward -> loss ->
     backward, and an optimizer step where `step_now` (every --accumulate batches); (loss, logits)."""
-    cfg, device = run.cfg, run.device
+    cfg, device, autocast = run.cfg, run.device, run.precision.autocast
     x = to_unit(x)
     if run.augment is not None:
         x = run.augment(x)
-    x = standardize(x, run.card)
+    if run.board and run.state["epoch"] == 0 and not run.state["history"] and not run.board.shown:
+        _show_inputs(run, x)
+    x = standardize(x, run.card).contiguous(memory_format=run.memory_format)
     with nullcontext() if step_now or run.dist.world == 1 else run.net.no_sync():
-        with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             out = run.net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
             loss = run.criterion(logits, y) + sum(cfg.aux_weight * run.criterion(a, y) for a in aux)
@@ -357,9 +426,16 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[
     return loss, logits
 
 
+def _show_inputs(run: _Run, x: torch.Tensor) -> None:
+    """TensorBoard, once, at the first batch of a run: augmented inputs and the model graph."""
+    run.board.shown = True
+    run.board.inputs(x)
+    run.board.graph(deployable(run.model, run.card), standardize(x[:1], run.card), run.log)
+
+
 def _validate(run: _Run, epoch: int, row: dict) -> bool:
-    """Validation where it is due (filling the row), the plateau schedule and model selection: whether
-    this epoch's weights are the best so far."""
+    """Validation where it is due (filling the row), the plateau schedule, --target-accuracy and model
+    selection: whether this epoch's weights are the best so far."""
     cfg, state = run.cfg, run.state
     if run.val_set is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
         ev = evaluate(
@@ -372,6 +448,11 @@ def _validate(run: _Run, epoch: int, row: dict) -> bool:
             label_smoothing=cfg.label_smoothing,
         )
         row.update(val_loss=ev.loss, val_acc=ev.accuracy)
+        if cfg.target_accuracy is not None and ev.accuracy >= cfg.target_accuracy:
+            state["stopped"] = (
+                f"validation accuracy {100 * ev.accuracy:.2f}% reached --target-accuracy "
+                f"{100 * cfg.target_accuracy:g}% at epoch {epoch + 1} of {cfg.epochs}"
+            )
         p = state["plateau"]
         if ev.loss < p["best"] * (1 - 1e-4):
             p["best"], p["bad"] = ev.loss, 0
@@ -405,6 +486,8 @@ def _finish(run: _Run) -> Result:
     )
     if not run.dist.main:
         return result
+    if run.state.get("stopped"):
+        run.log(f"stopped: {run.state['stopped']}")
     if "test" in run.sets:
         card = run.card
         best_model = deployable(build_model(card.architecture, card, run.cfg), card).to(run.device)
@@ -507,6 +590,9 @@ def _write_card(run: _Run, test: Evaluation | None, finished: bool) -> None:
         "weights": state.get("weights", "trained from scratch"),
         "frozen": state.get("frozen"),
         "cnnzoo": __version__,
+        "precision": state.get("precision", "float32"),
+        "memory_format": "channels_last" if run.memory_format == torch.channels_last else "contiguous",
+        "stopped": state.get("stopped"),
         # the thread count changes the float sums: `--resume` takes it again (bit-identical)
         "threads": torch.get_num_threads(),
     }
@@ -521,6 +607,7 @@ def _check_options(cfg: TrainConfig) -> dict[str, float]:
         (cfg.lr > 0, f"--lr {cfg.lr:g}: must be positive"),
         (cfg.accumulate >= 1, f"--accumulate {cfg.accumulate}: must be at least 1"),
         (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be at least 1"),
+        (cfg.log_every >= 1, f"--log-every {cfg.log_every}: must be at least 1"),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer {cfg.optimizer}: use one of {', '.join(OPTIMIZERS)}"),
         (cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule}: use one of {', '.join(SCHEDULES)}"),
         (
@@ -530,6 +617,10 @@ def _check_options(cfg: TrainConfig) -> dict[str, float]:
             "cannot take them",
         ),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing:g}: must be in [0, 1)"),
+        (
+            cfg.target_accuracy is None or 0 < cfg.target_accuracy <= 1,
+            f"--target-accuracy {cfg.target_accuracy}: a fraction in (0, 1], e.g. 0.99",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -540,14 +631,11 @@ def _check_options(cfg: TrainConfig) -> dict[str, float]:
         raise TrainError(str(e)) from None
 
 
-def _pick_device(name: str, amp: bool) -> torch.device:
+def _pick_device(name: str) -> torch.device:
     try:
-        device = torch.device(devices.resolve(name))
+        return torch.device(devices.resolve(name))
     except devices.DeviceError as e:
         raise TrainError(str(e)) from None
-    if amp and device.type != "cuda":
-        raise TrainError("--amp needs a CUDA device (mixed precision is for GPUs); leave it out on CPU")
-    return device
 
 
 def _check_input(model: torch.nn.Module, card: ModelCard) -> None:
