@@ -35,6 +35,7 @@ import threading
 import time
 
 from zoo import atomic
+from zoo.child import checkout_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -276,15 +277,6 @@ def arena_comparison(model: pathlib.Path) -> dict:
     }
 
 
-def checkout_of(rev: str, tmp: pathlib.Path) -> pathlib.Path:
-    """The files of commit `rev` in a folder (git archive: the repository is not touched)."""
-    folder = tmp / f"checkout-{rev}"
-    folder.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
-
-
 def markdown(result: dict) -> str:
     lines = [
         "# zoo serve under issue 12's memory attack (127.0.0.1)",
@@ -347,7 +339,9 @@ def main() -> None:
             ("after, --max-images 1000000", ROOT, ("--max-images", "1000000"), names),
         ]
         if args.before:
-            plans.append((f"before ({args.before})", checkout_of(args.before, tmp), (), names[:1]))
+            plans.append(
+                (f"before ({args.before})", checkout_of(args.before, tmp / f"checkout-{args.before}"), (), names[:1])
+            )
         runs = []
         for label, checkout, flags, which in plans:
             server = Server(checkout, model, *flags)

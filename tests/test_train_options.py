@@ -125,4 +125,5 @@ def test_tensorboard_event_files_read_back(tiny_mnist, tmp_path):  # noqa: F811
     assert [round(e.value, 5) for e in events.Scalars("val/accuracy")] == [round(r["val_acc"], 5) for r in history]
     assert tags["images"] == ["inputs/augmented"] and tags["graph"] is True
     quick(tiny_mnist, tmp_path, "quiet", epochs=1, tensorboard=False)
-    assert not list((tmp_path / "quiet").glob("events.out.tfevents.*"))
+    assert not list((tmp_path / "quiet").glob(rundir.EVENTS_PREFIX + "*"))
+    assert len(list(run.glob(rundir.EVENTS_PREFIX + "*"))) == 1

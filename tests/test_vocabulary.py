@@ -9,6 +9,7 @@ from test_train import tiny_mnist  # noqa: F401  (a fixture)
 
 from zoo import rundir
 from zoo.cli import main
+from zoo.train import board
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("zoo", "export", "infer", "serve")
@@ -57,7 +58,8 @@ def test_every_file_written_into_a_run_is_a_rundir_name(tiny_mnist, tmp_path):  
     )
     cli("evaluate", run, "--workers", 0)
     cli("export", run, "--onnx", "--fp16", "--int8", "--calibration-images", 100, "--max-accuracy-drop", 100)
-    written = {p.name for p in run.iterdir()}
+    written = {p.name for p in run.iterdir() if not p.name.startswith(rundir.EVENTS_PREFIX)}
+    assert len(list(run.glob(rundir.EVENTS_PREFIX + "*"))) == (1 if board.available() else 0)
     assert {
         rundir.CONFUSION,
         rundir.ONNX,

@@ -7,6 +7,7 @@
       checkpoint.pt        resumable training state (weights_only-safe tensors and plain types)
       history.csv / .json  one row per epoch
       curves.png           loss, accuracy and learning rate against epoch
+      events.out.tfevents.*  TensorBoard event files (`tensorboard --logdir runs`), named by TensorBoard
       epoch-005.safetensors  weight snapshots (`zoo train --snapshot-every 5`)
       confusion.png        the confusion matrix (`zoo evaluate`)
       model.onnx           `zoo export`: float32 ONNX (input tensor `input`, output `logits`)
@@ -38,6 +39,7 @@ CHECKPOINT = "checkpoint.pt"
 HISTORY_CSV = "history.csv"
 HISTORY_JSON = "history.json"
 CURVES = "curves.png"
+EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard names its event files itself: this, then time and host
 SNAPSHOT = "epoch-{epoch:03d}.safetensors"
 CONFUSION = "confusion.png"
 ONNX = "model.onnx"

@@ -153,7 +153,8 @@ def _fraction(value):
     flag_value="on",
     help="Mixed precision: bfloat16 autocast on a CPU with native BF16 (AVX512-BF16 or AMX), float16 on "
     "CUDA. auto: on where native and measured faster in a short probe (the first line says which); "
-    "--amp alone means on, refused where not native.",
+    "--amp alone means on, refused where not native; bfloat16: bfloat16 autocast anywhere, emulated "
+    "(slower) where not native, to check accuracy.",
 )
 @click.option(
     "--workers",

@@ -9,7 +9,7 @@ from .. import rundir
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exp", "cosine", "plateau")
-AMP_MODES = ("auto", "on", "off")  # --amp (zoo/train/precision.py)
+AMP_MODES = ("auto", "on", "off", "bfloat16")  # --amp (zoo/train/precision.py)
 DEFAULT_GAMMA = {"step": 0.1, "exp": 0.6, "plateau": 0.1}  # exp: the lecture's 0.01 * 0.6**epoch
 RESUME_OPTIONS = ("epochs", "device", "workers")  # what may change when a run is resumed
 HISTORY_FIELDS = (

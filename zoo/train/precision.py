@@ -5,7 +5,9 @@
 
 `--amp on`: on CUDA, float16 autocast with a gradient scaler (as before); on the CPU, bfloat16 autocast,
 only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX, `infer.hardware`), and a one-line
-refusal elsewhere (emulated bfloat16 is slower than float32). `--amp auto` (the default) turns it on
+refusal elsewhere (emulated bfloat16 is slower than float32). `--amp bfloat16` asks for bfloat16 autocast
+anywhere, emulated where not native (to check a model's accuracy in it before moving to a machine that
+has it; the first line says it is emulated). `--amp auto` (the default) turns it on
 where it is native and a short probe (a few training steps of the real model on a random batch, on a
 copy of it) measures it faster than float32 by PROBE_MARGIN; `--amp off` never. The choice is recorded in
 the checkpoint, so that `--resume` computes the same way without probing again.
@@ -75,7 +77,10 @@ def check(amp: str | bool, device: torch.device) -> str:
     amp = mode(amp)
     dtype, missing = native(device)
     if amp == "on" and dtype is None:
-        raise TrainError(f"--amp on: {missing}; use --amp auto (the default) or off")
+        raise TrainError(
+            f"--amp on: {missing}; use --amp auto (the default) or off (--amp bfloat16 runs it emulated, "
+            "to check accuracy)"
+        )
     return amp
 
 
@@ -92,6 +97,9 @@ def choose(
     if amp == "off":
         return FLOAT32
     dtype, missing = native(device)
+    if amp == "bfloat16":
+        emulated = "; emulated here: slower than float32" if dtype != "bfloat16" and device.type == "cpu" else ""
+        return Precision("bfloat16", f"bfloat16 autocast (--amp bfloat16{emulated})")
     if dtype is None:
         return Precision("float32", f"float32 (--amp auto: {missing})")
     if amp == "on":
