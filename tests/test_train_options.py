@@ -127,3 +127,20 @@ def test_tensorboard_event_files_read_back(tiny_mnist, tmp_path):  # noqa: F811
     quick(tiny_mnist, tmp_path, "quiet", epochs=1, tensorboard=False)
     assert not list((tmp_path / "quiet").glob(rundir.EVENTS_PREFIX + "*"))
     assert len(list(run.glob(rundir.EVENTS_PREFIX + "*"))) == 1
+
+
+def test_the_mnist_recipe_is_the_default_for_mnist_and_given_options_win(tiny_mnist, tmp_path):  # noqa: F811
+    """An MNIST IDX directory (here 400 digits of it) is "mnist": LeNet-5 takes its recipe (zoo/models) for
+    every option not on the command line, says so on its second line, and the card records it."""
+    from zoo.models import get_spec
+
+    recipe = get_spec("lenet").recipes["mnist"]
+    run = tmp_path / "run"
+    args = ["train", "lenet", "--data", str(tiny_mnist), "--epochs", "1", "--batch-size", "16", "--workers", "0"]
+    r = CliRunner().invoke(main, [*args, "--output", str(run)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[1].startswith("recipe: lenet5 on mnist: --"), r.output
+    training = ModelCard.load(run / rundir.CARD).provenance["training"]
+    assert training["epochs"] == 1 and training["batch_size"] == 16 and training["recipe"].startswith("lenet5")
+    assert all(training[k] == v for k, v in recipe.items() if k not in ("epochs", "batch_size"))
+    assert TrainConfig(data="mnist-small").with_recipe() == TrainConfig(data="mnist-small")  # no recipe there

@@ -232,7 +232,8 @@ def train(ctx, arch, resume, threads, **options):
                 raise UserError("which model? e.g. `zoo train lenet` (`zoo models` lists them)", exit_code=2)
             options["val_split"] = _amount(options["val_split"]) or 0.0
             options["test_split"] = _amount(options["test_split"])
-            cfg = TrainConfig(arch=resolve(arch), **options)
+            given = [k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT]
+            cfg = TrainConfig(arch=resolve(arch), **options).with_recipe(given)  # the options given win
         run_training(cfg, log=click.echo)
     except UnknownModelError as e:
         raise UserError(str(e), exit_code=2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
 from .. import rundir
@@ -75,6 +76,21 @@ class TrainConfig:
     tensorboard: bool = True  # event files in the run directory, where tensorboard is installed
     log_every: int = 50  # batches between TensorBoard's step scalars
     resume: str | None = None
+    recipe: str | None = None  # the model's recipe for the data, where `with_recipe` applied one
+
+    def with_recipe(self, given: Iterable[str] = ()) -> "TrainConfig":
+        """This configuration with the model's recipe for its kind of data (`recipes` in its spec,
+        zoo/models; e.g. LeNet-5 on the full MNIST) in place of every option not in `given`; as it is
+        where the model has none."""
+        from ..data.datasets import kind
+        from ..models import get_spec
+
+        data = kind(self.data)
+        recipe = {k: v for k, v in get_spec(self.arch).recipes.get(data, {}).items() if k not in set(given)}
+        if not recipe:
+            return self
+        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.items())
+        return replace(self, **recipe, recipe=f"{get_spec(self.arch).name} on {data}: {shown}")
 
     @classmethod
     def resumed(cls, run: str | pathlib.Path, **overrides) -> "TrainConfig":

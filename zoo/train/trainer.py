@@ -52,6 +52,8 @@ from .config import (
 )
 from .evaluate import Evaluation, evaluate
 
+CURVES_EVERY_S = 20.0  # curves.png is redrawn after an epoch at most this often, and at the end
+
 
 @dataclass
 class Result:
@@ -140,6 +142,7 @@ class _Run:
     run_dir: pathlib.Path
     state: dict  # epoch, history, best, plateau: what the checkpoint holds besides the tensors
     steps: int  # batches per epoch
+    curves_drawn: tuple[int, float] = (-1, -math.inf)  # (epochs in curves.png, time.monotonic() it was drawn)
 
     @property
     def val_set(self) -> ImageSet | None:
@@ -346,6 +349,8 @@ def _announce(run: _Run) -> None:
         f"{threads} thread{'s' * (threads != 1)}, {run.precision.note}"
         f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.run_dir}"
     )
+    if cfg.recipe:
+        run.log(f"recipe: {cfg.recipe} (benchmarks/train.md; options given on the command line win)")
     if run.state["epoch"] == cfg.epochs or run.state.get("stopped"):  # resumed after its last epoch
         run.log(f"{run.state['epoch']} epoch(s) were done; finishing the run (test evaluation, final card)")
         _write_history(run)
@@ -488,6 +493,8 @@ def _finish(run: _Run) -> Result:
         return result
     if run.state.get("stopped"):
         run.log(f"stopped: {run.state['stopped']}")
+    if run.curves_drawn[0] != len(run.state["history"]):
+        _write_history(run)  # the curves of the last epochs (they are drawn every CURVES_EVERY_S)
     if "test" in run.sets:
         card = run.card
         best_model = deployable(build_model(card.architecture, card, run.cfg), card).to(run.device)
@@ -507,7 +514,8 @@ def _finish(run: _Run) -> Result:
 
 def _save_epoch(run: _Run, best: bool) -> None:
     """The run directory after an epoch: weights, checkpoint, card (it records the thread count that
-    `--resume` takes again), history and curves."""
+    `--resume` takes again), history, and curves where the last were drawn CURVES_EVERY_S ago or more
+    (drawing them takes longer than an epoch of a small model: _finish draws the last ones)."""
     run_dir, state = run.run_dir, run.state
     plain = deployable(run.model, run.card)
     rundir.save_weights(run_dir / rundir.LAST, plain)
@@ -525,11 +533,12 @@ def _save_epoch(run: _Run, best: bool) -> None:
     }
     atomic.write_with(run_dir / rundir.CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
     _write_card(run, None, finished=False)
-    _write_history(run)
+    _write_history(run, curves=time.monotonic() - run.curves_drawn[1] >= CURVES_EVERY_S)
 
 
-def _write_history(run: _Run) -> None:
-    """history.csv, history.json and curves.png: everything in them comes from the checkpoint's state."""
+def _write_history(run: _Run, curves: bool = True) -> None:
+    """history.csv, history.json and (where `curves`) curves.png: everything in them comes from the
+    checkpoint's state."""
     history = run.state["history"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
@@ -537,9 +546,10 @@ def _write_history(run: _Run) -> None:
     writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS} for r in history)
     atomic.write_text(run.run_dir / rundir.HISTORY_CSV, buf.getvalue())
     atomic.write_text(run.run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
-    atomic.write_bytes(
-        run.run_dir / rundir.CURVES, figures.curves(history, title=f"{run.card.architecture} on {run.cfg.data}")
-    )
+    if curves:
+        title = f"{run.card.architecture} on {run.cfg.data}"
+        atomic.write_bytes(run.run_dir / rundir.CURVES, figures.curves(history, title=title))
+        run.curves_drawn = (len(history), time.monotonic())
 
 
 def _restore(checkpoint: dict, model, optimizer, scaler, run_dir: pathlib.Path) -> dict:
