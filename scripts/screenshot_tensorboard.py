@@ -121,26 +121,28 @@ def wait_for(driver, script: str, timeout: float, what: str):
 
 
 def show_curves(driver, url: str, n_cards: int, timeout: float = 90.0) -> None:
-    """Open the Time Series dashboard, close its settings pane, filter the tags, wait for the charts."""
+    """Open the Time Series dashboard, set smoothing to 0 (a few points a curve) and scale to whole curves
+    (the settings pane stays open: two cards a row), filter the tags, and wait until the charts have drawn."""
     driver.get(f"{url}/#timeseries")
     wait_for(driver, "return document.querySelectorAll('line-chart').length", timeout, "the first chart")
-    for button in driver.find_elements(By.CSS_SELECTOR, "metrics-dashboard-right-pane button"):
-        if button.text.strip().lower() in ("close", "") and button.is_displayed():
-            button.click()  # the settings pane's close (X) button: more room for the charts
-            break
+    smoothing = driver.find_element(By.CSS_SELECTOR, "input[aria-labelledby='scalars-smoothing-label']")
+    smoothing.clear()
+    smoothing.send_keys("0", Keys.ENTER)
+    outliers = "//metrics-dashboard-right-pane//mat-checkbox[contains(., 'Ignore outliers')]//input"
+    if driver.find_element(By.XPATH, outliers).is_selected():
+        driver.find_element(By.XPATH, outliers + "/..").click()  # scale to whole curves (epoch 1's loss)
     tags = driver.find_element(By.CSS_SELECTOR, "metrics-tag-filter input")
-    tags.send_keys(TAG_FILTER)
-    tags.send_keys(Keys.ESCAPE)  # close the autocomplete list over the charts
-    cards = "return document.querySelectorAll('scalar-card line-chart').length"
-    wait_for(driver, f"{cards} === {n_cards} ? 1 : 0", timeout, f"{n_cards} scalar charts")
-    # A chart has drawn once its plot area holds its series (SVG paths or a WebGL canvas).
-    drawn = "return Array.from(document.querySelectorAll('scalar-card line-chart')).every(c => c.querySelector('canvas, svg path'))"
+    tags.send_keys(TAG_FILTER, Keys.ESCAPE)  # Escape: close the autocomplete list over the charts
+    # Cards are drawn lazily and a filtered-out one may linger a moment: count the ones on screen.
+    charts = "Array.from(document.querySelectorAll('scalar-card line-chart')).filter(c => c.offsetParent)"
+    wait_for(driver, f"return {charts}.length >= {n_cards}", timeout, f"{n_cards} scalar charts")
+    drawn = f"return {charts}.every(c => c.querySelector('canvas, svg path'))"  # WebGL, or SVG without it
     wait_for(driver, drawn, timeout, "the charts to draw")
     driver.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
     time.sleep(3)  # the last fetches and the line animation
 
 
-def screenshot(url: str, output: pathlib.Path, profile: pathlib.Path, width: int = 1400, height: int = 1000) -> int:
+def screenshot(url: str, output: pathlib.Path, profile: pathlib.Path, width: int = 1400, height: int = 1040) -> int:
     """Write the dashboard's screenshot to `output` (PNG, palette-quantised to stay small); its size in bytes."""
     with chromium(profile, width, height) as driver:
         show_curves(driver, url, n_cards=4)
