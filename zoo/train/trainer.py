@@ -252,7 +252,8 @@ def _set_up(
     )
     if dist.main:
         if cfg.tensorboard:
-            run.board = Board.open(run_dir, first_step=state["epoch"] * run.steps)
+            # a resumed run writes again from the batch after its checkpoint's epoch (its scalars are at its end)
+            run.board = Board.open(run_dir, first_step=state["epoch"] and state["epoch"] * run.steps + 1)
         _announce(run)
     return run
 
