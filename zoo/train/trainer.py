@@ -252,10 +252,21 @@ def _set_up(
     )
     if dist.main:
         if cfg.tensorboard:
-            # a resumed run writes again from the batch after its checkpoint's epoch (its scalars are at its end)
-            run.board = Board.open(run_dir, first_step=state["epoch"] and state["epoch"] * run.steps + 1)
+            run.board = _open_board(run)
         _announce(run)
     return run
+
+
+def _open_board(run: _Run) -> Board | None:
+    """TensorBoard's writer (None without tensorboard): a resumed run writes again from the batch after its
+    checkpoint's epoch (whose scalars are at its end); a new run's graph is written now, before the first
+    epoch's clock starts."""
+    epoch = run.state["epoch"]
+    board = Board.open(run.run_dir, first_step=epoch and epoch * run.steps + 1)
+    if board and not run.state["history"]:
+        blank = torch.zeros(1, *run.card.input_shape, device=run.device).contiguous(memory_format=run.memory_format)
+        board.graph(deployable(run.model, run.card), blank, run.log)
+    return board
 
 
 def _fresh_state(weights: str, frozen: dict, prec: precision.Precision) -> dict:
@@ -433,10 +444,9 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[
 
 
 def _show_inputs(run: _Run, x: torch.Tensor) -> None:
-    """TensorBoard, once, at the first batch of a run: augmented inputs and the model graph."""
+    """TensorBoard, once, at the first batch of a run: the augmented inputs."""
     run.board.shown = True
     run.board.inputs(x)
-    run.board.graph(deployable(run.model, run.card), standardize(x[:1], run.card), run.log)
 
 
 def _validate(run: _Run, epoch: int, row: dict) -> bool:
