@@ -145,7 +145,6 @@ RECIPE_ROWS = {
     "20 epochs, batch 128, lr 0.1": {"--batch-size": "128", "--lr": "0.1"},
     "10 epochs": {"--epochs": "10"},
     "20 epochs, no augmentation": {"--augment": "none"},
-    "20 epochs, no label smoothing": {"--label-smoothing": "0"},
 }
 RECIPE_SEEDS = (0, 1, 2)
 
