@@ -121,7 +121,7 @@ def test_train_threads_apply_and_the_set_up_line_says_so(digits, tmp_path):
         )
         assert r.exit_code == 0, r.output
         setup = next(line for line in r.output.splitlines() if line.startswith("training "))
-        assert f"on cpu, {said} -> " in setup and torch.get_num_threads() == n
+        assert f"on cpu, {said}, " in setup and torch.get_num_threads() == n
 
 
 def test_evaluate_features_visualize_take_threads(make_run, digits, tmp_path):
