@@ -67,6 +67,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow  # three runs, in bfloat16 that is emulated where the CPU has no native BF16
 def test_resume_with_bf16_autocast_reproduces_an_uninterrupted_run(cpu_is, tiny_mnist, tmp_path):  # noqa: F811
     cpu_is(AMX)
     kw = dict(epochs=3, amp="on", augment="rotate=10,shift=0.1", val_split=0.2, log_every=5)
