@@ -342,7 +342,22 @@ def _md_default(d: dict) -> list[str]:
     return lines + [""]
 
 
-def _md_runs(title: str, intro: str, r: dict, test_label: str) -> list[str]:
+def chosen_row() -> str | None:
+    """The RECIPE_ROWS row that is LeNet-5's recipe for MNIST (zoo/models/lenet.py), if one is."""
+    from zoo.models import get_spec
+
+    def value(v: object) -> object:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    recipe = {f"--{k.replace('_', '-')}": value(v) for k, v in get_spec("lenet").recipes.get("mnist", {}).items()}
+    rows = {row: {k: value(v) for k, v in {**_BASE, **o}.items()} for row, o in RECIPE_ROWS.items()}
+    return next((row for row, options in rows.items() if options == recipe), None)
+
+
+def _md_runs(title: str, intro: str, r: dict, test_label: str, chosen: str | None = None) -> list[str]:
     lines = [title, "", intro, "", _when(r) + ".", ""]
     lines += [
         f"| run | seeds | {test_label} | best validation accuracy | best epoch | first epoch >= 99.0 % val "
@@ -355,7 +370,8 @@ def _md_runs(title: str, intro: str, r: dict, test_label: str) -> list[str]:
             continue
         first = [x["first_epoch_val_99"] for x in rs]
         lines.append(
-            f"| {row} | {len(rs)} | {_pct([x['test_acc'] for x in rs])} | {_pct([x['best_val_acc'] for x in rs])} "
+            f"| {f'**{row}: the recipe**' if row == chosen else row} | {len(rs)} "
+            f"| {_pct([x['test_acc'] for x in rs])} | {_pct([x['best_val_acc'] for x in rs])} "
             f"| {', '.join(str(x['best_epoch']) for x in rs)} | {', '.join(str(f) if f else '-' for f in first)} "
             f"| {statistics.mean(x['wall_s'] for x in rs) / 60:.1f} |"
         )
@@ -460,7 +476,7 @@ def write_markdown(results: dict, path: pathlib.Path) -> None:
         lines += _md_default(results["default"])
     if "recipe" in results:
         title = "## LeNet-5 on the full MNIST: the recipe ablation"
-        lines += _md_runs(title, RECIPE_INTRO, results["recipe"], "held-out test accuracy")
+        lines += _md_runs(title, RECIPE_INTRO, results["recipe"], "held-out test accuracy", chosen_row())
     if "target" in results:
         lines += _md_target(results["target"])
     if "amp" in results:

@@ -74,6 +74,20 @@ def paper_layers(model: LeNet5) -> list[Layer]:
     stages=sequential_stages,
     layers=paper_layers,
     channels_last=True,  # 1.36x (float32, AMD EPYC, benchmarks/train.md)
+    # The full MNIST (`--data mnist` or an IDX directory): 99.40 % mean (99.36-99.43) on the held-out last
+    # 10,000 over 3 seeds; 10 epochs miss 99.3 % on one seed, batch 128 at lr 0.1 on another, and no
+    # augmentation costs 0.1-0.2 points (the ablation: benchmarks/train.md). Every option written out.
+    recipes={
+        "mnist": {
+            "epochs": 15,
+            "batch_size": 64,
+            "lr": 0.05,
+            "schedule": "cosine",
+            "weight_decay": 5e-4,
+            "label_smoothing": 0.1,
+            "augment": "rotate=10,shift=0.1,zoom=0.1",
+        }
+    },
 )
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     return LeNet5(num_classes, in_channels)
