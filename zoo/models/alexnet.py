@@ -59,7 +59,7 @@ _ALEX = dict(
     year=2012,
     **_ALEX,
     weights=Weights("alexnet-owt-7be5be79.pth"),
-    channels_last=True,  # 1.20x (float32, AMD EPYC, benchmarks/train.md)
+    # channels_last: 0.71x to 1.20x over five measurements of float32 training (AMD EPYC), about 1.0x: off
     paper="ImageNet Classification with Deep Convolutional Neural Networks (Krizhevsky et al.), torchvision layout",
 )
 def alexnet(num_classes: int = 1000, in_channels: int = 3) -> AlexNet:

@@ -196,7 +196,7 @@ def paper_layers(model: GoogLeNet) -> list[Layer]:
     stages=body_stages,
     layers=paper_layers,
     aux=AuxHeads(switch="aux_logits", modules=("aux1", "aux2"), classifier="fc2"),
-    channels_last=True,  # 1.31x (float32, AMD EPYC, benchmarks/train.md)
+    channels_last=True,  # float32 training 1.20-1.53x (AMD EPYC, benchmarks/train.md)
 )
 def googlenet(num_classes: int = 1000, in_channels: int = 3, aux_logits: bool = False) -> GoogLeNet:
     return GoogLeNet(num_classes, in_channels, aux_logits=aux_logits)

@@ -73,7 +73,7 @@ def paper_layers(model: LeNet5) -> list[Layer]:
     weights=None,
     stages=sequential_stages,
     layers=paper_layers,
-    channels_last=True,  # 1.36x (float32, AMD EPYC, benchmarks/train.md)
+    channels_last=True,  # float32 training 1.28-1.98x (AMD EPYC, benchmarks/train.md)
     # The full MNIST (`--data mnist` or an IDX directory): 99.40 % mean (99.36-99.43) on the held-out last
     # 10,000 over 3 seeds; 10 epochs miss 99.3 % on one seed, batch 128 at lr 0.1 on another, and no
     # augmentation costs 0.1-0.2 points (the ablation: benchmarks/train.md). Every option written out.

@@ -143,7 +143,7 @@ _RESNET = dict(
     paper="Deep Residual Learning for Image Recognition (He et al.)",
     stages=body_stages,
     layers=paper_layers,
-    channels_last=True,  # resnet18: 1.23x (float32, AMD EPYC, benchmarks/train.md)
+    channels_last=True,  # resnet18, float32 training 1.05-1.24x (AMD EPYC, benchmarks/train.md)
 )
 
 # The full SHA-256 of resnet18's file: torchvision publishes only the 8 hex digits in the name, and the

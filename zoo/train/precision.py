@@ -118,9 +118,11 @@ def probe(
     example: tuple[torch.Tensor, torch.Tensor],
     criterion: torch.nn.Module,
     dtype: torch.dtype | None,
+    steps: int = PROBE_STEPS,
 ) -> float:
     """Seconds per training step (forward, loss, backward) of a copy of `model` on `example`, in `dtype`
-    autocast (None: float32); the model itself, its batch-norm statistics included, is left untouched."""
+    autocast (None: float32), over `steps` after an untimed one; the model itself, its batch-norm
+    statistics included, is left untouched."""
     net = copy.deepcopy(model).train()
     x, y = example
     device_type = x.device.type
@@ -136,9 +138,9 @@ def probe(
 
     step()
     start = time.perf_counter()
-    for _ in range(PROBE_STEPS):
+    for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / PROBE_STEPS
+    return (time.perf_counter() - start) / steps
 
 
 def memory_format(arch: str) -> torch.memory_format:
