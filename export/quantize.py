@@ -415,15 +415,35 @@ def _top1_everywhere(src: pathlib.Path, candidate: pathlib.Path, card: ModelCard
     return by_runtime, predicted, img_s
 
 
+def _emulators(tensorrt: bool) -> frozenset[str]:
+    """The runtimes whose int8 answers do not count for the TensorRT variant here: on a CPU whose int8
+    kernels saturate (no VNNI), ONNX Runtime's signed-activation kernels lose accuracy that TensorRT, the
+    file's target, does not (the CPU file, for the CPU runtimes, counts every one of them)."""
+    from infer.hardware import int8_saturates
+
+    return frozenset({"onnxruntime"}) if tensorrt and int8_saturates() else frozenset()
+
+
 def _judged(
-    by_runtime: dict, held, n: int, title: str, max_accuracy_drop: float, method: str, dst: pathlib.Path
+    by_runtime: dict,
+    held,
+    n: int,
+    title: str,
+    max_accuracy_drop: float,
+    method: str,
+    dst: pathlib.Path,
+    uncounted: frozenset[str] = frozenset(),
 ) -> tuple[dict, list[str], str]:
-    """(accuracy by precision (the worst runtime counts), verified precisions, summary line);
-    QuantizeError where int8 loses more than `max_accuracy_drop` points."""
+    """(accuracy by precision (the worst runtime counts, but those in `uncounted`), verified precisions,
+    summary line); QuantizeError where int8 loses more than `max_accuracy_drop` points."""
     fp32 = by_runtime["fp32"]["onnxruntime"]  # the reference: every machine has it
-    accuracy = {"fp32": fp32, **{p: min(r.values()) for p, r in by_runtime.items() if p != "fp32"}}
+    counted = {p: {k: a for k, a in r.items() if k not in uncounted} or r for p, r in by_runtime.items()}
+    accuracy = {"fp32": fp32, **{p: min(r.values()) for p, r in counted.items() if p != "fp32"}}
     drop = _points(fp32, accuracy["int8"])
-    each = ", ".join(f"{r} {100 * a:.2f}%" for r, a in by_runtime["int8"].items())
+    each = ", ".join(
+        f"{r} {100 * a:.2f}%" + (" not counted: its int8 saturates on a CPU without VNNI" if r in uncounted else "")
+        for r, a in by_runtime["int8"].items()
+    )
     images_of = f"{n:,} {'' if held.split == 'all' else held.split + ' '}images of {held.data}"
     summary = (
         f"{title}: top-1 {100 * accuracy['int8']:.2f}%"
@@ -575,7 +595,7 @@ def quantize(
 
         by_runtime, predicted, img_s = _top1_everywhere(src, candidate, card, held_set, tensorrt)
         accuracy, verified, summary = _judged(
-            by_runtime, held, len(held_set), f"{name} ({what})", max_accuracy_drop, method, dst
+            by_runtime, held, len(held_set), f"{name} ({what})", max_accuracy_drop, method, dst, _emulators(tensorrt)
         )
         verification = _verification(held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s)
         if len(predicted) > 1:  # how often the runtimes' int8 answers agree

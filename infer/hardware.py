@@ -68,6 +68,17 @@ def cpu() -> Cpu:
     return Cpu(name or "unknown CPU", frozenset(flags), os.cpu_count())
 
 
+# x86 int8 dot products without VNNI go through a 16-bit intermediate that saturates (OpenVINO's "saturation
+# issue": SSE, AVX2 and AVX-512 without VNNI); with any of these, int8 arithmetic is exact.
+EXACT_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_saturates(the_cpu: Cpu | None = None) -> bool:
+    """Whether this CPU's int8 kernels may saturate: x86 (it has AVX2) without VNNI or AMX."""
+    c = the_cpu or cpu()
+    return "avx2" in c.flags and not c.flags & set(EXACT_INT8)
+
+
 def native_missing(precision: str, the_cpu: Cpu | None = None) -> str | None:
     """None where this CPU computes `precision` natively; else one line saying what it lacks.
 

@@ -62,6 +62,14 @@ def test_native_flags():
     assert hardware.cpu().name and isinstance(hardware.cpu().to_dict()["flags"], list)
 
 
+def test_int8_saturates_on_x86_without_vnni():
+    """What decides whether ONNX Runtime's int8 answers count for the TensorRT variant (export/quantize)."""
+    epyc = hardware.Cpu("AMD EPYC", frozenset({"avx2", "fma"}), 2)
+    vnni = hardware.Cpu("Xeon", frozenset({"avx2", "avx512f", "avx512_vnni"}), 2)
+    arm = hardware.Cpu("Neoverse", frozenset({"asimd", "asimddp"}), 2)
+    assert hardware.int8_saturates(epyc) and not hardware.int8_saturates(vnni) and not hardware.int8_saturates(arm)
+
+
 @needs_openvino
 def test_openvino_and_onnxruntime_agree_on_fp32_logits(exported):
     ov = infer.load(exported, "openvino", precision="fp32")
