@@ -1,7 +1,7 @@
 """How a training run computes: float32, or mixed precision (`--amp`), and the memory format.
 
-    p = choose("auto", torch.device("cpu"), model, example, criterion)
-    p.dtype, p.note        # "float32", "float32 (--amp auto: bf16 is not native on this CPU ...)"
+    p = choose("auto", torch.device("cpu"), model, make_batch, criterion)
+    p.dtype, p.note        # "float32", "float32 (--amp auto: no native bfloat16 on this CPU, ...)"
 
 `--amp on`: on CUDA, float16 autocast with a gradient scaler (as before); on the CPU, bfloat16 autocast,
 only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX, `infer.hardware`), and a one-line
