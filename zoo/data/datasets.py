@@ -30,6 +30,7 @@ from .preprocess import IMAGE_EXTENSIONS, UNIT, ImageError, Normalization, norma
 
 SMALL = "mnist-small"
 MNIST = "mnist"
+FOLDER = "folder"  # `kind` of any other --data: an image folder (or nothing)
 CACHE_LIMIT_BYTES = 2 << 30  # image folders whose decoded images fit in this stay in memory
 
 
@@ -103,7 +104,7 @@ def kind(spec: str) -> str:
         return SMALL
     if spec == MNIST or mnist.is_idx_dir(pathlib.Path(spec).expanduser()):
         return MNIST
-    return "folder"
+    return FOLDER
 
 
 def open_source(
@@ -126,11 +127,11 @@ def open_source(
     """
     notes: dict = {}
     ignored: list[str] = []
-    path = pathlib.Path(spec).expanduser()
-    if spec == SMALL:
+    path, data = pathlib.Path(spec).expanduser(), kind(spec)
+    if data == SMALL:
         splits = {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_small().items()}
         names = mnist.CLASS_NAMES
-    elif spec == MNIST or mnist.is_idx_dir(path):
+    elif data == MNIST:
         try:
             root = mnist.ensure_downloaded(mnist.mnist_root()) if spec == MNIST else path
             splits = {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_dir(root).items()}

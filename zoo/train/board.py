@@ -40,9 +40,9 @@ def available() -> bool:
 
 
 class Board:
-    def __init__(self, writer) -> None:
+    def __init__(self, writer, shown: bool) -> None:
         self.writer = writer
-        self.shown = False  # the inputs and the graph, written once
+        self.shown = shown  # whether the augmented inputs are written (once, by the run's first batch)
 
     @classmethod
     def open(cls, run_dir: pathlib.Path, first_step: int) -> "Board | None":
@@ -52,7 +52,7 @@ class Board:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return cls(SummaryWriter(str(run_dir), purge_step=first_step or None))
+        return cls(SummaryWriter(str(run_dir), purge_step=first_step or None), shown=bool(first_step))
 
     def inputs(self, x: torch.Tensor) -> None:
         """A few training inputs as the network sees them before standardization: augmented, in [0, 1]."""

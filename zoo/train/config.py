@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 0
     # machinery
     device: str = "auto"
-    amp: str = "auto"  # "auto", "on" or "off" (zoo/train/precision.py)
+    amp: str = "auto"  # one of AMP_MODES (zoo/train/precision.py)
     workers: int = 2
     output: str | None = None  # default runs/ARCH-YYYYmmdd-HHMMSS
     snapshot_every: int = 0
@@ -85,12 +85,12 @@ class TrainConfig:
         from ..data.datasets import kind
         from ..models import get_spec
 
-        data = kind(self.data)
-        recipe = {k: v for k, v in get_spec(self.arch).recipes.get(data, {}).items() if k not in set(given)}
+        spec, data = get_spec(self.arch), kind(self.data)
+        recipe = {k: v for k, v in spec.recipes.get(data, {}).items() if k not in set(given)}
         if not recipe:
             return self
         shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.items())
-        return replace(self, **recipe, recipe=f"{get_spec(self.arch).name} on {data}: {shown}")
+        return replace(self, **recipe, recipe=f"{spec.name} on {data}: {shown}")
 
     @classmethod
     def resumed(cls, run: str | pathlib.Path, **overrides) -> "TrainConfig":

@@ -427,7 +427,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[
     x = to_unit(x)
     if run.augment is not None:
         x = run.augment(x)
-    if run.board and run.state["epoch"] == 0 and not run.state["history"] and not run.board.shown:
+    if run.board and not run.board.shown:  # a resumed run's board has shown them
         _show_inputs(run, x)
     x = standardize(x, run.card).contiguous(memory_format=run.memory_format)
     with nullcontext() if step_now or run.dist.world == 1 else run.net.no_sync():
