@@ -392,8 +392,8 @@ def _top1_everywhere(src: pathlib.Path, candidate: pathlib.Path, card: ModelCard
     """(top-1 accuracy by precision and runtime, int8 predictions by runtime, img/s by option): fp32 on
     ONNX Runtime (the reference every machine has), int8 on every CPU runtime installed, and, for the
     CPU file, fp32 and the natively supported reduced precisions on OpenVINO."""
-    from infer.hardware import native_missing
     from infer.predictor import installed
+    from zoo.hardware import native_missing
 
     by_runtime: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}}
     predicted, img_s = {}, {}
@@ -419,7 +419,7 @@ def _emulators(tensorrt: bool) -> frozenset[str]:
     """The runtimes whose int8 answers do not count for the TensorRT variant here: on a CPU whose int8
     kernels saturate (no VNNI), ONNX Runtime's signed-activation kernels lose accuracy that TensorRT, the
     file's target, does not (the CPU file, for the CPU runtimes, counts every one of them)."""
-    from infer.hardware import int8_saturates
+    from zoo.hardware import int8_saturates
 
     return frozenset({"onnxruntime"}) if tensorrt and int8_saturates() else frozenset()
 
@@ -517,7 +517,7 @@ def _verification(
     held: Images, n: int, max_accuracy_drop: float, accuracy: dict, by_runtime: dict, verified: list, img_s: dict
 ) -> dict:
     """What both cards record about the verification: `auto` reads it."""
-    from infer.hardware import cpu
+    from zoo.hardware import cpu
 
     return {
         "data": held.data,

@@ -31,7 +31,7 @@ JSON schema (`report`, `format_json`; `SCHEMA` names its version):
       "architecture": "resnet18",               # from the model card
       "input_shape": [3, 224, 224],             # [C, H, W], from the card
       "num_classes": 2,
-      "cpu": {"name": str, "flags": [str], "cores": int | null, "machine": str},   # infer.hardware
+      "cpu": {"name": str, "flags": [str], "cores": int | null, "machine": str},   # zoo.hardware
       "versions": {"python": str, "numpy": str, "cnnzoo": str,
                    "onnxruntime": str | null, "openvino": str | null, "torch": str | null,
                    "tensorrt": str | null},     # null: not installed (read without importing)
@@ -360,7 +360,7 @@ def _loadavg() -> float | None:
 
 
 def _cpu() -> dict:
-    from .hardware import cpu
+    from zoo.hardware import cpu
 
     return cpu().to_dict()
 

@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from zoo import answer
 from zoo.card import ModelCard
 from zoo.data.preprocess import IMAGE_EXTENSIONS, ImageError, preprocess
 from zoo.text import plural
-
-from . import answer
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -82,7 +81,7 @@ class Result:
     """What `classify` says about one image."""
 
     path: str  # as the file system gave it (undecodable bytes as lone surrogates)
-    top: list[dict] = field(default_factory=list)  # infer.answer.top_k's {label, index, probability}, best first
+    top: list[dict] = field(default_factory=list)  # zoo.answer.top_k's {label, index, probability}, best first
     label: str | None = None  # the class its folder names, where the folder names one
     error: str | None = None
 

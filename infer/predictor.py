@@ -259,7 +259,7 @@ def _ort_has(providers: set[str]) -> bool:
 
 def _hardware_missing(backend: str, precision: str, device: str | None, file: pathlib.Path) -> str | None:
     """Why `backend` cannot compute `precision` natively here, or run `file` (None: it can)."""
-    from .hardware import native_missing
+    from zoo.hardware import native_missing
 
     if backend == "openvino" and device and device.startswith("cuda"):
         return "openvino runs on the CPU here (device cuda asked for)"
@@ -495,7 +495,7 @@ def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathl
 
     The static order holds for large models, but not everywhere: ONNX Runtime's int8 kernels lose to its
     fp32 ones on a model as small as LeNet, for one (benchmarks/quantize.md)."""
-    from .hardware import cpu
+    from zoo.hardware import cpu
 
     def speed(o: Option) -> float | None:
         measured = _verification(o, files).get("speed", {})

@@ -328,7 +328,7 @@ def main() -> None:
     ap.add_argument("--before", metavar="REV", help="also attack the code of this commit (50,000 images only)")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks")
     args = ap.parse_args()
-    from infer.hardware import cpu
+    from zoo.hardware import cpu
 
     names = list(ATTACKS)
     with tempfile.TemporaryDirectory(prefix="zoo-attack-") as tmp:

@@ -35,8 +35,8 @@ import sys
 import tempfile
 import time
 
-from infer.hardware import cpu
 from zoo import atomic, threads
+from zoo.hardware import cpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -492,7 +492,7 @@ def main():
 
     import torch
 
-    from infer.hardware import cpu
+    from zoo.hardware import cpu
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -212,7 +212,7 @@ if litserve is not None:
             return list(output)
 
         def encode_response(self, logits):
-            from infer.answer import top_k
+            from zoo.answer import top_k
 
             return {"predictions": [{"top_k": top_k(logits[None], self.predictor.card.class_names, 5)[0]}]}
 

@@ -40,8 +40,7 @@ import threading
 import time
 from typing import Callable
 
-from infer import hardware
-from zoo import atomic, rundir
+from zoo import atomic, hardware, rundir
 from zoo.child import checkout_of, run_zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -430,8 +430,8 @@ def main(argv=None) -> None:
 
     import onnxruntime
 
-    from infer.hardware import cpu
     from infer.predictor import installed
+    from zoo.hardware import cpu
 
     versions = f"onnxruntime {onnxruntime.__version__}"
     if installed("openvino"):

@@ -143,7 +143,7 @@ class ErrorResponse(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One class of an image's top-k (infer.answer.top_k)."""
+    """One class of an image's top-k (zoo.answer.top_k)."""
 
     label: str
     index: int = Field(description="the class's index in the model's output")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from starlette.exceptions import HTTPException
 
-from infer import answer
+from zoo import answer
 from zoo.card import ModelCard
 from zoo.data.preprocess import ImageError, open_image, preprocess
 
@@ -181,7 +181,7 @@ class Service:
 
     async def classify(self, images: list[bytes], k: int) -> bytes:
         """The /predict answer for encoded images, as JSON bytes: {"model", "predictions": [{"top_k":
-        [...]}, ...]}, one per image, each as infer.answer.top_k gives it (the same per-image object
+        [...]}, ...]}, one per image, each as zoo.answer.top_k gives it (the same per-image object
         as a line of `zoo classify`)."""
         self.check_ready()
         logits = await self.infer_images(images)

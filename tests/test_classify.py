@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import infer
-from infer.answer import softmax
 from infer.classify import collect
+from zoo.answer import softmax
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
 

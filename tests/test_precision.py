@@ -7,9 +7,8 @@ from click.testing import CliRunner
 
 import infer
 from export.onnx import set_card
-from infer import hardware
 from infer.predictor import installed
-from zoo import rundir
+from zoo import hardware, rundir
 from zoo.cli import main
 
 needs_openvino = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")

@@ -22,10 +22,10 @@ from export.quantize import (
     quantize,
     runtimes,
 )
-from infer.hardware import native_missing
 from zoo import rundir
 from zoo.card import ModelCard
 from zoo.cli import main
+from zoo.hardware import native_missing
 
 HELD_OUT = 2000  # the last 2,000 of the shared MNIST training set: the run's test split, never trained on
 
@@ -180,7 +180,7 @@ def test_int8_runs_and_agrees_in_every_installed_cpu_runtime(lenet_int8, shared)
 def test_auto_takes_the_verified_int8_file(lenet_int8, monkeypatch):
     """Elsewhere than the CPU it was verified on, auto takes int8 (the static order); on this CPU model,
     the fastest verified option the export timed."""
-    from infer import hardware
+    from zoo import hardware
 
     run, r = lenet_int8
     assert r.exit_code == 0, r.output

@@ -237,7 +237,7 @@ def test_metrics_label_unknown_methods_as_other():
 
 
 def test_classify_and_predict_give_one_image_the_same_top_k(server, served_lenet, tmp_path):
-    """One vocabulary (infer.answer): a line of `zoo classify -o x.jsonl` and the /predict answer carry
+    """One vocabulary (zoo.answer): a line of `zoo classify -o x.jsonl` and the /predict answer carry
     the same per-image `top_k` (same keys, same values) for the same image."""
     import json
 

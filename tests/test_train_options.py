@@ -1,6 +1,6 @@
 """`zoo train --amp`, `--target-accuracy` and the TensorBoard event files: real (tiny) runs.
 
-Whether the CPU computes bfloat16 natively is read from /proc/cpuinfo (`infer.hardware.cpu`); the tests
+Whether the CPU computes bfloat16 natively is read from /proc/cpuinfo (`zoo.hardware.cpu`); the tests
 that need one answer or the other give the trainer a CPU description with or without the flags, and
 everything else is real: on a CPU without them, bfloat16 autocast runs emulated (slowly, but the same
 arithmetic), which is what the resume test needs.
@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from test_train import quick, tiny_mnist  # noqa: F401 (the fixture)
 
-from infer import hardware
-from zoo import rundir
+from zoo import hardware, rundir
 from zoo.card import ModelCard
 from zoo.cli import main
 from zoo.train import board

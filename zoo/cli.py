@@ -29,14 +29,6 @@ COMMANDS = {
 }
 
 
-class UserError(click.ClickException):
-    """A user mistake: printed as one `Error: ...` line (no usage block, no traceback)."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

@@ -1,4 +1,4 @@
-"""POST /predict: images -> the top-k labels of each (infer.answer's vocabulary).
+"""POST /predict: images -> the top-k labels of each (zoo.answer's vocabulary).
 
 Two ways in, one answer (`Service.classify`): the route below (multipart forms, and the documentation of
 both), and `answer_image`, plain ASGI for an image sent as the body, which the edge (serve/app.py) calls

@@ -1,5 +1,7 @@
 import click
 
+from zoo.errors import UserError
+
 
 @click.command("augment-preview")
 @click.argument("run_or_data")
@@ -38,7 +40,6 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
 
     from zoo import atomic, rundir
     from zoo.card import CardError, ModelCard
-    from zoo.cli import UserError
     from zoo.data import augment as augmentation
     from zoo.data.datasets import DataError, open_source, to_unit
     from zoo.models import UnknownModelError

@@ -5,6 +5,7 @@ from infer.predictor import BACKENDS
 from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
+from zoo.errors import UserError
 
 
 class _CommaChoice(click.ParamType):
@@ -125,7 +126,6 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
     import infer
     from infer.bench import FORMATTERS, BenchError, run_bench
     from zoo import atomic
-    from zoo.cli import UserError
 
     runtimes = tuple(dict.fromkeys(r for group in runtimes for r in group)) or None
     precisions = tuple(dict.fromkeys(p for group in precisions for p in group)) or None

@@ -7,6 +7,7 @@ from infer.predictor import BACKENDS
 from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
+from zoo.errors import UserError
 
 
 def _default_workers() -> int:
@@ -89,7 +90,6 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
 
     import infer
     from infer.classify import PathError, collect, describe_skipped
-    from zoo.cli import UserError
     from zoo.text import plural
 
     try:
@@ -155,7 +155,6 @@ def _stream(predictor, todo: list, carried: list, writing, out, **options):
     from tqdm import tqdm
 
     from infer.classify import Tally, WorkerDied, classify_batches
-    from zoo.cli import UserError
 
     tally = Tally()
     for r in carried:
@@ -189,7 +188,6 @@ def _earlier_results(out, fmt: str, resume: bool) -> tuple:
     """(the file --resume reads: FILE.partial before FILE, or None where neither exists; its results).
     Without --resume, refuse to overwrite the results a crashed run left in FILE.partial."""
     from infer.classify import ResumeError, partial_path, read_results
-    from zoo.cli import UserError
 
     partial = None if out is None else partial_path(out)
     if out is not None and out.is_dir():
@@ -214,7 +212,6 @@ def _carry_over(source, carried: list, files: list, card, top_k: int) -> tuple[l
     import os
 
     from infer.classify import ResumeError, check_carried, printable
-    from zoo.cli import UserError
     from zoo.text import plural
 
     if source is None:

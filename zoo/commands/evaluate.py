@@ -5,6 +5,7 @@ import click
 from zoo import devices, rundir
 from zoo import threads as threads_
 from zoo.data import SPLITS
+from zoo.errors import UserError
 
 MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and the JSON only
 
@@ -55,7 +56,6 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
 
     threads_.configure(threads)  # before torch loads OpenMP
     from zoo import atomic
-    from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.text import plural
     from zoo.train.evaluate import evaluate_data

@@ -4,6 +4,7 @@ import click
 
 from export.quantize import DEFAULT_IMAGES, DEFAULT_MAX_DROP, DEFAULT_METHOD, METHODS
 from zoo import rundir
+from zoo.errors import UserError
 
 INT8_OPTIONS = ("calibration", "calibration_images", "calibration_method", "max_accuracy_drop", "verify_data")
 
@@ -131,7 +132,6 @@ def export(
     \b
     zoo export runs/lenet5-20261121-101500 --int8     # model.onnx + model.int8.onnx, accuracy verified
     """
-    from zoo.cli import UserError
 
     profile = _checked_options(batch, int8=int8, trt=trt, triton=triton)
     try:
@@ -193,7 +193,6 @@ def _checked_options(batch: str, *, int8: bool, trt: bool, triton: str | None) -
     from export.tensorrt import parse_batch
     from export.triton import check_plan_batch
     from infer.predictor import tensorrt_missing
-    from zoo.cli import UserError
 
     ctx = click.get_current_context()
     given = [o for o in INT8_OPTIONS if ctx.get_parameter_source(o) == ParameterSource.COMMANDLINE]

@@ -3,6 +3,7 @@ import click
 from zoo import devices, rundir
 from zoo import threads as threads_
 from zoo.data import SPLITS
+from zoo.errors import UserError
 
 
 @click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP}")
@@ -47,7 +48,6 @@ def features(model, data, output, split, batch_size, device, workers, threads):
     python -c "import numpy as np; f = np.load('photos.npz'); print(f['features'].shape, f['paths'][:3])"
     """
     threads_.configure(threads)  # before torch loads OpenMP
-    from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.text import plural
     from zoo.train.features import features_of, save_features

@@ -2,6 +2,8 @@ import pathlib
 
 import click
 
+from zoo.errors import UserError
+
 
 @click.command()
 @click.argument("image", type=click.Path(dir_okay=False, path_type=pathlib.Path))
@@ -26,7 +28,6 @@ def kernels(image, output, max_size):
     written side by side to OUTPUT/kernels.png.
     """
     from zoo import atomic
-    from zoo.cli import UserError
     from zoo.data.preprocess import ImageError
     from zoo.viz import figures
     from zoo.viz.kernels import KERNELS, apply_all, format_kernel, load_gray

@@ -10,6 +10,7 @@ from serve.options import DEFAULTS
 from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
+from zoo.errors import UserError
 
 if TYPE_CHECKING:
     import socket
@@ -214,7 +215,6 @@ def serve(
 
 def _settings(model: str | None, **values: Any) -> dict[str, Any]:
     """The worker settings (plain JSON-able values): the resolved model path, then `values`."""
-    from zoo.cli import UserError
 
     try:
         model = rundir.resolve_model(model)
@@ -228,7 +228,6 @@ def _load_predictor(settings: dict[str, Any]) -> Predictor:
     each worker."""
     import infer
     from serve import worker
-    from zoo.cli import UserError
 
     try:
         return worker.load_predictor(settings)
@@ -241,7 +240,6 @@ def _listen(host: str, port: int, workers: int) -> tuple[list[socket.socket], so
     import socket
 
     from serve import worker
-    from zoo.cli import UserError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -299,7 +297,6 @@ def _run_workers(settings: dict[str, Any], options: dict[str, Any], sockets: lis
     import uvicorn
 
     from serve import worker
-    from zoo.cli import UserError
 
     os.environ[worker.SETTINGS_ENV] = json.dumps(settings)
     config = uvicorn.Config("serve.worker:app_from_environment", factory=True, **options)

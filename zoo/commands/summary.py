@@ -2,6 +2,8 @@ import json
 
 import click
 
+from zoo.errors import UserError
+
 
 @click.command()
 @click.argument("name")
@@ -13,7 +15,6 @@ import click
 )
 def summary(name, input_size, num_classes, in_channels, fmt):
     """Per-layer table of model NAME: output shapes, parameters, MACs, activation memory."""
-    from zoo.cli import UserError
     from zoo.models import UnknownModelError, resolve
     from zoo.models.summary import InputTooSmallError, format_table, summarize
 

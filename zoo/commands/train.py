@@ -3,6 +3,7 @@ import click
 from zoo import threads as threads_
 from zoo.card import RESIZE_MODES
 from zoo.data.augment import OPTIONS as AUGMENTATIONS
+from zoo.errors import UserError
 from zoo.train.config import AMP_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = TrainConfig()  # the defaults live in one place
@@ -214,7 +215,6 @@ def train(ctx, arch, resume, threads, **options):
         threads = threads_.recorded(resume)
     threads_.configure(threads)  # before torch loads OpenMP; the set-up line says how many
 
-    from zoo.cli import UserError
     from zoo.data.datasets import DataError
     from zoo.models import UnknownModelError, resolve
     from zoo.train.trainer import TrainError

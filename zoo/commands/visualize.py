@@ -4,6 +4,7 @@ import click
 
 from zoo import rundir
 from zoo import threads as threads_
+from zoo.errors import UserError
 
 
 @click.command(epilog=f"{rundir.MODEL_HELP} {rundir.WEIGHTS_HELP} {rundir.NAMES_HELP}")
@@ -34,7 +35,6 @@ def visualize(model, image, layers, output, top, threads):
     import time
 
     threads_.configure(threads)  # before torch loads OpenMP
-    from zoo.cli import UserError
     from zoo.data.preprocess import ImageError
     from zoo.models import UnknownModelError
     from zoo.viz.layers import UnknownLayerError

@@ -4,7 +4,7 @@
     p.dtype, p.note        # "float32", "float32 (--amp auto: no native bfloat16 on this CPU, ...)"
 
 `--amp on`: on CUDA, float16 autocast with a gradient scaler (as before); on the CPU, bfloat16 autocast,
-only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX, `infer.hardware`), and a one-line
+only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX, `zoo.hardware`), and a one-line
 refusal elsewhere (emulated bfloat16 is slower than float32). `--amp bfloat16` asks for bfloat16 autocast
 anywhere, emulated where not native (to check a model's accuracy in it before moving to a machine that
 has it; the first line says it is emulated). `--amp auto` (the default) turns it on
@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from infer import hardware
+from zoo import hardware
 
 from .config import AMP_MODES, TrainError
 

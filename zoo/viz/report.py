@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from infer import answer
+from zoo import answer
 
 from .. import atomic
 from ..rundir import CONFUSION, CURVES, HISTORY_CSV, HISTORY_JSON
@@ -59,7 +59,7 @@ class Report:
     warning: str
     facts: list[tuple[str, object]]
     input_figure: Fig
-    predictions: list[dict]  # infer.answer.top_k's {label, index, probability}, best first
+    predictions: list[dict]  # zoo.answer.top_k's {label, index, probability}, best first
     predictions_figure: Fig
     training_figures: list[Fig]
     last_epoch: dict

@@ -1,6 +1,6 @@
 """What this machine's CPU can compute natively: the facts every precision choice and benchmark rests on.
 
-    >>> from infer.hardware import cpu
+    >>> from zoo.hardware import cpu
     >>> cpu().name, cpu().flags                    # "Intel(R) Xeon(R) ...", {"avx512_vnni", "amx_int8", ...}
     >>> native_missing("bf16")                     # None where bfloat16 runs natively, else why not
 
