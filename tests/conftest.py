@@ -1,3 +1,4 @@
+import os
 import pathlib
 
 import pytest
@@ -7,9 +8,19 @@ SHARED = ROOT.parent / "shared"
 
 
 def pytest_configure(config):
+    # ../shared holds the real sets (full MNIST, the ants/bees photos, torchvision's reference logits);
+    # every other test builds its data from MNIST-small (in the package) and generated photos.
+    if not SHARED.is_dir() and os.environ.get("CI") == "true":
+        raise pytest.UsageError(f"CI=true but {SHARED} is missing: CI runs every test, those on the real sets too")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
     config.addinivalue_line("markers", "tensorrt: needs TensorRT and a CUDA device")
+
+
+def pytest_sessionstart(session):
+    if not SHARED.is_dir():  # one line at the start of the run, -q or not
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"{SHARED} is missing: the tests on the real sets (full MNIST, ants/bees photos) skip")
 
 
 @pytest.fixture(scope="session")
@@ -103,15 +114,15 @@ def python_without_torch():
 
 
 @pytest.fixture(scope="session")
-def served_lenet(shared, tmp_path_factory):
-    """For the server tests: a LeNet trained for a moment on real MNIST digits, exported to ONNX, and
-    40 held-out digits as (PNG bytes, label). See tests/serving.py."""
+def served_lenet(tmp_path_factory):
+    """For the server tests: a LeNet trained for a moment on MNIST-small's digits (in the package), exported
+    to ONNX, and 40 held-out digits as (PNG bytes, label). See tests/serving.py."""
     from types import SimpleNamespace
 
     from serving import held_out_digits, trained_lenet_run
 
     from export.onnx import export_run
 
-    run = trained_lenet_run(shared, tmp_path_factory.mktemp("serve") / "lenet5-mnist")
+    run = trained_lenet_run(tmp_path_factory.mktemp("serve") / "lenet5-mnist")
     onnx = export_run(run, log=None)["onnx"]
-    return SimpleNamespace(run=run, onnx=onnx, digits=held_out_digits(shared, 40))
+    return SimpleNamespace(run=run, onnx=onnx, digits=held_out_digits(40))

@@ -1,5 +1,7 @@
 """Helpers for the server tests: a real LeNet ONNX model (trained for a moment on real MNIST digits, so
-its answers mean something), the digits as PNG files, and a real uvicorn server on 127.0.0.1."""
+its answers mean something), the digits as PNG files, and a real uvicorn server on 127.0.0.1.
+
+The digits are MNIST-small's, which ship inside the package: these tests need nothing beside the clone."""
 
 from __future__ import annotations
 
@@ -12,17 +14,14 @@ import time
 
 import numpy as np
 
-TRAIN_IMAGES = 12_800  # the first 12,800 MNIST training images train the model for one pass
-HELD_OUT = 50_000  # digits sent to the server come from index 50,000 on, which training never saw
+BATCH = 64  # one pass of Adam over MNIST-small's 10,000 training digits, 64 at a time
 
 
-def read_mnist(shared: pathlib.Path, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [N, 28, 28] images, uint8 [N] labels): the first `count` of the shared MNIST training set."""
-    from zoo.data.mnist import read_idx
+def mnist_small(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, 28, 28] images, int64 [N] labels) of the embedded MNIST-small's "train" or "test" split."""
+    from zoo.data.mnist import load_small
 
-    root = shared / "datasets" / "mnist"
-    images = read_idx(root / "train-images-idx3-ubyte.gz")[:count]
-    return images, read_idx(root / "train-labels-idx1-ubyte.gz")[:count]
+    return load_small()[split]
 
 
 def png(image: np.ndarray) -> bytes:
@@ -41,8 +40,8 @@ def jpeg(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAIN_IMAGES // 64) -> pathlib.Path:
-    """A LeNet run directory (weights + card) after one short pass of Adam over real MNIST digits."""
+def trained_lenet_run(run: pathlib.Path) -> pathlib.Path:
+    """A LeNet run directory (weights + card) after one pass of Adam over MNIST-small's training digits."""
     import torch
 
     from zoo import rundir
@@ -50,8 +49,8 @@ def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAI
     from zoo.data.preprocess import normalize
     from zoo.models import create
 
-    card = ModelCard.for_model("lenet", data="mnist (first 12,800 training images)", epochs=1)
-    images, labels = read_mnist(shared, TRAIN_IMAGES)
+    card = ModelCard.for_model("lenet", data="mnist-small", epochs=1)
+    images, labels = mnist_small("train")
     x = torch.from_numpy(np.stack([normalize(im, card) for im in images]))
     y = torch.from_numpy(labels.astype(np.int64))
     torch.manual_seed(0)
@@ -61,8 +60,8 @@ def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAI
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small trains ten times faster on one thread than on two busy ones
     try:
-        for i in range(steps):
-            xb, yb = x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64]
+        for i in range(0, len(x), BATCH):
+            xb, yb = x[i : i + BATCH], y[i : i + BATCH]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(xb), yb).backward()
             opt.step()
@@ -74,10 +73,10 @@ def trained_lenet_run(shared: pathlib.Path, run: pathlib.Path, steps: int = TRAI
     return run
 
 
-def held_out_digits(shared: pathlib.Path, count: int) -> list[tuple[bytes, int]]:
-    """`count` digits the model never trained on, as (PNG bytes, label), one of each class first."""
-    images, labels = read_mnist(shared, HELD_OUT + 2000)
-    images, labels = images[HELD_OUT:], labels[HELD_OUT:]
+def held_out_digits(count: int) -> list[tuple[bytes, int]]:
+    """`count` digits the model never trained on (MNIST-small's test split), as (PNG bytes, label), one of
+    each class first."""
+    images, labels = mnist_small("test")
     order = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
     order += [i for i in range(len(labels)) if i not in order]
     return [(png(images[i]), int(labels[i])) for i in order[:count]]

@@ -14,6 +14,7 @@ the bits, which the tests here check.
 
 import numpy as np
 import pytest
+from photos import write_photos
 from PIL import Image
 
 from infer.classify import decoded_batches
@@ -52,22 +53,20 @@ WAYS = {"classify": via_classify, "training_evaluation": via_training_evaluation
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared):
-    """Real photos (one a palette image), a grayscale PNG and an RGBA PNG of odd sizes."""
+def images(tmp_path_factory):
+    """Generated photos (two camera-sized JPEGs, a palette image behind a .jpg name: tests/photos.py), a
+    grayscale PNG and an RGBA PNG of odd sizes."""
     d = tmp_path_factory.mktemp("images")
-    photos = sorted((shared / "datasets" / "hymenoptera" / "val" / "bees").glob("*.jpg"))[:2]
-    palette = [
-        p for p in sorted((shared / "datasets" / "hymenoptera" / "train").glob("*/*.jpg")) if Image.open(p).mode == "P"
-    ]
+    *photos, palette = write_photos(d / "photos")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (31, 45), dtype=np.uint8), "L").save(d / "gray.png")
     Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(d / "digit.png")
     turned = []
     for orientation in (3, 6, 8):  # a phone photo: the sensor's pixels, and a tag saying how to turn them
-        turned.append(d / f"bee-exif{orientation}.jpg")
+        turned.append(d / f"photo-exif{orientation}.jpg")
         with_orientation(Image.open(photos[0]), orientation).save(turned[-1], exif=exif(orientation), quality=90)
-    return [*photos, *palette, d / "gray.png", d / "rgba.png", d / "digit.png", *turned]
+    return [*photos, palette, d / "gray.png", d / "rgba.png", d / "digit.png", *turned]
 
 
 # What a camera stores for an upright scene and each orientation tag: the pixels turned by the inverse
@@ -130,13 +129,12 @@ def test_an_image_opened_header_only_is_checked_when_it_decodes(images):
 
 
 @pytest.mark.parametrize("orientation", sorted(STORED))
-def test_the_exif_orientation_is_applied_on_every_way(orientation, shared, tmp_path):
+def test_the_exif_orientation_is_applied_on_every_way(orientation, tmp_path):
     """A phone photo of a 7 stored sideways with its EXIF tag is the same input as the upright 7."""
-    from zoo.data.mnist import read_idx
+    from zoo.data.mnist import load_small
 
-    root = shared / "datasets" / "mnist"
-    labels = read_idx(root / "train-labels-idx1-ubyte.gz")[:100]
-    seven = Image.fromarray(read_idx(root / "train-images-idx3-ubyte.gz")[int(np.argmax(labels == 7))])
+    images, labels = load_small()["train"]
+    seven = Image.fromarray(images[int(np.argmax(labels == 7))])
     seven.save(tmp_path / "upright.png")
     with_orientation(seven, orientation).save(tmp_path / "turned.png", exif=exif(orientation))
     card = CARDS[-1]  # LeNet's

@@ -27,7 +27,7 @@ from zoo.card import ModelCard
 from zoo.cli import main
 from zoo.hardware import native_missing
 
-HELD_OUT = 2000  # the last 2,000 of the shared MNIST training set: the run's test split, never trained on
+HELD_OUT = 2000  # MNIST-small's test split (in the package): the run's held-out digits, never trained on
 
 
 def zoo(*args):
@@ -55,30 +55,30 @@ def qdq_nodes(path: pathlib.Path):
     return model, {t.name: t for t in model.graph.initializer}
 
 
-def held_out_batch(shared: pathlib.Path, card: ModelCard, count: int) -> tuple[np.ndarray, np.ndarray]:
-    from serving import read_mnist
+def held_out_batch(card: ModelCard, count: int) -> tuple[np.ndarray, np.ndarray]:
+    from serving import mnist_small
 
     from zoo.data.preprocess import normalize
 
-    images, labels = read_mnist(shared)
+    images, labels = mnist_small("test")
     images, labels = images[-count:], labels[-count:]
     return np.stack([normalize(im, card) for im in images]), labels
 
 
 @pytest.fixture(scope="module")
-def lenet_int8(shared, tmp_path_factory):
-    """A LeNet trained for a moment on real MNIST digits (tests/serving.py), its card naming the shared
-    MNIST files with the last 2,000 held out as its test split; then `zoo export RUN --int8`."""
+def lenet_int8(tmp_path_factory):
+    """A LeNet trained for a moment on MNIST-small's training digits (tests/serving.py), its card naming
+    mnist-small, whose 2,000 test digits are its held-out split; then `zoo export RUN --int8`."""
     from serving import trained_lenet_run
 
-    run = trained_lenet_run(shared, tmp_path_factory.mktemp("int8") / "lenet5-mnist")
-    as_trained_on(run, str(shared / "datasets" / "mnist"), test_split=HELD_OUT)
+    run = trained_lenet_run(tmp_path_factory.mktemp("int8") / "lenet5-mnist")
+    as_trained_on(run, "mnist-small")
     result = zoo("export", run, "--int8")
     return run, result
 
 
 @pytest.mark.slow
-def test_int8_export_is_verified_and_recorded(lenet_int8, shared):
+def test_int8_export_is_verified_and_recorded(lenet_int8):
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if x.startswith("int8 ("))
@@ -91,7 +91,7 @@ def test_int8_export_is_verified_and_recorded(lenet_int8, shared):
     assert q["library"].startswith("onnxruntime ") and q["format"] == "QDQ"
     assert (q["weights"], q["activations"], q["method"]) == (WEIGHTS, ACTIVATIONS, DEFAULT_METHOD)
     assert q["calibration"] == {
-        "source": str(shared / "datasets" / "mnist"),
+        "source": "mnist-small",
         "split": "train",
         "images": DEFAULT_IMAGES,
         "seed": 0,
@@ -162,11 +162,11 @@ def test_tensorrt_variant_is_symmetric_int8_and_verified(lenet_int8, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_runs_and_agrees_in_every_installed_cpu_runtime(lenet_int8, shared):
+def test_int8_runs_and_agrees_in_every_installed_cpu_runtime(lenet_int8):
     run, r = lenet_int8
     assert r.exit_code == 0, r.output
     fp32 = infer.load(run / rundir.ONNX, "onnxruntime", precision="fp32")
-    x, labels = held_out_batch(shared, fp32.card, 500)
+    x, labels = held_out_batch(fp32.card, 500)
     reference = fp32.predict(x).argmax(1)
     for runtime in runtimes():
         p = infer.load(run / rundir.ONNX_INT8, runtime, precision="int8")
