@@ -1,4 +1,3 @@
-import gzip
 import json
 import re
 
@@ -8,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from browser import headless_chrome, render_check
 from click.testing import CliRunner
+from photos import write_photos
 from PIL import Image
 
 from zoo.card import ModelCard
@@ -38,11 +38,12 @@ def make_run(root, arch, **card_kw):
 
 
 @pytest.fixture(scope="module")
-def digit(shared, tmp_path_factory):
-    """The first MNIST training digit (a 5), as a PNG file."""
-    with gzip.open(shared / "datasets/mnist/train-images-idx3-ubyte.gz") as f:
-        f.read(16)
-        pixels = np.frombuffer(f.read(28 * 28), np.uint8).reshape(28, 28)
+def digit(tmp_path_factory):
+    """The first 5 of MNIST-small's training digits (in the package), as a PNG file."""
+    from zoo.data.mnist import load_small
+
+    images, labels = load_small()["train"]
+    pixels = images[int(np.argmax(labels == 5))]
     path = tmp_path_factory.mktemp("digit") / "digit-5.png"
     Image.fromarray(pixels, "L").save(path)
     return path
@@ -170,8 +171,8 @@ def test_page_renders_in_headless_chromium(lenet_page, tmp_path):
     assert "zoo visualize" in result["title"]
 
 
-def test_resnet_by_name_with_selected_layers(tmp_path, shared):
-    photo = sorted((shared / "datasets/hymenoptera/val/ants").glob("*.jpg"))[0]
+def test_resnet_by_name_with_selected_layers(tmp_path):
+    photo = write_photos(tmp_path / "photos")[0]
     r = visualize("resnet18", photo, "--layers", "conv1,layer1", "--output", tmp_path / "o")
     assert r.exit_code == 0, r.output
     stats = json.loads((tmp_path / "o/stats.json").read_text())
@@ -191,9 +192,9 @@ def test_resnet_by_name_with_selected_layers(tmp_path, shared):
     assert len(stats["predictions"]) == 5
 
 
-def test_googlenet_inception_branches(tmp_path, shared):
+def test_googlenet_inception_branches(tmp_path):
     run = make_run(tmp_path, "googlenet", num_classes=2, input_size=[64, 64], class_names=["ants", "bees"])
-    photo = sorted((shared / "datasets/hymenoptera/val/bees").glob("*.jpg"))[0]
+    photo = write_photos(tmp_path / "photos")[1]
     names = ["inception3a"] + [f"inception3a.branch{i}" for i in range(1, 5)]
     r = visualize(run, photo, "--layers", ",".join(names), "--output", tmp_path / "o", "--top", "3")
     assert r.exit_code == 0, r.output
