@@ -21,9 +21,12 @@ def test_bottom_sobel_worked_example():
     assert KERNELS["bottom sobel"] == [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]
     out = convolve(PATCH, KERNELS["bottom sobel"])
     assert out.shape == (2, 4)
+    # the first number by hand: bottom row minus top row, weighted 1 2 1:
+    # (117 + 2 * 119 + 123) - (110 + 2 * 114 + 121) = 478 - 459 = 19
     np.testing.assert_array_equal(out, [[19, 17, 26, 26], [24, 56, 48, 57]])
-    # the first number by hand: bottom row minus top row, weighted 1 2 1
-    assert (117 + 2 * 119 + 123) - (110 + 2 * 114 + 121) == 19
+    # the code's first number is that sum: its window is the patch's top-left 3x3 (no padding)
+    window = np.asarray(PATCH, np.float32)[:3, :3]
+    assert convolve(window, KERNELS["bottom sobel"]).item() == out[0, 0] == 19
 
 
 def test_kernels_behave_as_their_names_say():
