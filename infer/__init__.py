@@ -3,15 +3,7 @@
 Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backend that needs them.
 """
 
-from .predictor import (
-    BACKENDS,
-    PRECISIONS,
-    BackendUnavailable,
-    ModelFileError,
-    Option,
-    Predictor,  # noqa: F401
-    choose,
-    load,
-    options,
-    tensorrt_missing,
-)
+from zoo.card import PRECISIONS  # noqa: F401
+
+from .policy import Option, choose, load, options
+from .predictor import BACKENDS, BackendUnavailable, ModelFileError, Predictor, tensorrt_missing  # noqa: F401
