@@ -1,4 +1,4 @@
-"""cnnzoo inference: `load(path, backend="auto")` -> a Predictor (see infer/predictor.py and DESIGN.md).
+"""cnnzoo inference: `load(path, backend="auto")` -> a Predictor (infer/predictor.py, chosen by infer/policy.py).
 
 Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backend that needs them.
 """
