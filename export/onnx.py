@@ -136,8 +136,9 @@ def set_card(proto: onnx.ModelProto, card: ModelCard) -> None:
 
 
 def card_of(path: str | os.PathLike) -> ModelCard:
-    """The model card inside an ONNX file (infer.predictor.onnx_card's, as an ExportError)."""
-    from infer.predictor import ModelFileError, onnx_card
+    """The model card inside an ONNX file (infer.files.onnx_card's, as an ExportError)."""
+    from infer.files import onnx_card
+    from infer.predictor import ModelFileError
 
     try:
         return onnx_card(path)

@@ -401,7 +401,7 @@ def _top1_everywhere(src: pathlib.Path, candidate: pathlib.Path, card: ModelCard
     def measure(path, runtime, precision):
         acc, pred, speed = top1(path, runtime, precision, card, held_set)
         by_runtime.setdefault(precision, {})[runtime] = acc
-        img_s[f"{precision} on {runtime}"] = speed
+        img_s[precision, runtime] = speed
         return pred
 
     measure(src, "onnxruntime", "fp32")
@@ -516,24 +516,23 @@ def _quantization(method: str, activations: str, calib: Images, images: int) -> 
 def _verification(
     held: Images, n: int, max_accuracy_drop: float, accuracy: dict, by_runtime: dict, verified: list, img_s: dict
 ) -> dict:
-    """What both cards record about the verification: `auto` reads it."""
+    """What both cards record about the verification (zoo.verification's record): `auto` reads it."""
     from zoo.hardware import cpu
+    from zoo.verification import Speed, Verification
 
-    return {
-        "data": held.data,
-        "split": held.split,
-        "n": n,
-        "max_accuracy_drop": max_accuracy_drop,
-        "accuracy": accuracy,
-        "by_runtime": by_runtime,
-        "verified": verified,
-        # how fast each ran while verified, on this CPU model: `auto` ranks by it here
-        "speed": {
-            "cpu": cpu().name,
-            "batch_size": EVALUATION_BATCH,
-            "img_s": {k: round(v, 1) for k, v in img_s.items() if v},
-        },
-    }
+    # how fast each ran while verified, on this CPU model: `auto` ranks by it there
+    speed = Speed(cpu=cpu().name, batch_size=EVALUATION_BATCH, img_s=img_s)
+    record = Verification(
+        data=held.data,
+        split=held.split,
+        n=n,
+        max_accuracy_drop=max_accuracy_drop,
+        accuracy=accuracy,
+        by_runtime=by_runtime,
+        verified=verified,
+        speed=speed,
+    )
+    return record.to_dict()
 
 
 def quantize(

@@ -18,6 +18,7 @@ import os
 import pathlib
 from typing import Any, Callable
 
+from infer.files import kind_of
 from zoo import atomic, rundir
 from zoo.card import ModelCard
 
@@ -29,7 +30,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 def engine_file(precision: str) -> str:
     """The engine's file name for a card precision: model.int8.engine for int8, model.engine otherwise."""
-    return rundir.ENGINE_INT8 if precision == "int8" else rundir.ENGINE
+    return rundir.MODEL_FILES[kind_of("engine", precision)]
 
 
 def qdq_problem(onnx_path: str | os.PathLike) -> str | None:

@@ -1,17 +1,9 @@
-"""cnnzoo inference: `load(path, backend="auto")` -> a Predictor (see infer/predictor.py and DESIGN.md).
+"""cnnzoo inference: `load(path, backend="auto")` -> a Predictor (infer/predictor.py, chosen by infer/policy.py).
 
 Imports nothing heavy: torch, onnxruntime and tensorrt are imported by the backend that needs them.
 """
 
-from .predictor import (
-    BACKENDS,
-    PRECISIONS,
-    BackendUnavailable,
-    ModelFileError,
-    Option,
-    Predictor,  # noqa: F401
-    choose,
-    load,
-    options,
-    tensorrt_missing,
-)
+from zoo.card import PRECISIONS  # noqa: F401
+
+from .policy import Option, choose, load, options
+from .predictor import BACKENDS, BackendUnavailable, ModelFileError, Predictor, tensorrt_missing  # noqa: F401

@@ -14,7 +14,8 @@ import numpy as np
 
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
-from .predictor import ModelFileError, Predictor, metadata_card
+from .files import metadata_card
+from .predictor import ModelFileError, Predictor
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -79,13 +80,8 @@ def session_options(threads: int | None = None, spin_wait: bool = True) -> ort.S
 
 
 def card_of(session: ort.InferenceSession, path: str | os.PathLike) -> ModelCard:
-    meta = session.get_modelmeta().custom_metadata_map
-    if ONNX_METADATA_KEY not in meta:
-        raise ModelFileError(
-            f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
-            "export it with `zoo export RUN --onnx`"
-        )
-    return metadata_card(meta[ONNX_METADATA_KEY], path)
+    """The card in the session's ONNX metadata (ModelFileError where it is missing or damaged)."""
+    return metadata_card(session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY), path)
 
 
 class OrtPredictor(Predictor):

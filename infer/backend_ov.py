@@ -16,10 +16,12 @@ import threading
 import numpy as np
 
 from zoo.card import ONNX_METADATA_KEY
+from zoo.precisions import float_dtype
 
-from .predictor import ModelFileError, Predictor, metadata_card
+from .files import metadata_card
+from .predictor import ModelFileError, Predictor
 
-HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+OPENVINO_TYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}  # a float dtype as OpenVINO names it
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,13 +43,10 @@ class OpenVINOPredictor(Predictor):
             model = core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
             raise ModelFileError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0]})") from None
-        if not model.has_rt_info(["framework", ONNX_METADATA_KEY]):
-            raise ModelFileError(
-                f"{path}: no model card in the ONNX metadata (key {ONNX_METADATA_KEY!r}); "
-                "export it with `zoo export RUN --onnx`"
-            )
-        card = metadata_card(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str), path)
-        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        key = ["framework", ONNX_METADATA_KEY]
+        card = metadata_card(model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None, path)
+        hint = OPENVINO_TYPES[float_dtype(precision)]  # int8: the layers that are not int8
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)

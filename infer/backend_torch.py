@@ -1,7 +1,8 @@
 """The torch backend: a run directory's weights on CPU or CUDA, eager mode.
 
-Precision fp32, or bf16 / fp16 through `torch.autocast` with channels_last memory (the layout the
-reduced-precision convolution kernels want); `infer.load` only asks for those where they are native.
+Precision fp32, or bf16 / fp16 through `torch.autocast`; `infer.load` only asks for those where they are
+native. The memory format is the one the model's family trains in (its spec's `channels_last`, as
+`zoo.train.precision.memory_format` says), whatever the precision.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pathlib
 import numpy as np
 
 from zoo import devices, rundir
+from zoo.precisions import DTYPES
 
 from .predictor import BackendUnavailable, Predictor
 
@@ -23,6 +25,8 @@ class TorchPredictor(Predictor):
     ):
         import torch
 
+        from zoo.train.precision import memory_format
+
         try:
             device = devices.resolve(device)
         except devices.DeviceError as e:
@@ -30,9 +34,9 @@ class TorchPredictor(Predictor):
         self._threads = threads  # torch's thread count is the process's: set only during our calls
         self._torch = torch
         self.model, card = rundir.load_model(path, device=device)
-        self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        if self._autocast is not None:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self._autocast = None if precision == "fp32" else getattr(torch, DTYPES[precision])
+        self._memory_format = memory_format(card.architecture)
+        self.model = self.model.to(memory_format=self._memory_format)
         super().__init__(path, card, device)
         self.precision = precision
 
@@ -49,9 +53,9 @@ class TorchPredictor(Predictor):
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(x).to(self.device)
+        x = torch.from_numpy(x).to(self.device).contiguous(memory_format=self._memory_format)
         with torch.inference_mode():
             if self._autocast is None:
                 return self.model(x).float().cpu().numpy()
             with torch.autocast(torch.device(self.device).type, dtype=self._autocast):
-                return self.model(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+                return self.model(x).float().cpu().numpy()

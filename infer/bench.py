@@ -76,7 +76,8 @@ import numpy as np
 from zoo import rundir
 from zoo.card import PRECISIONS
 
-from .predictor import BACKENDS, Option, _library_missing, load, options
+from .policy import Option, library_missing, load, options
+from .predictor import BACKENDS
 
 SCHEMA = "cnnzoo.bench/1"
 BASELINE = ("onnxruntime", "fp32")
@@ -147,7 +148,7 @@ def _refuse_named(path, found: list[Option], runtimes, precisions) -> None:
             and o.precision in (precisions or PRECISIONS)
         ]
         if mine and all(o.problem for o in mine):
-            missing = _library_missing(name) if attr == "backend" else None
+            missing = library_missing(name) if attr == "backend" else None
             if missing:  # say that, not "no file" for each precision
                 raise BenchError(f"{path}: runtime {name} cannot run here: {missing}")
             reasons: dict[str, list[str]] = {}
@@ -174,11 +175,7 @@ def run_bench(
 
     Raises BenchError where a named runtime or precision cannot run at all, and infer's ModelFileError
     where `path` is no model."""
-    batch_sizes = list(dict.fromkeys(int(b) for b in batch_sizes))
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise BenchError("batch sizes must be positive integers")
-    if seconds < 0 or warmup < 0 or min_iterations < 1:
-        raise BenchError("seconds and warmup must be >= 0, min_iterations >= 1")
+    batch_sizes = _budget(batch_sizes, seconds, warmup, min_iterations)
     runtimes = None if runtimes is None else _checked(runtimes, BACKENDS, "runtime")
     precisions = None if precisions is None else _checked(precisions, PRECISIONS, "precision")
     path = pathlib.Path(path)
@@ -188,31 +185,56 @@ def run_bench(
         load(path, device=device)  # raises the error that says best why nothing runs here
         raise BenchError(f"{path}: nothing can run here: {found[0].problem}")  # pragma: no cover
 
-    note = progress or (lambda line: None)
     report = _header(path, baseline, threads, batch_sizes, seconds, warmup, min_iterations)
-    inputs: dict[tuple, np.ndarray] = {}
+    rows = _measure_all(
+        path,
+        found,
+        baseline,
+        report,
+        progress or (lambda line: None),
+        threads=threads,
+        device=device,
+        batch_sizes=batch_sizes,
+        seconds=seconds,
+        warmup=warmup,
+        min_iterations=min_iterations,
+    )
+    _compare(report, rows, found, baseline, batch_sizes)
+    report["load_average"]["end"] = _loadavg()
+    return report
+
+
+def _measure_all(
+    path: pathlib.Path, found: list[Option], baseline: Option, report: dict, note: Callable[[str], None], **settings
+) -> list[dict]:
+    """The rows of every pair that can run here, at every batch size; the pairs that cannot, or that
+    failed, go to the report's `skipped` with why."""
     rows = []
+    inputs: dict[tuple, np.ndarray] = {}  # one batch per input shape: every runtime sees the same numbers
     for option in found:
         if option.problem:
             report["skipped"].append(_skip(option, option.problem))
             continue
-        measured, problem = _measure_option(
-            path,
-            option,
-            option is baseline,
-            report,
-            inputs,
-            note,
-            threads=threads,
-            device=device,
-            batch_sizes=batch_sizes,
-            seconds=seconds,
-            warmup=warmup,
-            min_iterations=min_iterations,
-        )
+        measured, problem = _measure_option(path, option, option is baseline, report, inputs, note, **settings)
         rows += measured
         if problem:
             report["skipped"].append(_skip(option, problem))
+    return rows
+
+
+def _budget(batch_sizes: Iterable[int], seconds: float, warmup: float, min_iterations: int) -> list[int]:
+    """The batch sizes, once each; BenchError where they or the time budget make no sense."""
+    batch_sizes = list(dict.fromkeys(int(b) for b in batch_sizes))
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise BenchError("batch sizes must be positive integers")
+    if seconds < 0 or warmup < 0 or min_iterations < 1:
+        raise BenchError("seconds and warmup must be >= 0, min_iterations >= 1")
+    return batch_sizes
+
+
+def _compare(report: dict, rows: list[dict], found: list[Option], baseline: Option, batch_sizes: list[int]) -> None:
+    """Each row's speed-up over the baseline at its batch size, the rows in order (by batch size, then
+    as measured) into the report, and why the baseline, runnable in principle, gave no row."""
     if baseline.problem is None and not any(r["baseline"] for r in rows):
         report["baseline"]["problem"] = next(
             s["reason"] for s in report["skipped"] if (s["runtime"], s["precision"]) == BASELINE
@@ -225,8 +247,6 @@ def run_bench(
     report["rows"] = sorted(
         rows, key=lambda r: (batch_sizes.index(r["batch_size"]), order[r["runtime"], r["precision"]])
     )
-    report["load_average"]["end"] = _loadavg()
-    return report
 
 
 def _header(path: pathlib.Path, baseline, threads, batch_sizes, seconds, warmup, min_iterations) -> dict:

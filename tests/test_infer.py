@@ -122,13 +122,13 @@ def test_auto_skips_an_engine_built_for_another_tensorrt(exported, monkeypatch):
     import sys
     import types
 
-    import infer.predictor as predictor
+    import infer.policy as policy
 
     engine = exported / rundir.ENGINE
     engine.write_bytes(b"\0")
     info = ModelCard.load(exported / CARD).to_dict() | {"tensorrt_version": "10.14.1", "compute_capability": "9.0"}
     (exported / "model.engine.json").write_text(json.dumps(info))
-    monkeypatch.setattr(predictor, "tensorrt_missing", lambda: None)  # as if TensorRT and a GPU were here
+    monkeypatch.setattr(policy, "tensorrt_missing", lambda: None)  # as if TensorRT and a GPU were here
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.0.0"))
     p = infer.load(exported)
     assert p.backend == "onnxruntime"
@@ -146,3 +146,69 @@ def test_torch_threads_apply_to_the_predictor_only(exported):
     p = infer.load(exported, "torch", device="cpu", threads=1)
     assert p.predict(batch(2)).shape == (2, 10)
     assert torch.get_num_threads() == before
+
+
+def test_every_runtime_reads_an_onnx_files_card_the_same_way(exported, tmp_path):
+    """One reader of the card in an ONNX file's metadata: onnx's, ONNX Runtime's and OpenVINO's views of a
+    file without one fail with the same line."""
+    from infer.backend_ort import OrtPredictor
+    from infer.files import onnx_card
+    from infer.predictor import installed
+
+    proto = onnx.load(str(exported / rundir.ONNX))
+    del proto.metadata_props[:]
+    cardless = tmp_path / "cardless.onnx"
+    onnx.save(proto, str(cardless))
+    readers = [onnx_card, OrtPredictor]
+    if installed("openvino"):
+        from infer.backend_ov import OpenVINOPredictor
+
+        readers.append(OpenVINOPredictor)
+    messages = set()
+    for read in readers:
+        with pytest.raises(infer.ModelFileError) as e:
+            read(cardless)
+        messages.add(str(e.value))
+    assert len(messages) == 1 and messages.pop().startswith(f"{cardless}: no model card in the ONNX metadata")
+
+
+def test_one_table_gives_each_precisions_file(exported):
+    from export.tensorrt import engine_file
+    from infer import files
+
+    assert set(files.FILE_KINDS.values()) == set(rundir.MODEL_FILES)  # every kind of file, and no other
+    assert engine_file("int8") == rundir.ENGINE_INT8 and engine_file("fp16") == rundir.ENGINE
+    assert files.found(exported / rundir.ONNX_FP16) == {"onnx_fp16": exported / rundir.ONNX_FP16}
+    present = files.found(exported)
+    assert files.file_for("onnxruntime", "fp16", present) == exported / rundir.ONNX_FP16
+    assert files.file_for("openvino", "fp16", present) == exported / rundir.ONNX  # computed from float32
+    assert files.file_for("torch", "bf16", present) == exported / rundir.WEIGHTS
+    assert files.file_for("onnxruntime", "int8", present) is None
+
+
+def test_reasons_are_values_and_their_kind_chooses_the_error(exported, make_run):
+    from infer.reasons import Kind
+
+    bare = make_run("lenet", dirname="bare")
+    (no_file,) = infer.options(bare, "onnxruntime", "fp32")
+    assert no_file.reason.kind is Kind.NO_FILE and no_file.reason.error is infer.ModelFileError
+    assert no_file.problem == f"no file for fp32 on onnxruntime: export one with `zoo export {bare} --onnx`"
+    (int8,) = infer.options(exported, "torch", "int8")
+    assert int8.reason.kind is Kind.UNSUPPORTED and int8.reason.error is infer.BackendUnavailable
+    unverified = next(o for o in infer.options(exported) if o.file is not None and o.precision == "bf16")
+    assert unverified.reason.kind in (Kind.UNVERIFIED, Kind.LIBRARY_MISSING)
+    assert [k for k in Kind if k.error is infer.ModelFileError] == [Kind.NO_FILE]
+    with pytest.raises(infer.BackendUnavailable, match="torch does not compute int8"):
+        infer.choose(exported, "torch", "int8")
+
+
+def test_torch_computes_in_the_memory_format_its_family_trains_in(exported):
+    """Inference follows the family's spec, as training does (LeNet: channels_last), at any precision."""
+    import torch
+
+    from zoo.models import get_spec
+
+    p = infer.load(exported, "torch", device="cpu")
+    assert get_spec("lenet5").channels_last and p.precision == "fp32"
+    weight = next(w for w in p.model.parameters() if w.dim() == 4 and w.shape[1] > 1)  # C3 (C1 has one channel)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

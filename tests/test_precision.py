@@ -162,3 +162,25 @@ def test_auto_follows_the_speeds_measured_at_export_on_this_cpu(exported, monkey
     other = hardware.Cpu("Another CPU", hardware.cpu().flags, 2)
     monkeypatch.setattr(hardware, "cpu", lambda: other)
     assert infer.load(exported).precision == "bf16"  # measured elsewhere: the static order holds
+
+
+def test_one_vocabulary_for_precisions_and_their_dtypes():
+    """The card's names and the dtype names training records map through one table (zoo.precisions)."""
+    import torch
+
+    from zoo.precisions import DTYPES, float_dtype, precision_of
+    from zoo.train.config import TrainError
+    from zoo.train.precision import Precision
+
+    assert [precision_of(float_dtype(p)) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    assert float_dtype("int8") == "float32" and precision_of("bf16") == "bf16"
+    for bad in ("int4", "float64"):
+        with pytest.raises(ValueError, match="unknown precision"):
+            precision_of(bad)
+    # what runs of earlier versions recorded ("float16" with --amp on, say) still reads
+    for dtype in DTYPES.values():
+        recorded = Precision(dtype, f"{dtype} (as the run started)")
+        assert recorded.autocast == (None if dtype == "float32" else getattr(torch, dtype))
+        assert DTYPES[recorded.name] == dtype
+    with pytest.raises(TrainError, match="unknown training precision 'bf16'"):
+        Precision("bf16", "a card's name where a dtype belongs")

@@ -242,9 +242,11 @@ def gpu_stand_in(monkeypatch):
     import torch
 
     import infer.backend_trt
+    import infer.policy
     import infer.predictor
 
-    monkeypatch.setattr(infer.predictor, "tensorrt_missing", lambda: None)
+    monkeypatch.setattr(infer.predictor, "tensorrt_missing", lambda: None)  # export.tensorrt asks it
+    monkeypatch.setattr(infer.policy, "tensorrt_missing", lambda: None)  # and infer's choice
     monkeypatch.setattr(infer.backend_trt, "tensorrt_missing", lambda: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from zoo import hardware
+from zoo.precisions import DTYPES, precision_of
 
 from .config import AMP_MODES, TrainError
 
@@ -32,21 +33,32 @@ PROBE_MARGIN = 1.1  # auto turns mixed precision on where the probe measures it 
 
 @dataclass(frozen=True)
 class Precision:
-    dtype: str  # "float32", "bfloat16" or "float16": what the forward pass computes in
+    # what the forward pass computes in, as the checkpoint and the card record it: a dtype of
+    # zoo.precisions.DTYPES ("float32", "bfloat16" or "float16")
+    dtype: str
     note: str  # how it was chosen, for the run's first line
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES.values():
+            raise TrainError(f"unknown training precision {self.dtype!r}; use one of {', '.join(DTYPES.values())}")
+
+    @property
+    def name(self) -> str:
+        """The precision as a card names it: fp32, bf16 or fp16."""
+        return precision_of(self.dtype)
 
     @property
     def autocast(self) -> torch.dtype | None:
-        """The autocast dtype, None for float32."""
-        return None if self.dtype == "float32" else getattr(torch, self.dtype)
+        """The autocast dtype (torch's, looked up by name), None for float32."""
+        return None if self.dtype == DTYPES["fp32"] else getattr(torch, self.dtype)
 
     @property
     def scaled(self) -> bool:
         """Whether the loss needs a gradient scaler (float16: its small range underflows gradients)."""
-        return self.dtype == "float16"
+        return self.dtype == DTYPES["fp16"]
 
 
-FLOAT32 = Precision("float32", "float32")
+FLOAT32 = Precision(DTYPES["fp32"], DTYPES["fp32"])
 
 
 def mode(amp: str | bool) -> str:
@@ -61,12 +73,12 @@ def mode(amp: str | bool) -> str:
 def native(device: torch.device) -> tuple[str | None, str | None]:
     """(the reduced precision this device trains in natively, or None; why not, where None)."""
     if device.type == "cuda":
-        return "float16", None
+        return DTYPES["fp16"], None
     if device.type != "cpu":
         return None, f"no mixed precision on {device.type}"
     cpu = hardware.cpu()
     if hardware.native_missing("bf16", cpu) is None:
-        return "bfloat16", None
+        return DTYPES["bf16"], None
     flags = " or ".join(f.upper().replace("_", "-") for f in hardware.NATIVE["bf16"][:2])
     return None, f"no native bfloat16 on this CPU, {cpu.name} (no {flags}): emulated, slower than float32"
 
@@ -98,10 +110,11 @@ def choose(
         return FLOAT32
     dtype, missing = native(device)
     if amp == "bfloat16":
-        emulated = "; emulated here: slower than float32" if dtype != "bfloat16" and device.type == "cpu" else ""
-        return Precision("bfloat16", f"bfloat16 autocast (--amp bfloat16{emulated})")
+        bf16 = DTYPES["bf16"]
+        emulated = "; emulated here: slower than float32" if dtype != bf16 and device.type == "cpu" else ""
+        return Precision(bf16, f"bfloat16 autocast (--amp bfloat16{emulated})")
     if dtype is None:
-        return Precision("float32", f"float32 (--amp auto: {missing})")
+        return Precision(DTYPES["fp32"], f"float32 (--amp auto: {missing})")
     if amp == "on":
         return Precision(dtype, f"{dtype} autocast (--amp on)")
     batch = example()
@@ -110,7 +123,7 @@ def choose(
     speedup = fp32 / mixed
     if speedup >= PROBE_MARGIN:
         return Precision(dtype, f"{dtype} autocast (--amp auto: {speedup:.1f}x float32 in a probe)")
-    return Precision("float32", f"float32 (--amp auto: {dtype} measured {speedup:.2f}x float32 in a probe)")
+    return Precision(DTYPES["fp32"], f"float32 (--amp auto: {dtype} measured {speedup:.2f}x float32 in a probe)")
 
 
 def probe(
