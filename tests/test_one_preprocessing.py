@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infer.classify import decoded_batches
+from infer.decoding import decoded_batches
 from zoo.card import ModelCard
 from zoo.data.preprocess import preprocess
 
