@@ -100,16 +100,17 @@ class Job:
 
 
 def plan(
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
     output: str | os.PathLike | None = None,
     fmt: str | None = None,
     resume: bool = False,
 ) -> Job:
-    """The images under `paths` (files and folders, zoo.data.walk's rules) and the output: a FILE, or
-    None for a stream; `fmt` by default as results.default_format says. `resume`: carry over the results
-    already in FILE.partial or FILE. PathError where there is no image, OutputError / ResumeError where
-    the output cannot be used (without `resume`, a FILE.partial left by a crashed run is never overwritten)."""
-    paths = [str(p) for p in paths]
+    """The images under `paths` (files and folders, or one of them; zoo.data.walk's rules) and the
+    output: a FILE, or None for a stream; `fmt` by default as results.default_format says. `resume`:
+    carry over the results already in FILE.partial or FILE. PathError where there is no image,
+    OutputError / ResumeError where the output cannot be used (without `resume`, a FILE.partial left by
+    a crashed run is never overwritten)."""
+    paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
     files, skipped = collect(paths)
     if not files:
         raise PathError(
@@ -236,7 +237,7 @@ def _bar(total: int, progress: bool):
 
 def classify_paths(
     predictor: Predictor,
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
     output: str | os.PathLike | None = None,
     *,
     fmt: str | None = None,
