@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zoo.answer import ImageAnswer
 from zoo.rundir import INPUT_TENSOR, OUTPUT_TENSOR
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -121,6 +122,8 @@ class InferRequest(BaseModel):
 
 
 class ResponseOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     shape: list[int]
     datatype: str
@@ -129,6 +132,10 @@ class ResponseOutput(BaseModel):
 
 
 class InferResponse(BaseModel):
+    """A v2 inference answer (`encode_infer_response` writes it; the server tests validate real ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str
     model_version: str | None = None
     id: str | None = None
@@ -142,22 +149,12 @@ class ErrorResponse(BaseModel):
 # ---- /predict ---------------------------------------------------------------------------------------
 
 
-class Prediction(BaseModel):
-    """One class of an image's top-k (zoo.answer.top_k)."""
-
-    label: str
-    index: int = Field(description="the class's index in the model's output")
-    probability: float = Field(description="softmax probability, rounded to 6 decimal places")
-
-
-class ImageAnswer(BaseModel):
-    """The answer about one image: the same object as a line of `zoo classify -o x.jsonl` carries."""
-
-    top_k: list[Prediction] = Field(description="the most probable classes, best first")
-
-
 class PredictResponse(BaseModel):
-    model: str
+    """The /predict answer: one zoo.answer.ImageAnswer per image (`Service.classify` writes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="the served model's name")
     predictions: list[ImageAnswer] = Field(description="one per image sent, in order")
 
 

@@ -10,10 +10,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import infer
-from infer.classify import collect
+from infer.classify import classify_paths
 from zoo.answer import softmax
 from zoo.cli import main
 from zoo.data.preprocess import preprocess
+from zoo.data.walk import collect
 
 
 @pytest.fixture
@@ -82,11 +83,11 @@ def test_jsonl_results_match_the_predictor(digits_run, folder, tmp_path, workers
         np.testing.assert_allclose([got[str(i)] for i in range(10)], p, atol=2e-6)
         folder_name = name.split("/")[0]
         if folder_name == "unsorted":
-            assert "label" not in row and "correct" not in row
+            assert "true_label" not in row and "correct" not in row
         else:
-            assert row["label"] == folder_name
+            assert row["true_label"] == folder_name
             assert row["correct"] == (row["top_k"][0]["label"] == folder_name)
-    labelled = [row for row in by_name.values() if "label" in row]
+    labelled = [row for row in by_name.values() if "true_label" in row]
     accuracy = sum(row["correct"] for row in labelled) / len(labelled)
     assert f"accuracy: {accuracy:.2%} ({sum(r['correct'] for r in labelled)}/7 " in r.output
     assert "10 images" in r.output and "1 unreadable" in r.output
@@ -125,3 +126,31 @@ def test_onnx_classify_does_not_import_torch(digits_run, folder, python_without_
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code"
     )
     assert out.count(".png") == 3
+
+
+def test_the_library_call_writes_what_the_command_writes_and_resumes(digits_run, folder, tmp_path):
+    """infer.classify.classify_paths, as a Python user or a Ray actor calls it: the same file and final
+    lines as `zoo classify -o`, and a crashed run (its FILE.partial, even one from before `true_label`
+    was named so) finished with resume=True."""
+    by_cli = tmp_path / "cli.jsonl"
+    r = zoo("classify", digits_run, folder, "-k", 3, "-b", 4, "-j", 0, "-o", by_cli)
+    assert r.exit_code == 1, r.output
+    predictor = infer.load(digits_run)
+    out, said = tmp_path / "lib.jsonl", []
+    summary = classify_paths(predictor, [folder], out, top_k=3, batch_size=4, workers=0, log=said.append)
+    assert out.read_text() == by_cli.read_text() and said == []
+    assert (summary.new, summary.carried, summary.tally.images, summary.tally.errors) == (10, 0, 10, 1)
+    cli_lines = r.stderr.strip().splitlines()[-2:]
+    assert summary.lines()[1] == cli_lines[1] and summary.lines()[0].split(" in ")[0] == "10 images"
+    assert summary.lines()[0].split(")", 1)[1] == cli_lines[0].split(")", 1)[1]  # all but the time
+
+    lines = out.read_text().splitlines(keepends=True)
+    old = json.loads(lines[0])
+    old["label"] = old.pop("true_label")  # a line as files before the rename hold it
+    partial = tmp_path / "lib.jsonl.partial"
+    partial.write_text(json.dumps(old) + "\n" + "".join(lines[1:4]))
+    out.unlink()
+    summary = classify_paths(predictor, [folder], out, resume=True, top_k=3, workers=0, log=said.append)
+    assert said == [f"carried over 4 results from {partial}; classifying the other 6 images"]
+    assert (summary.new, summary.carried) == (6, 4)
+    assert out.read_text() == by_cli.read_text() and not partial.exists()

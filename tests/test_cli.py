@@ -74,8 +74,8 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     here as such, so a new option with choices has to be put in one list or the other."""
     from export.quantize import METHODS
     from infer.bench import FORMATTERS
-    from infer.classify import ResultWriter
     from infer.predictor import BACKENDS
+    from infer.results import FORMATS as CLASSIFY_FORMATS
     from zoo.card import PRECISIONS, RESIZE_MODES
     from zoo.data import SPLITS
     from zoo.data.augment import OPTIONS
@@ -91,7 +91,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
         ("export", "calibration_method"): METHODS,
         ("classify", "backend"): ("auto", *BACKENDS),
         ("classify", "precision"): ("auto", *PRECISIONS),
-        ("classify", "fmt"): ResultWriter.FORMATS,
+        ("classify", "fmt"): CLASSIFY_FORMATS,
         ("serve", "backend"): ("auto", *BACKENDS),
         ("serve", "precision"): ("auto", *PRECISIONS),
         ("bench", "runtimes"): BACKENDS,

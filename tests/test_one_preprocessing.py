@@ -17,7 +17,7 @@ import pytest
 from photos import write_photos
 from PIL import Image
 
-from infer.classify import decoded_batches
+from infer.decoding import decoded_batches
 from zoo.card import ModelCard
 from zoo.data.preprocess import preprocess
 

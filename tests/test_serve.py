@@ -5,6 +5,7 @@ health, models, metrics, docs, the page, the API key."""
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 
@@ -16,6 +17,7 @@ from serving import jpeg, running
 
 import infer
 from serve.app import create_app
+from serve.protocol import HEADER_LENGTH, InferResponse, PredictResponse
 from zoo.data.preprocess import preprocess
 
 
@@ -35,6 +37,23 @@ def expected(predictor, images: list[bytes]) -> np.ndarray:
     return predictor.predict(np.stack([preprocess(b, predictor.card) for b in images]))
 
 
+def predict_answer(r: httpx.Response) -> dict:
+    """A real /predict answer, validated against the one model of the answer (zoo.answer.ImageAnswer in
+    protocol.PredictResponse), strictly: no key more or less, no value of another type."""
+    assert r.status_code == 200, r.text
+    PredictResponse.model_validate_json(r.content, strict=True)
+    return r.json()
+
+
+def infer_answer(r: httpx.Response) -> dict:
+    """A real v2 inference answer in JSON (or its JSON header, where the tensor follows in binary),
+    validated strictly against protocol.InferResponse."""
+    assert r.status_code == 200, r.text
+    head = r.content[: int(r.headers.get(HEADER_LENGTH, len(r.content)))]
+    InferResponse.model_validate_json(head, strict=True)
+    return json.loads(head)
+
+
 def softmax(z):
     p = np.exp(z - z.max(axis=-1, keepdims=True))
     return p / p.sum(axis=-1, keepdims=True)
@@ -44,8 +63,7 @@ def test_predict_raw_body_and_multipart(server, predictor, served_lenet):
     digits = served_lenet.digits[:3]
     want = softmax(expected(predictor, [d for d, _ in digits]).astype(np.float64))
     r = httpx.post(f"{server}/predict", content=digits[0][0], headers={"Content-Type": "image/png"})
-    assert r.status_code == 200, r.text
-    answer = r.json()
+    answer = predict_answer(r)
     assert answer["model"] == predictor.name
     assert len(answer["predictions"]) == 1
     top = answer["predictions"][0]["top_k"]
@@ -55,8 +73,7 @@ def test_predict_raw_body_and_multipart(server, predictor, served_lenet):
 
     files = [("file", (f"{i}.png", d, "image/png")) for i, (d, _) in enumerate(digits)]
     r = httpx.post(f"{server}/predict", params={"top_k": 2}, files=files)
-    assert r.status_code == 200, r.text
-    per_image = r.json()["predictions"]
+    per_image = predict_answer(r)["predictions"]
     assert len(per_image) == 3 and all(len(p["top_k"]) == 2 for p in per_image)
     assert [p["top_k"][0]["index"] for p in per_image] == list(want.argmax(1))
 
@@ -73,8 +90,7 @@ def test_concurrent_requests_each_get_their_own_answer(server, predictor, served
             r = await client.post(
                 "/predict", content=digits[i], headers={"Content-Type": "image/png"}, params={"top_k": 10}
             )
-            assert r.status_code == 200, r.text
-            scores = {p["index"]: p["probability"] for p in r.json()["predictions"][0]["top_k"]}
+            scores = {p["index"]: p["probability"] for p in predict_answer(r)["predictions"][0]["top_k"]}
             return np.array([scores[k] for k in range(10)])
         body = {
             "inputs": [
@@ -82,8 +98,7 @@ def test_concurrent_requests_each_get_their_own_answer(server, predictor, served
             ]
         }
         r = await client.post(f"/v2/models/{predictor.name}/infer", json=body)
-        assert r.status_code == 200, r.text
-        return softmax(np.array(r.json()["outputs"][0]["data"], np.float64))
+        return softmax(np.array(infer_answer(r)["outputs"][0]["data"], np.float64))
 
     async def all_at_once():
         async with httpx.AsyncClient(base_url=server, limits=httpx.Limits(max_connections=64)) as client:
@@ -160,8 +175,7 @@ def test_v2_bytes_as_base64_json_and_nested_fp32(server, predictor, served_lenet
         ],
     }
     r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
-    assert r.status_code == 200, r.text
-    out = r.json()
+    out = infer_answer(r)
     assert out["id"] == "req-7" and out["model_name"] == predictor.name
     assert out["outputs"][0]["shape"] == [2, 10]
     assert np.allclose(np.array(out["outputs"][0]["data"]).reshape(2, 10), want, atol=1e-4)
@@ -169,7 +183,13 @@ def test_v2_bytes_as_base64_json_and_nested_fp32(server, predictor, served_lenet
     x = preprocess(digit, predictor.card)[None]
     body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": x.tolist()}]}
     r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
-    assert np.allclose(r.json()["outputs"][0]["data"], want[0], atol=1e-4)
+    assert np.allclose(infer_answer(r)["outputs"][0]["data"], want[0], atol=1e-4)
+    body["parameters"] = {"binary_data_output": True}  # the tensor after the JSON header
+    r = httpx.post(f"{server}/v2/models/{predictor.name}/infer", json=body)
+    (out,) = infer_answer(r)["outputs"]
+    assert out["shape"] == [1, 10] and "data" not in out and out["parameters"] == {"binary_data_size": 40}
+    tail = r.content[int(r.headers[HEADER_LENGTH]) :]
+    assert np.allclose(np.frombuffer(tail, "<f4"), want[0], atol=1e-4)
 
 
 def test_health_models_metrics_docs_page(server, predictor):
@@ -239,10 +259,9 @@ def test_metrics_label_unknown_methods_as_other():
 def test_classify_and_predict_give_one_image_the_same_top_k(server, served_lenet, tmp_path):
     """One vocabulary (zoo.answer): a line of `zoo classify -o x.jsonl` and the /predict answer carry
     the same per-image `top_k` (same keys, same values) for the same image."""
-    import json
-
     from click.testing import CliRunner
 
+    from zoo.answer import ImageAnswer
     from zoo.cli import main
 
     digit = served_lenet.digits[0][0]
@@ -264,8 +283,11 @@ def test_classify_and_predict_give_one_image_the_same_top_k(server, served_lenet
     )
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(s) for s in out.read_text().splitlines()]
-    answer = httpx.post(f"{server}/predict?top_k=3", content=digit, headers={"Content-Type": "image/png"}).json()
+    answer = predict_answer(
+        httpx.post(f"{server}/predict?top_k=3", content=digit, headers={"Content-Type": "image/png"})
+    )
     (image,) = answer["predictions"]
     assert list(image) == ["top_k"] and len(image["top_k"]) == 3
     assert all(list(t) == ["label", "index", "probability"] for t in image["top_k"])
     assert line["top_k"] == image["top_k"]
+    assert ImageAnswer.model_validate({"top_k": line["top_k"]}, strict=True) == ImageAnswer.model_validate(image)

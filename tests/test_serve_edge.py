@@ -14,6 +14,8 @@ import httpx
 import pytest
 from serving import Output, zoo_serve
 
+from serve.protocol import PredictResponse
+
 TIMEOUT = 2  # --timeout-header and --timeout-body of the server under test, seconds
 MAX_CONNECTIONS = 4
 EDGE_FLAGS = ["--timeout-header", TIMEOUT, "--timeout-body", TIMEOUT, "--max-connections", MAX_CONNECTIONS]
@@ -160,6 +162,7 @@ def test_past_the_connection_limit_a_client_gets_503_and_is_served_once_the_slow
     assert eventually(lambda: httpx.get(f"{edge.url}/health").status_code == 200)
     answer = httpx.post(f"{edge.url}/predict", content=edge.digit, headers={"Content-Type": "image/png"})
     assert answer.status_code == 200
+    PredictResponse.model_validate_json(answer.content, strict=True)  # the one answer, from a `zoo serve` process
 
 
 def test_the_open_file_soft_limit_is_raised_to_the_hard_limit(edge):

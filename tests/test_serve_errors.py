@@ -14,6 +14,7 @@ from serving import jpeg, running
 
 import infer
 from serve.app import create_app
+from serve.protocol import ErrorResponse, PredictResponse
 
 MAX_BODY_MB = 1
 MAX_PIXELS = 1_000_000
@@ -175,10 +176,11 @@ def test_every_bad_input_is_a_4xx_json_error_and_the_server_carries_on(served_le
                 except httpx.TransportError as e:  # a dropped connection is a failure too
                     pytest.fail(f"{what}: connection failed ({e!r})")
                 assert r.status_code == status, f"{what}: {r.status_code} {r.text[:300]}"
-                assert isinstance(r.json().get("error"), str) and r.json()["error"], what
+                assert ErrorResponse.model_validate_json(r.content, strict=True).error, what
 
             r = client.post("/predict", content=digit, headers={"Content-Type": "image/png"})
-            assert r.status_code == 200 and r.json()["predictions"][0]["top_k"][0]["label"]
+            assert r.status_code == 200
+            assert PredictResponse.model_validate_json(r.content, strict=True).predictions[0].top_k[0].label
             metrics = client.get("/metrics").text
     assert 'status="5' not in metrics  # no 5xx, counted by the server itself
     assert metrics.count("zoo_request_errors_total{") >= 10

@@ -16,6 +16,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
+from zoo import answer
+
 from .. import protocol
 from ..service import Service, json_bytes
 from . import ERROR_RESPONSES, media_type, service
@@ -23,7 +25,7 @@ from . import ERROR_RESPONSES, media_type, service
 log = logging.getLogger("zoo.serve")
 
 IMAGE_HELP = "send an image as multipart/form-data (field 'file') or as the request body with an image/* content type"
-TOP_K = {"default": 5, "ge": 1, "le": 1000}  # the top_k query parameter, for the route and for answer_image
+TOP_K = {"default": answer.DEFAULT_TOP_K, "ge": 1, "le": 1000}  # the top_k query parameter (route, answer_image)
 
 router = APIRouter(tags=["classify"])
 

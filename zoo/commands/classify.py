@@ -1,21 +1,16 @@
-import os
-
 import click
 
-from infer.classify import ResultWriter
+import infer
+import infer.classify
+from infer.decoding import WorkerDied
 from infer.predictor import BACKENDS
+from infer.results import FORMATS, OutputError
 from zoo import rundir
 from zoo import threads as threads_
+from zoo.answer import DEFAULT_TOP_K
 from zoo.card import PRECISIONS
+from zoo.data.walk import PathError
 from zoo.errors import UserError
-
-
-def _default_workers() -> int:
-    """Decoding processes: none on 2 CPUs or fewer, where a decoding process only takes a core from the
-    model's threads (measured on 2 cores: resnet18 int8 371 img/s with none, 259 with one; fp32 84 and
-    73), else CPUs - 1, at most 4."""
-    cpus = os.cpu_count() or 2
-    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 @click.command(epilog=rundir.MODEL_HELP)
@@ -41,7 +36,7 @@ def _default_workers() -> int:
     "--top-k",
     "-k",
     type=click.IntRange(1),
-    default=5,
+    default=DEFAULT_TOP_K,
     show_default=True,
     help="Labels (with softmax probabilities) per image.",
 )
@@ -61,7 +56,7 @@ def _default_workers() -> int:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(ResultWriter.FORMATS),
+    type=click.Choice(FORMATS),
     default=None,
     help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]",
 )
@@ -85,182 +80,27 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
     exists is complete, and a crashed run's results are in FILE.partial (finish it with --resume). Paths
     are written as UTF-8; a file name that is not UTF-8 also gets `path_bytes`, its bytes in base64.
     """
-    import pathlib
-    import time
 
-    import infer
-    from infer.classify import PathError, collect, describe_skipped
-    from zoo.text import plural
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
     try:
         model = rundir.resolve_model(model)
-        files, skipped = collect(paths)
-    except (rundir.RunError, PathError) as e:
+        job = infer.classify.plan(paths, None if output == "-" else output, fmt, resume)
+    except (rundir.RunError, PathError, OutputError) as e:
         raise UserError(str(e)) from None
-    if not files:
-        raise UserError(
-            f"no images in {', '.join(paths)} (looked for {', '.join(sorted(_extensions()))}"
-            + (f"; {describe_skipped(skipped)}" if skipped else "")
-            + ")"
-        )
-    fmt = fmt or ("table" if output == "-" else "csv" if output.lower().endswith(".csv") else "jsonl")
-    out = None if output == "-" else pathlib.Path(output)
-    source, carried = _earlier_results(out, fmt, resume)
     try:
         predictor = infer.load(model, backend, precision=precision, threads=threads)
     except (infer.ModelFileError, infer.BackendUnavailable, rundir.RunError, ValueError) as e:
         raise UserError(str(e)) from None
-    click.echo(f"{predictor.name}: {predictor.selection}; {predictor.device}", err=True)
-    carried, todo = _carry_over(source, carried, files, predictor.card, top_k)
-
-    workers = _default_workers() if workers is None else workers
-    width = min(max(len(str(f)) for f in files), 80)
-    start = time.perf_counter()
-    tally = _stream(
-        predictor,
-        todo,
-        carried,
-        _writer(out, fmt, top_k, width, carried),
-        out,
-        top_k=top_k,
-        batch_size=batch_size,
-        workers=workers,
-    )
-    elapsed = time.perf_counter() - start
-    new = tally.images - len(carried)
-    line = (
-        f"{plural(new, 'image')} in {elapsed:.1f} s ({new / elapsed:.1f} img/s, "
-        f"{predictor.precision} on {predictor.backend})"
-    )
-    if tally.errors:
-        line += f"; {tally.errors:,} unreadable"
-    if skipped:
-        line += f"; {describe_skipped(skipped)}"
-    click.echo(line, err=True)
-    if tally.accuracy is not None:
-        click.echo(
-            f"accuracy: {tally.accuracy:.2%} ({tally.correct:,}/{plural(tally.labelled, 'image')} whose "
-            f"folder names a class)",
-            err=True,
+    say(f"{predictor.name}: {predictor.selection}; {predictor.device}")
+    try:
+        summary = infer.classify.run(
+            job, predictor, top_k=top_k, batch_size=batch_size, workers=workers, progress=True, log=say
         )
-    if tally.errors:
+    except (OutputError, WorkerDied) as e:
+        raise UserError(str(e)) from None
+    for line in summary.lines():
+        say(line)
+    if summary.tally.errors:
         click.get_current_context().exit(1)
-
-
-def _stream(predictor, todo: list, carried: list, writing, out, **options):
-    """Classify `todo` into the writer `writing` opens, flushed per batch; the Tally of `carried` and
-    the new results. A crash keeps what was written and says where; a dead worker is one line."""
-    import sys
-
-    from tqdm import tqdm
-
-    from infer.classify import Tally, WorkerDied, classify_batches
-
-    tally = Tally()
-    for r in carried:
-        tally.add(r)
-    written = len(carried)
-    try:
-        with (
-            writing as writer,
-            tqdm(total=len(todo), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar,
-        ):
-            for batch in classify_batches(predictor, todo, progress=bar, **options):
-                for result in batch:
-                    writer.write(result)
-                    tally.add(result)
-                writer.flush()
-                written += len(batch)
-    except WorkerDied as e:
-        raise UserError(f"{e}; {_kept(out, written)}") from None
-    except OSError as e:
-        if out is None or e.filename is None:
-            raise
-        raise UserError(f"cannot write {out} ({e.strerror or e}); {_kept(out, written)}") from None
-    except (Exception, KeyboardInterrupt):
-        if out is not None:
-            click.echo(_kept(out, written), err=True)
-        raise
-    return tally
-
-
-def _earlier_results(out, fmt: str, resume: bool) -> tuple:
-    """(the file --resume reads: FILE.partial before FILE, or None where neither exists; its results).
-    Without --resume, refuse to overwrite the results a crashed run left in FILE.partial."""
-    from infer.classify import ResumeError, partial_path, read_results
-
-    partial = None if out is None else partial_path(out)
-    if out is not None and out.is_dir():
-        raise UserError(f"--output {out} is a folder; name a file")
-    if not resume:
-        if partial is not None and partial.exists():
-            raise UserError(
-                f"{partial} holds the results of an unfinished run: add --resume to finish it, or delete it"
-            )
-        return None, []
-    if out is None or fmt == "table":
-        raise UserError("--resume needs an --output FILE in jsonl or csv format")
-    source = next((p for p in (partial, out) if p.exists()), None)
-    try:
-        return source, [] if source is None else read_results(source, fmt)
-    except ResumeError as e:
-        raise UserError(str(e)) from None
-
-
-def _carry_over(source, carried: list, files: list, card, top_k: int) -> tuple[list, list]:
-    """(results kept from `source`, files still to classify), saying so in a line."""
-    import os
-
-    from infer.classify import ResumeError, check_carried, printable
-    from zoo.text import plural
-
-    if source is None:
-        return [], files
-    try:
-        check_carried(carried, source, card.class_names, top_k)
-    except ResumeError as e:
-        raise UserError(str(e)) from None
-    unique: dict[bytes, object] = {}
-    for r in carried:
-        unique.setdefault(os.fsencode(r.path), r)
-    carried, done = list(unique.values()), set(unique)
-    todo = [f for f in files if os.fsencode(f) not in done]
-    others = len(carried) - (len(files) - len(todo))
-    click.echo(
-        f"carried over {plural(len(carried), 'result')} from {printable(str(source))}"
-        + (f" ({others:,} for images not among PATHS)" if others else "")
-        + f"; classifying the other {plural(len(todo), 'image')}",
-        err=True,
-    )
-    return carried, todo
-
-
-def _writer(out, fmt: str, top_k: int, width: int, carried: list):
-    import contextlib
-    import sys
-
-    from infer.classify import ResultWriter, streamed
-
-    if out is None:
-        return contextlib.nullcontext(ResultWriter(fmt, sys.stdout, top_k, path_width=width))
-    return streamed(out, fmt, top_k, carried, path_width=width)
-
-
-def _kept(out, written: int) -> str:
-    from infer.classify import partial_path, printable
-    from zoo.text import plural
-
-    if out is None:
-        return "the results so far are above"
-    if not partial_path(out).exists():
-        return "no results were kept"
-    return (
-        f"{plural(written, 'finished result')} kept in {printable(str(partial_path(out)))}: "
-        "finish the run with --resume"
-    )
-
-
-def _extensions():
-    from zoo.data.preprocess import IMAGE_EXTENSIONS
-
-    return IMAGE_EXTENSIONS

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..card import ModelCard
-from . import SPLITS, mnist
+from . import SPLITS, mnist, walk
 from .preprocess import IMAGE_EXTENSIONS, UNIT, ImageError, Normalization, normalization, prepare
 
 SMALL = "mnist-small"
@@ -127,25 +127,7 @@ def open_source(
     """
     notes: dict = {}
     ignored: list[str] = []
-    path, data = pathlib.Path(spec).expanduser(), kind(spec)
-    if data == SMALL:
-        splits = {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_small().items()}
-        names = mnist.CLASS_NAMES
-    elif data == MNIST:
-        try:
-            root = mnist.ensure_downloaded(mnist.mnist_root()) if spec == MNIST else path
-            splits = {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_dir(root).items()}
-        except mnist.MnistError as e:
-            raise DataError(str(e)) from None
-        names = mnist.CLASS_NAMES
-    elif path.is_dir():
-        names, train = scan_folder(path, class_names, ignored)
-        splits = {"train": train}
-    else:
-        raise DataError(
-            f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
-            "IDX files or an image folder (one subfolder per class)"
-        )
+    names, splits = _read(spec, class_names, ignored)
     if class_names is not None:
         return Source(spec, list(class_names), _relabel(splits, names, class_names, spec), ignored=ignored)
     if "train" not in splits:  # only the official t10k files: data to evaluate on, not to train on
@@ -154,7 +136,52 @@ def open_source(
             f"and train-labels-idx1-ubyte[.gz] (evaluate a run on it: zoo evaluate RUN --data {spec})"
         )
     _check_classes(splits["train"], names, f"{spec} (train)")
+    _hold_out_test(spec, splits, names, test_dir, test_split, seed, notes, ignored)
+    if val_dir:
+        splits["val"] = scan_folder(val_dir, names, ignored)[1]
+    elif val_split:
+        train = splits["train"]
+        keep, take = _stratified(train.labels, _count(val_split, len(train), "--val-split"), seed)
+        splits["train"], splits["val"] = train.subset(keep), train.subset(take)
+        notes["val_split"] = f"{len(take)} random of train (seed {seed})"
+    for name in SPLITS[1:]:
+        if name in splits and len(splits[name]) == 0:
+            raise DataError(f"{spec}: the {name} split is empty")
+    _check_classes(splits["train"], names, f"{spec} (train after the splits)")
+    return Source(spec, list(names), {k: splits[k] for k in SPLITS if k in splits}, notes, ignored)
 
+
+def _read(spec: str, class_names: list[str] | None, ignored: list[str]) -> tuple[list[str], dict[str, RawSplit]]:
+    """(class names, the splits the data comes with) for what a --data value names."""
+    path, data = pathlib.Path(spec).expanduser(), kind(spec)
+    if data == SMALL:
+        return mnist.CLASS_NAMES, {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_small().items()}
+    if data == MNIST:
+        try:
+            root = mnist.ensure_downloaded(mnist.mnist_root()) if spec == MNIST else path
+            return mnist.CLASS_NAMES, {k: RawSplit(y, images=x) for k, (x, y) in mnist.load_dir(root).items()}
+        except mnist.MnistError as e:
+            raise DataError(str(e)) from None
+    if path.is_dir():
+        names, train = scan_folder(path, class_names, ignored)
+        return names, {"train": train}
+    raise DataError(
+        f"--data {spec}: no such directory; use {SMALL}, {MNIST}, a directory of MNIST "
+        "IDX files or an image folder (one subfolder per class)"
+    )
+
+
+def _hold_out_test(
+    spec: str,
+    splits: dict[str, RawSplit],
+    names: list[str],
+    test_dir: str | None,
+    test_split: float | None,
+    seed: int,
+    notes: dict,
+    ignored: list[str],
+) -> None:
+    """Add the test split to `splits`: a folder, or held out of train (MNIST: its last images)."""
     if test_dir:
         if "test" in splits:
             raise DataError(f"{spec} has its own test split; leave out --test")
@@ -172,27 +199,16 @@ def open_source(
             notes["test_split"] = f"{n} random of train (seed {seed + 1})"
         splits["train"], splits["test"] = train.subset(keep), train.subset(take)
 
-    if val_dir:
-        splits["val"] = scan_folder(val_dir, names, ignored)[1]
-    elif val_split:
-        train = splits["train"]
-        keep, take = _stratified(train.labels, _count(val_split, len(train), "--val-split"), seed)
-        splits["train"], splits["val"] = train.subset(keep), train.subset(take)
-        notes["val_split"] = f"{len(take)} random of train (seed {seed})"
-    for name in SPLITS[1:]:
-        if name in splits and len(splits[name]) == 0:
-            raise DataError(f"{spec}: the {name} split is empty")
-    _check_classes(splits["train"], names, f"{spec} (train after the splits)")
-    return Source(spec, list(names), {k: splits[k] for k in SPLITS if k in splits}, notes, ignored)
-
 
 def scan_folder(
     root: str | os.PathLike, class_names: list[str] | None = None, ignored: list[str] | None = None
 ) -> tuple[list[str], RawSplit]:
     """An image folder (one subfolder per class) -> (class names, files and labels).
 
-    With `class_names` (a validation or test folder), its classes must be among them. Files of other
-    kinds (by extension) are left out and appended to `ignored`.
+    With `class_names` (a validation or test folder), its classes must be among them. Each class's
+    subfolder is read as zoo.data.walk reads folders (recursively, following symbolic links, hidden
+    entries left out); files of other kinds (by extension) and the other entries it skips (FIFOs, broken
+    links, link loops) are left out and appended to `ignored`, "path: why" each.
     """
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
@@ -214,13 +230,15 @@ def scan_folder(
         raise DataError(f"{root}: classes {', '.join(unknown)} are not among the training classes ({', '.join(names)})")
     files, labels = [], []
     for cls in classes:
-        found = sorted(str(p) for p in (root / cls).rglob("*") if p.is_file() and not p.name.startswith("."))
-        images = [f for f in found if pathlib.Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-        if ignored is not None and len(images) < len(found):
+        images, skipped = walk.collect([root / cls])
+        images = sorted(map(str, images))
+        others = sorted(str(p) for p, why in skipped if why == "no image extension")
+        if ignored is not None:
             kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-            ignored += [f"{f}: not an image kind ({kinds})" for f in sorted(set(found) - set(images))]
+            ignored += [f"{f}: not an image kind ({kinds})" for f in others]
+            ignored += [f"{p}: {why}" for p, why in skipped if why != "no image extension"]
         if not images:
-            kinds = sorted({pathlib.Path(f).suffix.lower() or "(no extension)" for f in found})
+            kinds = sorted({pathlib.Path(f).suffix.lower() or "(no extension)" for f in others})
             what = f"only {', '.join(kinds)} files" if kinds else "no files"
             raise DataError(
                 f"{root / cls}: {what}; images must be one of {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}"

@@ -1,0 +1,135 @@
+"""Which files in a folder are images: the one walker, for `zoo classify` and image-folder datasets.
+
+    >>> for path, why in walk(["photos/"]):   # lazily, in sorted order
+    ...     print(path, why or "an image")
+    >>> files, skipped = collect(["photos/", "one.jpg"])
+
+Folders are walked recursively in sorted order, following symbolic links. Hidden files and folders (a
+name starting with ".") are left out, uncounted; files without an image extension (IMAGE_EXTENSIONS),
+FIFOs, sockets, devices, broken links and symbolic link loops are skipped and reported as `(path, why)`.
+A regular file named directly is always taken, whatever its name. A named path that is missing or not a
+regular file or folder (a FIFO would block the read forever) raises PathError.
+
+File names need not be UTF-8 (a Linux name is bytes); a path is Python's str of those bytes (undecodable
+bytes as lone surrogates), and `printable` shows it to people. Torch-free.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+
+from zoo.text import plural
+
+from .preprocess import IMAGE_EXTENSIONS
+
+Skipped = tuple[pathlib.Path, str]  # an entry left out, and why
+
+
+class PathError(ValueError):
+    """A path named for classification is missing or is not a file or folder to read."""
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: the undecodable bytes of a file name (lone surrogates) become U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def _special(mode: int) -> str:
+    return (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a file"
+    )
+
+
+def _kind(path: pathlib.Path) -> tuple[str, os.stat_result | None]:
+    """("dir" | "file" | why it is neither, its stat) for a path, following symbolic links."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ("broken symbolic link" if os.path.islink(path) else "no such file or folder"), None
+    except OSError as e:
+        return ("symbolic link loop" if e.errno == errno.ELOOP else f"cannot read ({e.strerror or e})"), None
+    if stat.S_ISDIR(st.st_mode):
+        return "dir", st
+    if stat.S_ISREG(st.st_mode):
+        return "file", st
+    return f"not a regular file ({_special(st.st_mode)})", st
+
+
+def _walk(folder: pathlib.Path, st: os.stat_result, above: frozenset) -> Iterator[tuple[pathlib.Path, str | None]]:
+    """The entries under `folder` in sorted order; symbolic links are followed, except back into a
+    folder above (a loop, skipped like the rest)."""
+    here = above | {(st.st_dev, st.st_ino)}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        yield folder, f"cannot read ({e.strerror or e})"
+        return
+    for name in names:
+        if name.startswith("."):  # hidden: left out, uncounted
+            continue
+        path = folder / name
+        kind, info = _kind(path)
+        if kind == "dir":
+            if (info.st_dev, info.st_ino) in here:
+                yield path, "symbolic link loop"
+            else:
+                yield from _walk(path, info, here)
+        elif kind != "file":
+            yield path, kind
+        elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            yield path, None
+        else:
+            yield path, "no image extension"
+
+
+def walk(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[pathlib.Path, str | None]]:
+    """Every entry of files and folders, lazily, in order: (path, None) for an image file to read,
+    (path, why) for one skipped (see the module's rules). PathError for a named path that is neither a
+    regular file nor a folder, when the walk reaches it."""
+    for p in map(pathlib.Path, paths):
+        kind, info = _kind(p)
+        if kind == "dir":
+            yield from _walk(p, info, frozenset())
+        elif kind == "file":
+            yield p, None
+        else:
+            raise PathError(f"{printable(str(p))}: " + kind.replace("regular file (", "regular file or folder ("))
+
+
+def collect(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Path], list[Skipped]]:
+    """(image files, (path, why) for each entry skipped): `walk` gathered into two lists."""
+    files: list[pathlib.Path] = []
+    skipped: list[Skipped] = []
+    for path, why in walk(paths):
+        if why is None:
+            files.append(path)
+        else:
+            skipped.append((path, why))
+    return files, skipped
+
+
+def describe_skipped(skipped: Sequence[Skipped]) -> str:
+    """ "3 files skipped (a/notes.txt: no image extension (+1 more); a/loop: symbolic link loop)":
+    the first file of each reason, and how many more had it."""
+    by_reason: dict[str, list[pathlib.Path]] = {}
+    for path, why in skipped:
+        by_reason.setdefault(why, []).append(path)
+    parts = [
+        f"{printable(str(ps[0]))}: {why}" + (f" (+{len(ps) - 1} more)" if len(ps) > 1 else "")
+        for why, ps in by_reason.items()
+    ]
+    return f"{plural(len(skipped), 'file')} skipped ({'; '.join(parts)})"
