@@ -56,14 +56,7 @@ def run_source(card: ModelCard, remedy: str = "--data") -> Source:
     if run is None:
         raise DataError(f"the model's card does not say what data it was trained on; pass {remedy}")
     try:
-        source = open_source(
-            run.data,
-            val_split=run.val_split,
-            val_dir=run.val_dir,
-            test_dir=run.test_dir,
-            test_split=run.test_split,
-            seed=run.seed or 0,
-        )
+        source = open_source(run.data, **run.split_options())
     except DataError as e:
         raise DataError(f"the run's training data {run.data} cannot be read here ({e}); pass {remedy}") from None
     if source.class_names != list(card.class_names):

@@ -46,6 +46,11 @@ class TrainingData:
             seed=t.get("seed"),
         )
 
+    def split_options(self) -> dict:
+        """The keyword arguments of `zoo.data.datasets.open_source` that make the run's splits again."""
+        splits = ("val_split", "val_dir", "test_dir", "test_split")
+        return {**{k: getattr(self, k) for k in splits}, "seed": self.seed or 0}
+
     def folder(self, split: str) -> str | None:
         """The folder of its own that a held-out split ("val", "test") came from, if it had one."""
         return {"val": self.val_dir, "test": self.test_dir}.get(split)
