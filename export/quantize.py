@@ -292,8 +292,8 @@ class Prepared:
 
     calibration: Images
     held_out: Images
-    calibration_set: object  # zoo.data.datasets.ImageSet
-    held_out_set: object
+    calibration_set: ImageSet
+    held_out_set: ImageSet
     skipped: list[str]
 
 
