@@ -13,19 +13,20 @@ DequantizeLinear): `tensorrt=True` writes that variant (ACTIVATIONS_TENSORRT), f
 verified the same way, for `zoo export --trt --int8` to build model.int8.engine from. Why two forms and
 not one: measured in benchmarks/quantize.md (scripts/compare_quantizers.py).
 
-Calibration: the activation ranges come from `images` (default 300) pictures drawn seeded and
-stratified from the run's own training split (never its validation or test split), or from
-`calibration` (any `--data` value, or a plain folder of images), standardized exactly as training
-does, fed one batch at a time. `method` (METHODS) turns the observed values into ranges; the default is
-the one measured best on our models.
+Calibration: the activation ranges come from `images` (default 300) pictures of the run's own training
+split (never its validation or test split), or of `calibration` (any `--data` value, or a plain folder
+of images): `zoo.data.calibration` picks them; standardized exactly as training does, fed one batch at
+a time. `method` (METHODS) turns the observed values into ranges; the default is the one measured best
+on our models.
 
 Verification: top-1 accuracy of fp32 (ONNX Runtime on the float32 file) and int8 (ONNX Runtime and,
 where installed, OpenVINO on the new file: the worst counts) on the run's held-out test split, else its
-validation split (or `verify_data`). Over `max_accuracy_drop` points: QuantizeError, nothing written.
-Where the CPU computes bf16 / fp16 natively and OpenVINO is installed, those are measured too (OpenVINO
-on the float32 file), so that `infer.load(..., precision="auto")` may take them. The results go into the
-int8 file's card (`provenance["quantization"]`, `provenance["verification"]`) and the same verification
-into the float32 file's card (`infer.predictor.verified_precisions` reads it).
+validation split (or `verify_data`), as `zoo.data.heldout` picks them. Over `max_accuracy_drop`
+points: QuantizeError, nothing written. Where the CPU computes bf16 / fp16 natively and OpenVINO is
+installed, those are measured too (OpenVINO on the float32 file), so that `infer.load(...,
+precision="auto")` may take them. The results go into the int8 file's card (`provenance["quantization"]`,
+`provenance["verification"]`) and the same verification into the float32 file's card
+(`infer.predictor.verified_precisions` reads it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import logging
 import os
 import pathlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -49,7 +50,10 @@ from zoo.text import plural
 from .onnx import ExportError, card_of, checked, set_card, write_card
 
 if TYPE_CHECKING:
+    import onnx
+
     from zoo.data.datasets import ImageSet
+    from zoo.data.heldout import Images
 
 METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibration methods, by our names
 DEFAULT_METHOD = "percentile"  # measured best on our models: benchmarks/quantize.md
@@ -70,128 +74,44 @@ class QuantizeError(ExportError):
     """Quantization or its verification failed, or its data is missing; one line for the user."""
 
 
-@dataclass
-class Images:
-    """Images picked from a data set, not yet decoded: where they come from and which."""
-
-    data: str  # what --data names
-    split: str  # "train", "val", "test" or "all" (a folder without splits)
-    raw: object  # zoo.data.datasets.RawSplit
-    seed: int | None = None  # the seed of a random pick
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def describe(self) -> str:
-        return self.data if self.split == "all" else f"{self.data} {self.split}"
-
-
-def _run_source(card: ModelCard, what: str):
-    """The run's own data, split exactly as its training split it."""
-    from zoo.data.datasets import DataError, run_source
+def calibration_images(card: ModelCard, calibration: str | None = None, count: int = DEFAULT_IMAGES) -> Images:
+    """`count` images to calibrate on (`zoo.data.calibration`: the run's training split, or
+    `calibration`; never its held-out images); QuantizeError, one line, where there are none."""
+    from zoo.data.calibration import calibration_images as pick
+    from zoo.data.datasets import DataError
 
     try:
-        return run_source(card, what)
+        return pick(card, calibration, count)
     except DataError as e:
         raise QuantizeError(str(e)) from None
 
 
-def calibration_images(card: ModelCard, calibration: str | None = None, count: int = DEFAULT_IMAGES) -> Images:
-    """`count` images to calibrate on, drawn seeded and stratified (by class) from the run's training
-    split, or from `calibration`: a --data value (its training split; a folder with class subfolders:
-    all of it) or a plain folder of images. Never the run's validation or test images."""
-    from zoo.data import mnist
-    from zoo.data.datasets import (
-        MNIST,
-        SMALL,
-        DataError,
-        RawSplit,
-        _stratified,
-        open_source,
-        run_training,
-        same_data,
-        scan_folder,
-    )
-    from zoo.data.preprocess import IMAGE_EXTENSIONS
-
-    if count < 1:
-        raise QuantizeError(f"--calibration-images {count}: must be at least 1")
-    t = run_training(card)
-    seed = int(t.get("seed", card.provenance.get("seed", 0)) or 0)
-    if calibration is None and not t:
-        raise QuantizeError(
-            "the run's card names no training data to calibrate on (it was not trained by "
-            "`zoo train`): pass --calibration DATA (a --data value or a folder of images)"
-        )
-    if calibration is not None and any(same_data(calibration, t.get(k)) for k in ("val_dir", "test_dir")):
-        raise QuantizeError(
-            f"--calibration {calibration}: that is the run's held-out "
-            f"{'validation' if same_data(calibration, t.get('val_dir')) else 'test'} data, "
-            "which verifies the int8 model; calibrate on training images"
-        )
-    if calibration is None or same_data(calibration, t.get("data")):
-        data, split, raw = t["data"], "train", _run_source(card, "--calibration DATA").splits["train"]
-    else:
-        data, path = calibration, pathlib.Path(calibration).expanduser()
-        try:
-            if calibration in (SMALL, MNIST) or mnist.is_idx_dir(path):
-                split, raw = "train", open_source(calibration).splits["train"]
-            elif path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
-                split, raw = "all", scan_folder(path)[1]
-            elif path.is_dir():  # a plain folder of images: no classes
-                files = sorted(
-                    str(p)
-                    for p in path.rglob("*")
-                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-                )
-                if not files:
-                    raise QuantizeError(
-                        f"--calibration {calibration}: no images in it (expected "
-                        f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files, "
-                        "or class subfolders of them)"
-                    )
-                split, raw = "all", RawSplit(np.zeros(len(files), np.int64), files=files)
-            else:
-                raise QuantizeError(
-                    f"--calibration {calibration}: no such directory; use mnist-small, mnist, "
-                    "a directory of MNIST IDX files or a folder of images"
-                )
-        except DataError as e:
-            raise QuantizeError(f"--calibration {calibration}: {e}") from None
-    if len(raw) > count:
-        raw = raw.subset(_stratified(raw.labels, count, seed)[1])
-    return Images(data, split, raw, seed)
-
-
 def held_out_images(card: ModelCard, verify_data: str | None = None) -> Images:
-    """The images int8 is verified on: the run's test split, else its validation split; or
-    `verify_data`'s test split, else all of it (its classes matched to the model's by name; the run's
-    own training data names its held-out split)."""
-    from zoo.data.datasets import DataError, open_source, run_training, same_data
+    """The images int8 is verified on (`zoo.data.heldout.held_out`): the run's test split, else its
+    validation split, never the images it trained on; or `verify_data`'s test split, else all of it."""
+    from zoo.data.datasets import DataError
+    from zoo.data.heldout import held_out
+    from zoo.data.provenance import TrainingData, same_data
 
-    t = run_training(card)
-    if verify_data is not None and same_data(verify_data, t.get("data")):
-        verify_data = None  # the run's own data: its held-out split, never the images it trained on
-    if verify_data is not None:
-        try:
-            source = open_source(verify_data, class_names=card.class_names)
-        except DataError as e:
-            raise QuantizeError(f"--verify-data {verify_data}: {e}") from None
-        split = "test" if "test" in source.splits else "train"
-        return Images(verify_data, "test" if split == "test" else "all", source.splits[split])
-    if not t:
+    run = TrainingData.of(card)
+    own = verify_data is None or (run is not None and same_data(verify_data, run.data))
+    if own and run is None:
         raise QuantizeError(
             "the run's card names no held-out data to verify int8's accuracy on (it was not "
             "trained by `zoo train`): pass --verify-data DATA (images it never trained on)"
         )
-    source = _run_source(card, "--verify-data DATA")
-    for split, folder in (("test", "test_dir"), ("val", "val_dir")):
-        if split in source.splits:  # named after the folder it came from, if it had one of its own
-            return Images(t.get(folder) or t["data"], split, source.splits[split])
-    raise QuantizeError(
-        f"the run has neither a test nor a validation split of {t['data']} to "
-        "verify int8's accuracy on: pass --verify-data DATA (images it never trained on)"
-    )
+    try:
+        images = held_out(card, None if own else verify_data, remedy="--verify-data DATA")
+    except DataError as e:
+        raise QuantizeError(str(e) if own else f"--verify-data {verify_data}: {e}") from None
+    if own and not images.held_out:
+        raise QuantizeError(
+            f"the run has neither a test nor a validation split of {run.data} to "
+            "verify int8's accuracy on: pass --verify-data DATA (images it never trained on)"
+        )
+    if not own and images.split == "train":  # other data without a test split: all of it
+        return replace(images, split="all")
+    return images
 
 
 def decode(images: Images, card: ModelCard, what: str, option: str | None = None) -> tuple[ImageSet, list[str]]:
@@ -372,8 +292,8 @@ class Prepared:
 
     calibration: Images
     held_out: Images
-    calibration_set: object  # zoo.data.datasets.ImageSet
-    held_out_set: object
+    calibration_set: ImageSet
+    held_out_set: ImageSet
     skipped: list[str]
 
 
@@ -488,12 +408,17 @@ def _log_verified(
     )
 
 
-def _float32_card(src: pathlib.Path, method: str, max_accuracy_drop: float) -> ModelCard:
-    """The card of the float32 file to quantize, once the options are checked (QuantizeError otherwise)."""
+def check_options(method: str, max_accuracy_drop: float) -> None:
+    """QuantizeError unless `method` is one of METHODS and `max_accuracy_drop` is 0 or more."""
     if method not in METHODS:
         raise QuantizeError(f"--calibration-method {method}: use one of {', '.join(METHODS)}")
     if max_accuracy_drop < 0:
         raise QuantizeError(f"--max-accuracy-drop {max_accuracy_drop:g}: must be 0 or more (points of top-1)")
+
+
+def _float32_card(src: pathlib.Path, method: str, max_accuracy_drop: float) -> ModelCard:
+    """The card of the float32 file to quantize, once the options are checked (QuantizeError otherwise)."""
+    check_options(method, max_accuracy_drop)
     card = card_of(src)
     if card.precision != "fp32":
         raise QuantizeError(f"{src}: a {card.precision} file; quantize the float32 model.onnx")
@@ -559,8 +484,7 @@ def quantize(
     dst = pathlib.Path(dst) if dst is not None else src.parent / rundir.ONNX_INT8
     card = _float32_card(src, method, max_accuracy_drop)
     prepared = prepared or prepare(card, calibration=calibration, images=images, verify_data=verify_data)
-    calib, held = prepared.calibration, prepared.held_out
-    calib_set, held_set = prepared.calibration_set, prepared.held_out_set
+    calib, calib_set = prepared.calibration, prepared.calibration_set
     if log and prepared.skipped and not tensorrt:
         log(
             f"calibration: {plural(len(prepared.skipped), 'file')} could not be read and were left out "
@@ -568,38 +492,17 @@ def quantize(
         )
     activations = ACTIVATIONS_TENSORRT if tensorrt else ACTIVATIONS
     quantization = _quantization(method, activations, calib, len(calib_set))
-    qcard = copy.deepcopy(card)
-    qcard.precision = "int8"
-    qcard.provenance.pop("verification", None)
-    qcard.provenance["quantization"] = quantization
-
+    qcard = _int8_card(card, quantization)
     what = f"{method}, {len(calib_set):,} calibration images from {calib.describe()}"
     name = "int8 for TensorRT" if tensorrt else "int8"
     if log:
         log(f"quantizing {src.name} to {name} ({what}; activations {activations}) with {library()} ...")
     with tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
         candidate = pathlib.Path(tmp) / rundir.ONNX_INT8
-        try:
-            quantize_file(src, candidate, CalibrationReader(calib_set, card), method, symmetric=tensorrt)
-        except Exception as e:  # the tools raise many kinds; all mean the same to the user
-            raise QuantizeError(
-                f"{src}: ONNX Runtime's quantization failed: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-            ) from e
-        import onnx
-
-        proto = onnx.load(str(candidate))
-        set_card(proto, qcard)
-        candidate.write_bytes(checked(proto, f"{card.architecture} (int8)"))
-
-        by_runtime, predicted, img_s = _top1_everywhere(src, candidate, card, held_set, tensorrt)
-        accuracy, verified, summary = _judged(
-            by_runtime, held, len(held_set), f"{name} ({what})", max_accuracy_drop, method, dst, _emulators(tensorrt)
+        proto = _quantized(src, candidate, CalibrationReader(calib_set, card), qcard, method, tensorrt)
+        accuracy, verified, summary, verification = _verified(
+            src, candidate, card, prepared, f"{name} ({what})", max_accuracy_drop, method, dst, tensorrt
         )
-        verification = _verification(held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s)
-        if len(predicted) > 1:  # how often the runtimes' int8 answers agree
-            first, *rest = predicted.values()
-            verification["int8_agreement"] = min(float(np.mean(first == other)) for other in rest)
         qcard.provenance["verification"] = verification
         set_card(proto, qcard)
         data = checked(proto, f"{card.architecture} (int8)")
@@ -612,3 +515,56 @@ def quantize(
     if log:
         _log_verified(log, summary, accuracy, verified, src, dst, activations, tensorrt)
     return Result(dst, quantization, verification, summary)
+
+
+def _int8_card(card: ModelCard, quantization: dict) -> ModelCard:
+    """The int8 file's card: the float32 file's, saying how it was quantized (verification to come)."""
+    qcard = copy.deepcopy(card)
+    qcard.precision = "int8"
+    qcard.provenance.pop("verification", None)
+    qcard.provenance["quantization"] = quantization
+    return qcard
+
+
+def _quantized(
+    src: pathlib.Path, candidate: pathlib.Path, reader: CalibrationReader, qcard: ModelCard, method: str, tensorrt: bool
+) -> onnx.ModelProto:
+    """Quantize `src` to `candidate` (a temporary file), with `qcard` inside; its proto, checked."""
+    import onnx
+
+    try:
+        quantize_file(src, candidate, reader, method, symmetric=tensorrt)
+    except Exception as e:  # the tools raise many kinds; all mean the same to the user
+        raise QuantizeError(
+            f"{src}: ONNX Runtime's quantization failed: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from e
+    proto = onnx.load(str(candidate))
+    set_card(proto, qcard)
+    candidate.write_bytes(checked(proto, f"{qcard.architecture} (int8)"))
+    return proto
+
+
+def _verified(
+    src: pathlib.Path,
+    candidate: pathlib.Path,
+    card: ModelCard,
+    prepared: Prepared,
+    title: str,
+    max_accuracy_drop: float,
+    method: str,
+    dst: pathlib.Path,
+    tensorrt: bool,
+) -> tuple[dict, list[str], str, dict]:
+    """(accuracy by precision, verified precisions, summary line, the cards' verification record) of the
+    int8 `candidate` against float32 `src` on the held-out images; QuantizeError over the limit."""
+    held, held_set = prepared.held_out, prepared.held_out_set
+    by_runtime, predicted, img_s = _top1_everywhere(src, candidate, card, held_set, tensorrt)
+    accuracy, verified, summary = _judged(
+        by_runtime, held, len(held_set), title, max_accuracy_drop, method, dst, _emulators(tensorrt)
+    )
+    verification = _verification(held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s)
+    if len(predicted) > 1:  # how often the runtimes' int8 answers agree
+        first, *rest = predicted.values()
+        verification["int8_agreement"] = min(float(np.mean(first == other)) for other in rest)
+    return accuracy, verified, summary, verification

@@ -1,8 +1,9 @@
-import pathlib
-
 import click
 
+from export.onnx import ExportError
+from export.plan import ExportPlan, Int8Options, PlanError, run_plan
 from export.quantize import DEFAULT_IMAGES, DEFAULT_MAX_DROP, DEFAULT_METHOD, METHODS
+from export.tensorrt import parse_batch
 from zoo import rundir
 from zoo.errors import UserError
 
@@ -132,136 +133,47 @@ def export(
     \b
     zoo export runs/lenet5-20261121-101500 --int8     # model.onnx + model.int8.onnx, accuracy verified
     """
-
-    profile = _checked_options(batch, int8=int8, trt=trt, triton=triton)
+    options = Int8Options(
+        calibration=calibration,
+        images=calibration_images,
+        method=calibration_method,
+        max_accuracy_drop=max_accuracy_drop,
+        verify_data=verify_data,
+    )
+    plan = ExportPlan(
+        output=output,
+        opset=opset,
+        fp16=fp16,
+        int8=options if int8 else None,
+        trt=trt,
+        batch=_checked_options(batch, int8=int8),
+        triton=triton,
+    )
+    try:
+        plan.check()
+    except PlanError as e:
+        raise UserError(str(e), exit_code=2) from None
+    except ExportError as e:
+        raise UserError(str(e)) from None
     try:
         run = rundir.resolve_model(model, runs=runs, weights=True)
         if not model:
             click.echo(f"exporting the newest run: {run}", err=True)
-        rundir.read_card(run)  # a damaged card stops here, before anything is written
-    except rundir.RunError as e:
-        raise UserError(str(e)) from None
-
-    from export.onnx import ExportError, export_run
-
-    try:
-        if int8:  # the data to calibrate and verify on must be there before anything is written
-            from export import quantize
-
-            prepared = quantize.prepare(
-                rundir.read_card(run), calibration=calibration, images=calibration_images, verify_data=verify_data
-            )
-        written = export_run(run, output, opset=opset, fp16=fp16, log=click.echo)
-        onnx_file = written.get("onnx_fp16", written["onnx"])
-        if int8:
-            result = quantize.quantize(
-                written["onnx"],
-                method=calibration_method,
-                max_accuracy_drop=max_accuracy_drop,
-                prepared=prepared,
-                log=click.echo,
-            )
-            written["onnx_int8"] = result.path
-        model_file = written.get("onnx_int8", onnx_file)
-        if trt:
-            model_file = _engines(
-                written,
-                onnx_file,
-                profile,
-                int8=int8,
-                fp16=fp16,
-                triton=bool(triton),
-                method=calibration_method,
-                max_accuracy_drop=max_accuracy_drop,
-                prepared=prepared if int8 else None,
-            )
-        if triton:
-            from export.triton import write_repository
-
-            card = rundir.read_card(run)
-            write_repository(triton, rundir.model_name(run), model_file, card, profile, log=click.echo)
+        run_plan(run, plan, log=click.echo)
     except (ExportError, rundir.RunError) as e:
         raise UserError(str(e)) from None
 
 
-def _checked_options(batch: str, *, int8: bool, trt: bool, triton: str | None) -> tuple[int, int, int]:
-    """The TensorRT batch profile, once the options are checked: before anything is written, a missing
-    TensorRT, an --int8 option without --int8 and a plan profile Triton cannot use are one line."""
+def _checked_options(batch: str, *, int8: bool) -> tuple[int, int, int]:
+    """The TensorRT batch profile, once the options are checked: an --int8 option without --int8 and a
+    --batch that is not MIN:OPT:MAX are one line (exit code 2)."""
     from click.core import ParameterSource
-
-    from export.onnx import ExportError
-    from export.tensorrt import parse_batch
-    from export.triton import check_plan_batch
-    from infer.predictor import tensorrt_missing
 
     ctx = click.get_current_context()
     given = [o for o in INT8_OPTIONS if ctx.get_parameter_source(o) == ParameterSource.COMMANDLINE]
     if given and not int8:
         raise UserError(f"--{given[0].replace('_', '-')} is an option of --int8: add --int8", exit_code=2)
     try:
-        profile = parse_batch(batch)
+        return parse_batch(batch)
     except ValueError as e:
         raise UserError(str(e), exit_code=2) from None
-    if trt:
-        why = tensorrt_missing()
-        if why:
-            raise UserError(why)
-        try:
-            if triton:  # Triton does not pad small batches up to the profile's MIN
-                check_plan_batch(profile)
-        except ExportError as e:
-            raise UserError(str(e), exit_code=2) from None
-    return profile
-
-
-def _engines(
-    written: dict,
-    onnx_file,
-    profile,
-    *,
-    int8: bool,
-    fp16: bool,
-    triton: bool,
-    method: str,
-    max_accuracy_drop: float,
-    prepared,
-) -> pathlib.Path:
-    """Build the TensorRT engines `zoo export --trt` asks for; the path of the last one."""
-    import tempfile
-
-    from export import quantize
-    from export.onnx import card_of
-    from export.tensorrt import build_engine, engine_file
-
-    model_file = None
-    if not int8 or fp16:  # float32 or float16, from the file above (its card says which)
-        card = card_of(onnx_file)
-        model_file = build_engine(
-            onnx_file,
-            onnx_file.parent / engine_file(card.precision),
-            card,
-            profile,
-            version_compatible=triton,
-            log=click.echo,
-        )
-    if int8:  # explicitly quantized, from the symmetric-int8 variant of the QDQ file (verified too)
-        with tempfile.TemporaryDirectory(prefix="zoo-int8-trt-") as tmp:
-            variant = quantize.quantize(
-                written["onnx"],
-                pathlib.Path(tmp) / rundir.ONNX_INT8,
-                method=method,
-                max_accuracy_drop=max_accuracy_drop,
-                prepared=prepared,
-                tensorrt=True,
-                log=click.echo,
-            )
-            card = card_of(variant.path)
-            model_file = build_engine(
-                variant.path,
-                written["onnx"].parent / engine_file(card.precision),
-                card,
-                profile,
-                version_compatible=triton,
-                log=click.echo,
-            )
-    return model_file

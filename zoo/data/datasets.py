@@ -141,7 +141,7 @@ def open_source(
         splits["val"] = scan_folder(val_dir, names, ignored)[1]
     elif val_split:
         train = splits["train"]
-        keep, take = _stratified(train.labels, _count(val_split, len(train), "--val-split"), seed)
+        keep, take = stratified(train.labels, _count(val_split, len(train), "--val-split"), seed)
         splits["train"], splits["val"] = train.subset(keep), train.subset(take)
         notes["val_split"] = f"{len(take)} random of train (seed {seed})"
     for name in SPLITS[1:]:
@@ -195,7 +195,7 @@ def _hold_out_test(
             keep, take = np.arange(len(train) - n), np.arange(len(train) - n, len(train))
             notes["test_split"] = f"last {n} of train"
         else:
-            keep, take = _stratified(train.labels, n, seed + 1)
+            keep, take = stratified(train.labels, n, seed + 1)
             notes["test_split"] = f"{n} random of train (seed {seed + 1})"
         splits["train"], splits["test"] = train.subset(keep), train.subset(take)
 
@@ -276,7 +276,7 @@ def _count(amount: float, n: int, option: str) -> int:
     return k
 
 
-def _stratified(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(keep, take) indices: `take` holds exactly k images chosen at random, each class in proportion."""
     order = np.random.default_rng(seed).permutation(len(labels))
     rank = np.empty(len(labels))  # position within its class in the random order, as a fraction
@@ -420,46 +420,3 @@ def standardize(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
 def _on_device(norm: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = norm.arrays()
     return torch.tensor(mean, device=device), torch.tensor(std, device=device)  # (copies: the arrays are shared)
-
-
-# ---- the data a run was trained on (what `zoo train` recorded on its card) ----
-
-
-def run_training(card: ModelCard) -> dict:
-    """The options `zoo train` recorded on a run's card (its data and how it was split); {} for a
-    model that `zoo train` did not make."""
-    training = card.provenance.get("training")
-    return training if isinstance(training, dict) and training.get("data") else {}
-
-
-def run_source(card: ModelCard, remedy: str = "--data") -> "Source":
-    """The run's own data, split exactly as its training split it (DataError, ending "pass REMEDY",
-    where it cannot be read here or its classes are no longer the model's)."""
-    t = run_training(card)
-    try:
-        source = open_source(
-            t["data"],
-            val_split=t.get("val_split") or 0.0,
-            val_dir=t.get("val_dir"),
-            test_dir=t.get("test_dir"),
-            test_split=t.get("test_split"),
-            seed=t.get("seed", 0),
-        )
-    except DataError as e:
-        raise DataError(f"the run's training data {t['data']} cannot be read here ({e}); pass {remedy}") from None
-    if source.class_names != list(card.class_names):
-        raise DataError(
-            f"{t['data']}: its classes ({', '.join(source.class_names)}) are no longer the model's "
-            f"({', '.join(card.class_names)}); pass {remedy}"
-        )
-    return source
-
-
-def same_data(a: str | None, b: str | None) -> bool:
-    """Whether two --data values name the same data (the same string, or paths to the same directory)."""
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    pa, pb = pathlib.Path(a).expanduser(), pathlib.Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()

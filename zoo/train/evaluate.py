@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
-from ..data.datasets import DataError, ImageSet, open_source, run_source, run_training, same_data, standardize, to_unit
+from ..data.datasets import ImageSet, standardize, to_unit
+from ..data.heldout import held_out
 
 if TYPE_CHECKING:
     from ..card import ModelCard
@@ -125,33 +126,11 @@ def evaluate_data(
     batch_size: int = 256,
     workers: int = 0,
 ) -> DataEvaluation:
-    """Evaluate on a `--data` value, by default (None) the data the run was trained on.
-
-    The run's own data is split exactly as its training split it, and split "auto" takes its held-out
-    split: test, else validation, else (a run that held nothing out) its training images, which the
-    result says are not held out. Other data: "auto" takes its test split when it has one (MNIST-small,
-    MNIST's t10k files, a folder of only those), else all of it; its classes are matched to the card's
-    by name.
+    """Evaluate on a `--data` value, by default (None) the data the run was trained on, its `split`
+    ("auto": the held-out one). Which images those are, and whether the run trained on them, is the one
+    held-out policy's to say: `zoo.data.heldout.held_out` (DataError, one line, where there are none).
     """
-    training = run_training(card)
-    own = data is None or (bool(training) and same_data(data, training["data"]))
-    if own and training:
-        source, label = run_source(card), training["data"]
-    else:
-        label = data or card.provenance.get("data", {}).get("source")
-        if not label:
-            raise DataError("the model's card does not say what data it was trained on; pass --data")
-        source = open_source(label, class_names=card.class_names)
-    if split == "auto":
-        split = next((s for s in ("test", "val") if s in source.splits), "train")
-    if split not in source.splits:
-        raise DataError(f"{label} has no {split} split (it has {', '.join(source.splits)})")
-    if own:
-        held_out = split != "train"
-        label = training.get({"test": "test_dir", "val": "val_dir"}.get(split, "data")) or label
-    else:
-        held_out = True if any(same_data(data, training.get(k)) for k in ("val_dir", "test_dir")) else None
-    source.splits = {split: source.splits[split]}
-    sets, skipped = source.load(card, workers=workers, progress=False)
-    result = evaluate(model, card, sets[split], device=device, batch_size=batch_size)
-    return DataEvaluation(result, label, split, held_out, skipped)
+    images = held_out(card, data, split)
+    image_set, skipped = images.load(card, workers=workers)
+    result = evaluate(model, card, image_set, device=device, batch_size=batch_size)
+    return DataEvaluation(result, images.data, images.split, images.held_out, skipped)
