@@ -26,7 +26,7 @@ points: QuantizeError, nothing written. Where the CPU computes bf16 / fp16 nativ
 installed, those are measured too (OpenVINO on the float32 file), so that `infer.load(...,
 precision="auto")` may take them. The results go into the int8 file's card (`provenance["quantization"]`,
 `provenance["verification"]`) and the same verification into the float32 file's card
-(`infer.predictor.verified_precisions` reads it).
+(`zoo.verification.Verification` reads it).
 """
 
 from __future__ import annotations
@@ -439,7 +439,14 @@ def _quantization(method: str, activations: str, calib: Images, images: int) -> 
 
 
 def _verification(
-    held: Images, n: int, max_accuracy_drop: float, accuracy: dict, by_runtime: dict, verified: list, img_s: dict
+    held: Images,
+    n: int,
+    max_accuracy_drop: float,
+    accuracy: dict,
+    by_runtime: dict,
+    verified: list,
+    img_s: dict,
+    predicted: dict,
 ) -> dict:
     """What both cards record about the verification (zoo.verification's record): `auto` reads it."""
     from zoo.hardware import cpu
@@ -457,6 +464,9 @@ def _verification(
         verified=verified,
         speed=speed,
     )
+    if len(predicted) > 1:  # how often the runtimes' int8 answers agree
+        first, *rest = predicted.values()
+        record.int8_agreement = min(float(np.mean(first == other)) for other in rest)
     return record.to_dict()
 
 
@@ -563,8 +573,7 @@ def _verified(
     accuracy, verified, summary = _judged(
         by_runtime, held, len(held_set), title, max_accuracy_drop, method, dst, _emulators(tensorrt)
     )
-    verification = _verification(held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s)
-    if len(predicted) > 1:  # how often the runtimes' int8 answers agree
-        first, *rest = predicted.values()
-        verification["int8_agreement"] = min(float(np.mean(first == other)) for other in rest)
+    verification = _verification(
+        held, len(held_set), max_accuracy_drop, accuracy, by_runtime, verified, img_s, predicted
+    )
     return accuracy, verified, summary, verification

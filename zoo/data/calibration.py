@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 from ..card import ModelCard
+from . import walk
 from .datasets import FOLDER, DataError, RawSplit, kind, open_source, scan_folder, stratified
 from .heldout import Images, run_source
 from .preprocess import IMAGE_EXTENSIONS
@@ -77,10 +78,5 @@ def _other_data(calibration: str) -> tuple[str, RawSplit]:
 
 
 def _image_files(folder: pathlib.Path) -> list[str]:
-    """The image files under `folder`, sorted. (To be replaced by the one folder walker, zoo/data/walk.py,
-    when it lands: "which files in a folder are images" has one owner.)"""
-    return sorted(
-        str(p)
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    """The image files under `folder` as the one walker finds them (zoo.data.walk), sorted by path."""
+    return sorted(str(p) for p in walk.collect([folder])[0])
