@@ -77,6 +77,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from infer.bench import FORMATTERS
     from infer.classify import ResultWriter
     from infer.predictor import BACKENDS
+    from serve.options import LOG_LEVELS
     from zoo import devices
     from zoo.card import PRECISIONS, RESIZE_MODES
     from zoo.data import SPLITS
@@ -96,6 +97,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
         ("classify", "fmt"): ResultWriter.FORMATS,
         ("serve", "backend"): ("auto", *BACKENDS),
         ("serve", "precision"): ("auto", *PRECISIONS),
+        ("serve", "log_level"): LOG_LEVELS,
         ("bench", "runtimes"): BACKENDS,
         ("bench", "precisions"): PRECISIONS,
         ("bench", "fmt"): tuple(FORMATTERS),
@@ -105,7 +107,6 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
         ("models", "fmt"),
         ("summary", "fmt"),
         ("evaluate", "fmt"),
-        ("serve", "log_level"),
     }
     choices = _choices()
     assert set(choices) == set(owned) | the_clis_own, set(choices) ^ (set(owned) | the_clis_own)

@@ -2,6 +2,7 @@
 new ones are refused, exit code 0), user errors in one line."""
 
 import os
+import pathlib
 import re
 import signal
 import threading
@@ -227,23 +228,71 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(served_lenet
     assert "Traceback" not in "".join(out.lines)
 
 
-def test_no_class_in_serve_subclasses_uvicorn():
-    """serve/ uses uvicorn's public API (Config, Server.run) and subclasses none of its classes."""
+def test_no_class_subclasses_uvicorn():
+    """Every package uses uvicorn's public API (Config, Server.run) and subclasses none of its classes:
+    serve.run drains through the app factory (serve.worker.serving_app), in one process or in each worker."""
     import ast
     import pathlib
 
-    for path in (pathlib.Path(__file__).resolve().parents[1] / "serve").rglob("*.py"):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    paths = [path for package in ("zoo", "infer", "export", "serve") for path in sorted((root / package).rglob("*.py"))]
+    assert any(path.name == "runner.py" for path in paths)
+    for path in paths:
         tree = ast.parse(path.read_text())
         from_uvicorn = {
             alias.asname or alias.name
             for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "uvicorn"
             for alias in node.names
+        } | {  # import uvicorn as uv
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name.split(".")[0] == "uvicorn"
         }
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 for base in node.bases:
                     name = ast.unparse(base)
-                    assert not (name.startswith("uvicorn.") or name.split(".")[0] in from_uvicorn), (
-                        f"{path.name}: class {node.name}({name})"
+                    assert name.split(".")[0] not in from_uvicorn, (
+                        f"{path.relative_to(root)}: class {node.name}({name})"
                     )
+
+
+def test_serve_run_is_the_library_call(served_lenet, tmp_path):
+    """serve.run from Python (a pod's entrypoint): the start-up lines on stderr, SIGINT (Ctrl+C) drains
+    and it returns (exit 0, no traceback); its user errors are ServeError, one line."""
+    import subprocess
+    import sys
+
+    import serve
+
+    with pytest.raises(serve.ServeError, match=r"^\S*nothing-here.onnx: no such run directory or model file$"):
+        serve.run(tmp_path / "nothing-here.onnx")
+    with pytest.raises(TypeError, match="unknown options: no_such_option"):
+        serve.run(served_lenet.onnx, no_such_option=1)
+    call = f"serve.run({str(served_lenet.onnx)!r}, port=0, threads=1, log_level='warning')"
+    code = f"import serve; {call}; print('returned')"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out = Output(proc)
+    try:
+        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        r = httpx.post(f"{url}/predict", content=served_lenet.digits[0][0], headers={"Content-Type": "image/png"})
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out.thread.join(10)
+    log = "".join(out.lines)
+    assert "onnxruntime" in log.splitlines()[0] and "returned" in log and "Traceback" not in log, log
