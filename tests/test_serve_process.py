@@ -1,6 +1,7 @@
 """`zoo serve` as a real process: one log line per request, SIGTERM drains (requests in flight finish,
 new ones are refused, exit code 0), user errors in one line."""
 
+import contextlib
 import os
 import pathlib
 import re
@@ -18,17 +19,35 @@ def queue_depth(url):
     return float(re.search(r"^zoo_queue_depth (\S+)$", text, re.M).group(1))
 
 
+@contextlib.contextmanager
+def watched(proc):
+    """The process's Output; on leaving, the process is killed if it still runs, and its output read."""
+    out = Output(proc)
+    try:
+        yield out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.thread.join(10)
+
+
+def ready_url(out, proc):
+    """The URL the start-up line names, once the server there is ready."""
+    url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return url
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
     digits = [d for d, _ in served_lenet.digits[:6]]
     # a long batching delay keeps the requests in flight while the signal arrives
     proc = zoo_serve(served_lenet.onnx, "--port", 0, "--max-delay-ms", 1500, "--threads", 1)
     out = Output(proc)
     try:
-        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        url = ready_url(out, proc)
         answers = [None] * len(digits)
 
         def post(i):
@@ -279,20 +298,11 @@ def test_serve_run_is_the_library_call(served_lenet, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    out = Output(proc)
-    try:
-        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+    with watched(proc) as out:
+        url = ready_url(out, proc)
         r = httpx.post(f"{url}/predict", content=served_lenet.digits[0][0], headers={"Content-Type": "image/png"})
         assert r.status_code == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out.thread.join(10)
     log = "".join(out.lines)
     assert "onnxruntime" in log.splitlines()[0] and "returned" in log and "Traceback" not in log, log
