@@ -44,13 +44,12 @@ def option(help: str = HELP) -> Callable[[FC], FC]:
     return click.option("--threads", type=click.IntRange(1), default=None, help=help)
 
 
-def default_threads(cpus: int, busy: float | None) -> int:
+def default_threads(cpus: int, busy: float | None, quota: int | None = None) -> int:
     """Threads for `cpus` CPUs of which other processes keep `busy` CPUs' worth busy: one per free CPU
     (a CPU at least half idle counts as free), at least 1, at most `cpus`; all of them when `busy` is
-    unknown."""
-    if busy is None:
-        return max(1, cpus)
-    return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+    unknown; and at most `quota`, the CPUs a cgroup quota lets this process use (None: no quota)."""
+    free = max(1, cpus) if busy is None else max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+    return free if quota is None else max(1, min(free, quota))
 
 
 def usable_cpus() -> list[int]:
@@ -107,7 +106,7 @@ def configure(threads: int | None = None) -> int:
     if threads is None:
         threads = _env_threads()
     if threads is None:
-        threads = min(default_threads(len(cpus), busy_cpus(cpus)), usable_cpu_count())
+        threads = default_threads(len(cpus), busy_cpus(cpus), usable_cpu_count())
     if threads < len(cpus) and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
