@@ -105,9 +105,14 @@ def serve_on(config: uvicorn.Config, sock: socket.socket, ready: Connection | No
 
         threading.Thread(target=announce, daemon=True).start()
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler makes that a clean exit 0
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    server.run(sockets=[sock])
+    # (or a return to serve.run's caller, whose own handlers are put back then)
+    main = threading.current_thread() is threading.main_thread()  # (signals reach the main thread only)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT) if main}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def drain_on_signals(start_draining: Callable[[], None]) -> None:
