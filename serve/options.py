@@ -1,5 +1,6 @@
-"""The server's options and their defaults, in one place: `create_app(predictor, **options)` takes them,
-`zoo serve`'s flags show them as their defaults, and serve/worker.py carries them to each process."""
+"""The server's options and their defaults, in one place: `serve.run(model, **options)` takes both kinds,
+`create_app(predictor, **options)` the app's (ServeOptions), `zoo serve`'s flags show them as their
+defaults, and serve/worker.py carries them to each process."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class ServeOptions:
     no limit). api_key: if set, `Authorization: Bearer KEY` is required on everything but the health
     endpoints and the page at / (which asks for the key). model_name: the name in URLs and answers
     (None: the predictor's). max_queue: requests that may wait for the model before new ones get 503.
-    decode_threads: threads that decode images and parse v2 bodies (None: CPU count, at most 4).
+    decode_threads: threads that decode images and parse v2 bodies (None: usable CPUs, at most 4).
     max_images: images in one request (/predict files, v2 N), more are refused (413) before any is
     decoded; a request of several images runs max_batch_size at a time, so the memory it takes is
     bounded by the batch, not by the request. timeout_body: seconds a request's body may take to
@@ -41,5 +42,35 @@ class ServeOptions:
         return int(self.max_body_mb * 1024 * 1024)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's; info logs one line per request
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How `serve.run` runs the server, beside the app's ServeOptions (every field a plain value).
+
+    host / port: where it listens (port 0: any free port). workers: server processes sharing the port,
+    each with its own model and batcher. backend / precision / threads: how the model loads
+    (infer.load; threads None: the library's own, with several workers the usable CPUs / workers each).
+    log_level: one of LOG_LEVELS, uvicorn's and ours. timeout_graceful_shutdown: on SIGTERM, seconds
+    requests in flight may take to finish. timeout_header: seconds a client may take to send a
+    request's headers. max_connections: connections served at once per process (None: the open-file
+    limit less serve.worker.RESERVED_FILES).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    backend: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    log_level: str = "info"
+    timeout_graceful_shutdown: float = 30.0
+    timeout_header: float = 10.0
+    max_connections: int | None = None
+
+
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ServeOptions))
+RUN_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(RunOptions))
 DEFAULTS = ServeOptions()
+RUN_DEFAULTS = RunOptions()

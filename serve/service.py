@@ -15,7 +15,6 @@ import functools
 import gc
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException
 from zoo import answer
 from zoo.card import ModelCard
 from zoo.data.preprocess import ImageError, open_image, preprocess
+from zoo.hardware import usable_cpu_count
 
 from . import protocol
 from .batcher import Batcher, BatcherBusy, BatcherClosed
@@ -70,7 +70,7 @@ class Service:
         )
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=options.decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="zoo-decode"
+            max_workers=options.decode_threads or min(4, usable_cpu_count()), thread_name_prefix="zoo-decode"
         )
         self.ready = False  # set once the warm-up has run
         self.draining = False

@@ -1,8 +1,10 @@
-"""What one server process runs: settings (plain JSON-able values) -> a loaded model -> the app.
+"""What one server process runs: settings (plain JSON-able values) -> a loaded model -> the app, served
+by `serve_on`, the one way every server process serves and drains.
 
-`zoo serve` calls `build(settings)` itself for one process. With `--workers N` it puts the settings in
-the environment and runs `Supervisor`, our own (uvicorn's public API only: `uvicorn.Server(config).run(
-sockets=[sock])` in each worker, the app factory `serve.worker:app_from_environment`): every worker is a
+`serve.run` (serve/runner.py) serves one process on the model it loaded (`serving_app(settings,
+predictor)`). With `workers > 1` it puts the settings in the environment and runs `Supervisor`, our own
+(uvicorn's public API only: `serve_on` in each worker, the app factory
+`serve.worker:app_from_environment`): every worker is a
 fresh (spawned) interpreter that loads its own copy of the model and runs its own batcher and event loop
 on its own listening socket (`listening_sockets`: one SO_REUSEPORT socket per worker, all bound by the
 parent to the one port, passed to the child by multiprocessing as a file descriptor), so HTTP parsing,
@@ -63,6 +65,15 @@ def build(settings: dict, predictor: Predictor | None = None) -> FastAPI:
     return create_app(predictor, **{k: settings[k] for k in OPTION_NAMES if k in settings})
 
 
+def serving_app(settings: dict, predictor: Predictor | None = None) -> FastAPI:
+    """The app a server process serves: `build(settings, predictor)`, draining on SIGTERM / SIGINT.
+    uvicorn calls it as the config's app factory (factory=True) inside `Server.run`, after it has
+    installed its signal handlers, so `drain_on_signals` chains onto them."""
+    app = build(settings, predictor)
+    drain_on_signals(app.state.zoo.start_draining)
+    return app
+
+
 def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process: the app for the settings in $ZOO_SERVE_SETTINGS."""
     settings = json.loads(os.environ[SETTINGS_ENV])
@@ -70,15 +81,44 @@ def app_from_environment() -> FastAPI:
         level=settings.get("log_level", "info").upper(), format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]")
     )
     raise_open_file_limit()
-    app = build(settings)
-    drain_on_signals(app.state.zoo.start_draining)
-    return app
+    return serving_app(settings)
+
+
+def serve_on(config: uvicorn.Config, sock: socket.socket, ready: Connection | None = None) -> None:
+    """Serve `config`'s app on `sock` (a listening socket) until SIGTERM / SIGINT, then drain: new requests
+    are refused (503), requests in flight finish within config.timeout_graceful_shutdown, and the process
+    exits 0. The one way every server process serves: the only one, or each worker. `config`'s app is a
+    factory that ends in `serving_app` (it starts the draining). `ready` (a pipe's sending end), if
+    given, gets True once the server serves (its lifespan startup has run)."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    if ready is not None:
+
+        def announce() -> None:
+            while not server.started:
+                time.sleep(0.05)
+            ready.send(True)
+            ready.close()
+
+        threading.Thread(target=announce, daemon=True).start()
+    # uvicorn re-raises the signal it caught once it has shut down; a no-op handler makes that a clean exit 0
+    # (or a return to serve.run's caller, whose own handlers are put back then)
+    main = threading.current_thread() is threading.main_thread()  # (signals reach the main thread only)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT) if main}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def drain_on_signals(start_draining: Callable[[], None]) -> None:
-    """In a worker process: SIGTERM / SIGINT start draining at once (new requests 503 + Connection: close),
-    as one `zoo serve` process does, then uvicorn's own handler begins its graceful shutdown. uvicorn
-    installs its handlers before it loads the app (this runs while it does), so this chains onto them."""
+    """SIGTERM / SIGINT start draining at once (new requests 503 + Connection: close), then uvicorn's own
+    handler begins its graceful shutdown. uvicorn installs its handlers before it loads the app (this
+    runs while it does: `serving_app`), so this chains onto them."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -174,23 +214,9 @@ STOP_MARGIN = 5.0  # seconds past --timeout-graceful-shutdown a worker may take 
 
 
 def serve_worker(config: uvicorn.Config, sock: socket.socket, ready: Connection) -> None:
-    """A worker process's main: uvicorn serves `config`'s app on `sock` (a listening socket the supervisor
-    bound); `ready` (a pipe's sending end) gets True once it serves (its lifespan startup has run)."""
-    import threading
-
-    import uvicorn
-
+    """A worker process's main: `serve_on` the socket the supervisor bound; `ready` gets True once it serves."""
     config.configure_logging()  # (a spawned interpreter: logging is set up again)
-    server = uvicorn.Server(config)
-
-    def announce() -> None:
-        while not server.started:
-            time.sleep(0.05)
-        ready.send(True)
-        ready.close()
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])  # SIGTERM / SIGINT: drain_on_signals, then uvicorn's graceful shutdown
+    serve_on(config, sock, ready)
 
 
 class Worker:

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from zoo.cli import COMMANDS, main
@@ -76,6 +77,8 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from infer.bench import FORMATTERS
     from infer.predictor import BACKENDS
     from infer.results import FORMATS as CLASSIFY_FORMATS
+    from serve.options import LOG_LEVELS
+    from zoo import devices
     from zoo.card import PRECISIONS, RESIZE_MODES
     from zoo.data import SPLITS
     from zoo.data.augment import OPTIONS
@@ -94,26 +97,43 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
         ("classify", "fmt"): CLASSIFY_FORMATS,
         ("serve", "backend"): ("auto", *BACKENDS),
         ("serve", "precision"): ("auto", *PRECISIONS),
+        ("serve", "log_level"): LOG_LEVELS,
         ("bench", "runtimes"): BACKENDS,
         ("bench", "precisions"): PRECISIONS,
         ("bench", "fmt"): tuple(FORMATTERS),
+        **{(command, "device"): devices.NAMES for command in ("train", "evaluate", "features", "bench")},
     }
     the_clis_own = {
         ("models", "fmt"),
         ("summary", "fmt"),
         ("evaluate", "fmt"),
-        ("serve", "log_level"),
-        ("train", "device"),
-        ("evaluate", "device"),
-        ("features", "device"),
-        ("bench", "device"),
     }
     choices = _choices()
-    assert set(choices) == set(owned) | the_clis_own
+    assert set(choices) == set(owned) | the_clis_own, set(choices) ^ (set(owned) | the_clis_own)
     for key, constant in owned.items():
         assert choices[key] == list(constant), key
     augment = next(p for p in main.get_command(None, "train").params if p.name == "augment")
     assert all(name in augment.help for name in OPTIONS)
+
+
+def test_every_device_option_takes_what_zoo_devices_takes():
+    """--device is one option (zoo.commands.options.device), checked by zoo.devices.check: the names and
+    cuda:N pass the parser in every command that has it; anything else is one line, exit 2."""
+    from zoo import devices
+    from zoo.commands.options import Device
+
+    with_device = [n for n in COMMANDS for p in main.get_command(None, n).params if p.name == "device"]
+    assert sorted(with_device) == ["bench", "evaluate", "features", "train"]
+    for name in with_device:
+        device = next(p for p in main.get_command(None, name).params if p.name == "device")
+        assert isinstance(device.type, Device) and device.default == "auto", name
+        for value in (*devices.NAMES, "cuda:0", "cuda:12"):
+            assert device.type.convert(value, device, None) == value
+        r = CliRunner().invoke(main, [name, "--device", "gpu"])
+        assert r.exit_code == 2 and r.output == "Error: --device gpu: use auto, cpu, cuda or cuda:N\n", r.output
+    for wrong in ("cuda:", "cuda:x", "cuda:-1", "cpu:0", "", "CUDA"):
+        with pytest.raises(devices.DeviceError, match="use auto, cpu, cuda or cuda:N"):
+            devices.check(wrong)
 
 
 def test_version_and_python_m():

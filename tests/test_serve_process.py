@@ -1,7 +1,9 @@
 """`zoo serve` as a real process: one log line per request, SIGTERM drains (requests in flight finish,
 new ones are refused, exit code 0), user errors in one line."""
 
+import contextlib
 import os
+import pathlib
 import re
 import signal
 import threading
@@ -17,17 +19,35 @@ def queue_depth(url):
     return float(re.search(r"^zoo_queue_depth (\S+)$", text, re.M).group(1))
 
 
+@contextlib.contextmanager
+def watched(proc):
+    """The process's Output; on leaving, the process is killed if it still runs, and its output read."""
+    out = Output(proc)
+    try:
+        yield out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.thread.join(10)
+
+
+def ready_url(out, proc):
+    """The URL the start-up line names, once the server there is ready."""
+    url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return url
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
     digits = [d for d, _ in served_lenet.digits[:6]]
     # a long batching delay keeps the requests in flight while the signal arrives
     proc = zoo_serve(served_lenet.onnx, "--port", 0, "--max-delay-ms", 1500, "--threads", 1)
     out = Output(proc)
     try:
-        url = out.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        url = ready_url(out, proc)
         answers = [None] * len(digits)
 
         def post(i):
@@ -227,23 +247,62 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(served_lenet
     assert "Traceback" not in "".join(out.lines)
 
 
-def test_no_class_in_serve_subclasses_uvicorn():
-    """serve/ uses uvicorn's public API (Config, Server.run) and subclasses none of its classes."""
+def test_no_class_subclasses_uvicorn():
+    """Every package uses uvicorn's public API (Config, Server.run) and subclasses none of its classes:
+    serve.run drains through the app factory (serve.worker.serving_app), in one process or in each worker."""
     import ast
     import pathlib
 
-    for path in (pathlib.Path(__file__).resolve().parents[1] / "serve").rglob("*.py"):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    paths = [path for package in ("zoo", "infer", "export", "serve") for path in sorted((root / package).rglob("*.py"))]
+    assert any(path.name == "runner.py" for path in paths)
+    for path in paths:
         tree = ast.parse(path.read_text())
         from_uvicorn = {
             alias.asname or alias.name
             for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "uvicorn"
             for alias in node.names
+        } | {  # import uvicorn as uv
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name.split(".")[0] == "uvicorn"
         }
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 for base in node.bases:
                     name = ast.unparse(base)
-                    assert not (name.startswith("uvicorn.") or name.split(".")[0] in from_uvicorn), (
-                        f"{path.name}: class {node.name}({name})"
+                    assert name.split(".")[0] not in from_uvicorn, (
+                        f"{path.relative_to(root)}: class {node.name}({name})"
                     )
+
+
+def test_serve_run_is_the_library_call(served_lenet, tmp_path):
+    """serve.run from Python (a pod's entrypoint): the start-up lines on stderr, SIGINT (Ctrl+C) drains
+    and it returns (exit 0, no traceback); its user errors are ServeError, one line."""
+    import subprocess
+    import sys
+
+    import serve
+
+    with pytest.raises(serve.ServeError, match=r"^\S*nothing-here.onnx: no such run directory or model file$"):
+        serve.run(tmp_path / "nothing-here.onnx")
+    with pytest.raises(TypeError, match="unknown options: no_such_option"):
+        serve.run(served_lenet.onnx, no_such_option=1)
+    call = f"serve.run({str(served_lenet.onnx)!r}, port=0, threads=1, log_level='warning')"
+    code = f"import serve; {call}; print('returned')"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    with watched(proc) as out:
+        url = ready_url(out, proc)
+        r = httpx.post(f"{url}/predict", content=served_lenet.digits[0][0], headers={"Content-Type": "image/png"})
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        assert proc.wait(timeout=60) == 0
+    log = "".join(out.lines)
+    assert "onnxruntime" in log.splitlines()[0] and "returned" in log and "Traceback" not in log, log

@@ -64,6 +64,20 @@ def test_default_threads_one_per_free_cpu(cpus, busy, expected):
     assert threads.default_threads(cpus, busy) == expected
 
 
+@pytest.mark.parametrize(
+    "cpus, busy, quota, expected",
+    [
+        (64, 0.0, 2, 2),  # a pod limited to 2 CPUs on a quiet 64-core node: 2 threads, not 64
+        (64, None, 2, 2),
+        (64, 63.0, 2, 1),  # the node is busy: fewer still
+        (2, 0.0, 8, 2),  # a quota above the CPUs adds none
+        (16, 3.0, 16, 13),
+    ],
+)
+def test_default_threads_stay_within_the_cpu_quota(cpus, busy, quota, expected):
+    assert threads.default_threads(cpus, busy, quota) == expected
+
+
 def test_busy_cpus_sees_a_spinning_process():
     cpus = threads.usable_cpus()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -3,6 +3,7 @@
     >>> from zoo.hardware import cpu
     >>> cpu().name, cpu().flags                    # "Intel(R) Xeon(R) ...", {"avx512_vnni", "amx_int8", ...}
     >>> native_missing("bf16")                     # None where bfloat16 runs natively, else why not
+    >>> usable_cpu_count()                         # 2 in a pod limited to 2 CPUs on a 64-core node
 
 Read from /proc/cpuinfo (Linux; x86 flags and aarch64 features); elsewhere the flags are unknown and
 reduced precision on the CPU is refused rather than guessed. Imports nothing heavy.
@@ -11,6 +12,9 @@ reduced precision on the CPU is refused rather than guessed. Imports nothing hea
 from __future__ import annotations
 
 import functools
+import math
+import os
+import pathlib
 import platform
 from dataclasses import dataclass
 
@@ -50,9 +54,8 @@ class Cpu:
 
 @functools.lru_cache(maxsize=1)
 def cpu() -> Cpu:
-    """This machine's CPU: model name and flags (from /proc/cpuinfo where it exists)."""
-    import os
-
+    """This machine's CPU: model name and flags (from /proc/cpuinfo where it exists), and the CPUs this
+    process may use (`usable_cpu_count`)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -65,7 +68,66 @@ def cpu() -> Cpu:
                     flags = set(value.split())
     except OSError:
         pass
-    return Cpu(name or "unknown CPU", frozenset(flags), os.cpu_count())
+    return Cpu(name or "unknown CPU", frozenset(flags), usable_cpu_count())
+
+
+def usable_cpu_count(root: str | os.PathLike = "/") -> int:
+    """How many CPUs this process may keep busy: the CPUs it may run on (its affinity), capped by its
+    cgroup's CPU quota (a container limited to 2 CPUs on a 64-core node: 2), rounded up, at least 1.
+    Every CPU count in the package is this one. `root` is where /proc and /sys are (tests build a tree)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: str | os.PathLike = "/") -> float | None:
+    """The CPU time this process's cgroups allow, in CPUs (quota / period; the smallest of its cgroup and
+    their parents, in cgroup v2's cpu.max and v1's cpu.cfs_quota_us / cpu.cfs_period_us), or None where
+    nothing limits it or it cannot be read. The cgroups are the ones /proc/self/cgroup names, under the
+    usual mounts (/sys/fs/cgroup, and /sys/fs/cgroup/unified or /sys/fs/cgroup/<controllers> beside v1)."""
+    root = pathlib.Path(root)
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    mounts, quotas = root / "sys/fs/cgroup", []
+    for line in lines:  # "0::/PATH" (v2), "4:cpu,cpuacct:/PATH" (v1)
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "?", "")
+        if controllers == "":
+            places, name = (mounts, mounts / "unified"), "cpu.max"
+        elif "cpu" in controllers.split(","):
+            places, name = (mounts / controllers, mounts / "cpu"), "cpu.cfs_quota_us"
+        else:
+            continue
+        for mount in places:
+            cgroup = mount / path.strip().lstrip("/")
+            for folder in (cgroup, *cgroup.parents):  # a parent's limit holds for its children too
+                if not folder.is_relative_to(mount):
+                    break
+                quota = _quota(folder / name)
+                if quota is not None:
+                    quotas.append(quota)
+    return min(quotas, default=None)
+
+
+def _quota(file: pathlib.Path) -> float | None:
+    """One cgroup's quota in CPUs: cpu.max ("200000 100000"; "max 100000": none), or cpu.cfs_quota_us
+    (-1: none) over cpu.cfs_period_us beside it; None where there is none or the file is missing."""
+    try:
+        if file.name == "cpu.max":
+            quota, _, period = file.read_text().strip().partition(" ")
+        else:
+            quota, period = file.read_text().strip(), (file.parent / "cpu.cfs_period_us").read_text().strip()
+        if quota == "max" or int(quota) <= 0:
+            return None
+        return int(quota) / int(period or 100000)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 # x86 int8 dot products without VNNI go through a 16-bit intermediate that saturates (OpenVINO's "saturation

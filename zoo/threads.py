@@ -9,10 +9,12 @@ The default avoids the collapse of a shared machine (measured in benchmarks/cont
 OpenMP threads meet at a barrier after every operation, so one thread that another process has taken
 the CPU from stalls all of them, and the others spin while they wait. So the default is one thread per
 CPU that other processes leave free (measured over a moment from /proc/stat, for the CPUs this process
-may run on). With fewer threads than CPUs, idle threads also sleep instead of spinning
-(OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it); with every CPU they spin as
-before, which is faster on a quiet machine (LeNet's epoch: 0.8 s spinning, 1.0-1.2 s sleeping, on 2
-cores). An explicit --threads, or OMP_NUM_THREADS / OMP_WAIT_POLICY in the environment, win.
+may run on), and no more than its cgroup's CPU quota allows (`zoo.hardware.usable_cpu_count`: a pod
+limited to 2 CPUs on a 64-core node computes with 2 threads, not 64). With fewer threads than CPUs,
+idle threads also sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when
+torch loads it); with every CPU they spin as before, which is faster on a quiet machine (LeNet's epoch:
+0.8 s spinning, 1.0-1.2 s sleeping, on 2 cores). An explicit --threads, or OMP_NUM_THREADS /
+OMP_WAIT_POLICY in the environment, win.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
+from .hardware import usable_cpu_count
+
 if TYPE_CHECKING:
     from click.decorators import FC
 
 HELP = (
     "Threads torch computes with.  [default: one per CPU that other processes leave free, "
-    "measured at start; $OMP_NUM_THREADS if set]"
+    "measured at start, within the container's CPU quota; $OMP_NUM_THREADS if set]"
 )
 WINDOW_S = 0.2  # how long the machine is watched to see how busy it is
 
@@ -40,17 +44,17 @@ def option(help: str = HELP) -> Callable[[FC], FC]:
     return click.option("--threads", type=click.IntRange(1), default=None, help=help)
 
 
-def default_threads(cpus: int, busy: float | None) -> int:
+def default_threads(cpus: int, busy: float | None, quota: int | None = None) -> int:
     """Threads for `cpus` CPUs of which other processes keep `busy` CPUs' worth busy: one per free CPU
     (a CPU at least half idle counts as free), at least 1, at most `cpus`; all of them when `busy` is
-    unknown."""
-    if busy is None:
-        return max(1, cpus)
-    return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+    unknown; and at most `quota`, the CPUs a cgroup quota lets this process use (None: no quota)."""
+    free = max(1, cpus) if busy is None else max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+    return free if quota is None else max(1, min(free, quota))
 
 
 def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (its affinity), else 0..cpu_count-1."""
+    """The CPUs this process may run on (its affinity), else 0..cpu_count-1: the ones whose load is
+    watched. How many CPUs' worth it may use is `zoo.hardware.usable_cpu_count` (a quota may cap it)."""
     try:
         return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -64,6 +68,7 @@ def busy_cpus(cpus: list[int], window: float = WINDOW_S) -> float | None:
     before = cpu_times(cpus)
     if before is None:
         try:
+            # the load average is the whole machine's: its share on `cpus` is over all the machine's CPUs
             return os.getloadavg()[0] * len(cpus) / (os.cpu_count() or len(cpus))
         except (AttributeError, OSError):
             return None
@@ -94,14 +99,14 @@ def cpu_times(cpus: list[int]) -> dict[int, tuple[int, int]] | None:
 
 def configure(threads: int | None = None) -> int:
     """Make torch compute with `threads` threads (None: $OMP_NUM_THREADS, else `default_threads` for
-    the machine as it is now) and return the number. Called before torch is first imported with fewer
-    threads than CPUs, it also makes OpenMP's idle threads sleep rather than spin, unless
-    $OMP_WAIT_POLICY says otherwise."""
+    the machine as it is now, within the CPU quota) and return the number. Called before torch is first
+    imported with fewer threads than CPUs, it also makes OpenMP's idle threads sleep rather than spin,
+    unless $OMP_WAIT_POLICY says otherwise."""
     cpus = usable_cpus()
     if threads is None:
         threads = _env_threads()
     if threads is None:
-        threads = default_threads(len(cpus), busy_cpus(cpus))
+        threads = default_threads(len(cpus), busy_cpus(cpus), usable_cpu_count())
     if threads < len(cpus) and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch

@@ -5,6 +5,7 @@ from infer.predictor import BACKENDS
 from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
+from zoo.commands import options
 from zoo.errors import UserError
 
 
@@ -90,12 +91,7 @@ def _batch_sizes(ctx, param, value):
     show_default=True,
     help="Timed calls at least, however long they take.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default=None,
-    help="Where runtimes that have both run.  [default: a GPU where the runtime has one]",
-)
+@options.device(help="Where runtimes that have both run: auto (a GPU where the runtime has one), cpu, cuda or cuda:N.")
 @click.option(
     "--format",
     "fmt",
@@ -143,7 +139,7 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
             seconds=seconds,
             warmup=warmup,
             min_iterations=min_iterations,
-            device=device,
+            device=None if device == "auto" else device,
             progress=lambda line: click.echo(line, err=True),
         )
     except (BenchError, infer.ModelFileError, infer.BackendUnavailable, rundir.RunError) as e:

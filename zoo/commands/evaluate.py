@@ -4,6 +4,7 @@ import click
 
 from zoo import devices, rundir
 from zoo import threads as threads_
+from zoo.commands import options
 from zoo.data import SPLITS
 from zoo.errors import UserError
 
@@ -33,14 +34,8 @@ MAX_PRINTED_CLASSES = 20  # a larger confusion matrix goes to the picture and th
     help="Where to draw the confusion matrix (default: confusion.png beside the model).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=2,
-    show_default=True,
-    help="DataLoader processes decoding image folders.",
-)
+@options.device()
+@options.loader_workers(2)
 @threads_.option()
 def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers, threads):
     """Accuracy, top-5, per-class accuracy, confusion matrix and loss of MODEL on held-out data.
@@ -52,14 +47,21 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     zoo evaluate runs/lenet5-20261121-101500 --data mnist-small
     zoo evaluate runs/resnet18-20261121-120000 --data photos/test --format json
     """
-    import pathlib
-
     threads_.configure(threads)  # before torch loads OpenMP
-    from zoo import atomic
+    path, card, scored = _score(model, data, split, device, batch_size, workers)
+    _warn(path, split, scored)
+    png = _draw_confusion(path, card, scored, confusion_png)
+    if fmt == "json":
+        click.echo(json.dumps({"model": str(path), **scored.to_dict()}, indent=2))
+        return
+    _print_table(path, card, scored)
+    click.echo(f"\nwrote {png}")
+
+
+def _score(model, data, split, device, batch_size, workers):
+    """(the model's path, its card, zoo.train.evaluate's Scored) of MODEL on the data."""
     from zoo.data.datasets import DataError
-    from zoo.text import plural
     from zoo.train.evaluate import evaluate_data
-    from zoo.viz import figures
 
     try:
         path = rundir.resolve_model(model, weights=True)
@@ -70,23 +72,45 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
         scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size, workers=workers)
     except (rundir.RunError, DataError, devices.DeviceError) as e:
         raise UserError(str(e)) from None
-    result, data, used, skipped = scored.result, scored.data, scored.split, scored.skipped
+    return path, card, scored
+
+
+def _warn(path, split, scored):
+    """Warnings on stderr: a number on images the model trained on, files that are not images."""
+    from zoo.text import plural
+
     if scored.held_out is False:
         why = "it held nothing out" if split == "auto" else "--split train"
-        click.echo(f"warning: not held out: {path} was trained on these images ({data}, {used} split; {why})", err=True)
-    if skipped:
         click.echo(
-            f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})",
+            f"warning: not held out: {path} was trained on these images ({scored.data}, {scored.split} split; {why})",
             err=True,
         )
+    if scored.skipped:
+        click.echo(
+            f"warning: skipped {plural(len(scored.skipped), 'file')} that are not readable images "
+            f"(first: {scored.skipped[0]})",
+            err=True,
+        )
+
+
+def _draw_confusion(path, card, scored, confusion_png):
+    """Draw the confusion matrix to --confusion (default: beside the model) and return where."""
+    import pathlib
+
+    from zoo import atomic
+    from zoo.viz import figures
+
     png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / rundir.CONFUSION
-    title = f"{card.architecture} on {data} ({used}): {100 * result.accuracy:.2f}%"
-    atomic.write_bytes(png, figures.confusion(result.confusion, card.class_names, title=title))
-    if fmt == "json":
-        click.echo(json.dumps({"model": str(path), **scored.to_dict()}, indent=2))
-        return
+    title = f"{card.architecture} on {scored.data} ({scored.split}): {100 * scored.result.accuracy:.2f}%"
+    atomic.write_bytes(png, figures.confusion(scored.result.confusion, card.class_names, title=title))
+    return png
+
+
+def _print_table(path, card, scored):
+    """The table: accuracy, top-5, loss, per-class accuracy, and the confusion matrix of few classes."""
+    result = scored.result
     held = {True: " (held out)", False: " (NOT held out: trained on)", None: ""}[scored.held_out]
-    click.echo(f"{path} ({card.architecture}) on {data}, {used} split{held}: {result.n:,} images")
+    click.echo(f"{path} ({card.architecture}) on {scored.data}, {scored.split} split{held}: {result.n:,} images")
     click.echo(f"accuracy  {100 * result.accuracy:.2f}%")
     if result.top5 is not None:
         click.echo(f"top-5     {100 * result.top5:.2f}%")
@@ -96,11 +120,9 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     for name, row in result.per_class.items():
         acc = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
         click.echo(f"{name:<{width}}  {acc:>8}  {row['n']:>6,}")
-    k = len(card.class_names)
-    if k <= MAX_PRINTED_CLASSES:
+    if len(card.class_names) <= MAX_PRINTED_CLASSES:
         cell = max(4, len(str(max(max(r) for r in result.confusion))) + 1, *(len(n) + 1 for n in card.class_names))
         click.echo("\nconfusion matrix (rows: true class, columns: predicted)")
         click.echo(" " * width + "".join(f"{n:>{cell}}" for n in card.class_names))
         for name, row in zip(card.class_names, result.confusion):
             click.echo(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
-    click.echo(f"\nwrote {png}")

@@ -2,6 +2,7 @@ import click
 
 from zoo import devices, rundir
 from zoo import threads as threads_
+from zoo.commands import options
 from zoo.data import SPLITS
 from zoo.errors import UserError
 
@@ -25,14 +26,8 @@ from zoo.errors import UserError
     help="Which of the data's splits (MNIST has train and test; an image folder is all train).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=2,
-    show_default=True,
-    help="DataLoader processes decoding image folders.",
-)
+@options.device()
+@options.loader_workers(2)
 @threads_.option()
 def features(model, data, output, split, batch_size, device, workers, threads):
     """The penultimate-layer embedding of every image of DATA under MODEL (feature extraction).

@@ -2,11 +2,13 @@ import click
 
 from zoo import threads as threads_
 from zoo.card import RESIZE_MODES
+from zoo.commands import options as shared
 from zoo.data.augment import OPTIONS as AUGMENTATIONS
 from zoo.errors import UserError
 from zoo.train.config import AMP_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = TrainConfig()  # the defaults live in one place
+option = shared.with_defaults(D)
 
 
 def _amount(value):
@@ -38,10 +40,8 @@ def _fraction(value):
 
 @click.command()
 @click.argument("arch", required=False)
-@click.option(
+@option(
     "--data",
-    default=D.data,
-    show_default=True,
     help="mnist-small (embedded), mnist ($ZOO_DATA/mnist, downloaded if missing), a directory of "
     "MNIST IDX files, or an image folder (one subfolder per class).",
 )
@@ -62,17 +62,13 @@ def _fraction(value):
 @click.option(
     "--in-channels", type=int, help="1 (grayscale) or 3 (RGB); default: 1 for MNIST, the model's for image folders."
 )
-@click.option(
+@option(
     "--resize-mode",
     type=click.Choice(RESIZE_MODES),
-    default=D.resize_mode,
-    show_default=True,
     help="How images are brought to the input size (DIGITS' modes).",
 )
-@click.option(
+@option(
     "--augment",
-    default=D.augment,
-    show_default=True,
     help=f"Augmentations on the training device, any of {', '.join(AUGMENTATIONS)}, each with an optional "
     "magnitude, e.g. rotate=15,shift=0.1,hflip ('none' for none). See `zoo augment-preview`.",
 )
@@ -88,68 +84,52 @@ def _fraction(value):
     is_flag=True,
     help="Load the keys that fit and skip the rest (default: keys that do not match are an error).",
 )
-@click.option(
+@option(
     "--freeze",
-    default=D.freeze,
-    show_default=True,
     help="none (full fine-tuning), backbone (train the new head only: feature extraction), or N "
     "(only the last N stages train, the head included). Frozen batch norm keeps its statistics.",
 )
-@click.option(
+@option(
     "--backbone-lr-mult",
     type=click.FloatRange(0),
-    default=D.backbone_lr_mult,
-    show_default=True,
     help="Learning rate of everything but the head, as a multiple of --lr (discriminative rates).",
 )
-@click.option("--epochs", type=int, default=D.epochs, show_default=True)
-@click.option(
+@option("--epochs", type=int)
+@option(
     "--batch-size",
     type=int,
-    default=D.batch_size,
-    show_default=True,
     help="Images per batch (per process under torchrun).",
 )
-@click.option("--lr", type=float, default=D.lr, show_default=True, help="Base learning rate.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True)
-@click.option("--momentum", type=float, default=D.momentum, show_default=True, help="sgd and rmsprop.")
-@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True)
-@click.option(
+@option("--lr", type=float, help="Base learning rate.")
+@option("--optimizer", type=click.Choice(OPTIMIZERS))
+@option("--momentum", type=float, help="sgd and rmsprop.")
+@option("--weight-decay", type=float)
+@option(
     "--schedule",
     type=click.Choice(SCHEDULES),
-    default=D.schedule,
-    show_default=True,
     help="step: lr*gamma**(epoch//step-size); exp: lr*gamma**epoch; cosine: down to --min-lr; "
     "plateau: lr*gamma after --patience epochs without a better val loss.",
 )
-@click.option(
-    "--step-size", type=click.IntRange(1), default=D.step_size, show_default=True, help="Epochs between decays (step)."
-)
+@option("--step-size", type=click.IntRange(1), help="Epochs between decays (step).")
 @click.option("--gamma", type=float, help="Decay factor: default 0.1 for step and plateau, 0.6 for exp.")
-@click.option("--patience", type=click.IntRange(0), default=D.patience, show_default=True, help="plateau.")
-@click.option("--min-lr", type=float, default=D.min_lr, show_default=True, help="cosine's final rate.")
-@click.option(
+@option("--patience", type=click.IntRange(0), help="plateau.")
+@option("--min-lr", type=float, help="cosine's final rate.")
+@option(
     "--warmup",
     type=click.FloatRange(0),
-    default=D.warmup,
-    show_default=True,
     help="Epochs of linear learning-rate warmup.",
 )
-@click.option("--label-smoothing", type=float, default=D.label_smoothing, show_default=True)
-@click.option(
+@option("--label-smoothing", type=float)
+@option(
     "--accumulate",
     type=int,
-    default=D.accumulate,
-    show_default=True,
     help="Batch accumulation: gradients of N batches per optimizer step.",
 )
-@click.option("--seed", type=int, default=D.seed, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=D.device, show_default=True)
-@click.option(
+@option("--seed", type=int)
+@shared.device(D.device)
+@option(
     "--amp",
     type=click.Choice(AMP_MODES),
-    default=D.amp,
-    show_default=True,
     is_flag=False,
     flag_value="on",
     help="Mixed precision: bfloat16 autocast on a CPU with native BF16 (AVX512-BF16 or AMX), float16 on "
@@ -157,41 +137,29 @@ def _fraction(value):
     "--amp alone means on, refused where not native; bfloat16: bfloat16 autocast anywhere, emulated "
     "(slower) where not native, to check accuracy.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=D.workers,
-    show_default=True,
-    help="DataLoader processes decoding image folders.",
-)
+@shared.loader_workers(D.workers)
 @threads_.option()
 @click.option("--output", type=click.Path(), help="Run directory (default runs/ARCH-YYYYmmdd-HHMMSS).")
-@click.option(
+@option(
     "--snapshot-every",
     type=click.IntRange(0),
-    default=D.snapshot_every,
-    show_default=True,
     help="Also keep the weights of every N-th epoch (epoch-NNN.safetensors); 0: never.",
 )
-@click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N epochs.")
+@option("--val-every", type=int, help="Validate every N epochs.")
 @click.option(
     "--target-accuracy",
     callback=lambda ctx, param, value: _fraction(value),
     help="Stop after the epoch whose validation accuracy reaches this (0.99 or 99 for 99%%); the run "
     "then finishes as usual (test evaluation, final card).",
 )
-@click.option(
+@option(
     "--tensorboard/--no-tensorboard",
-    default=D.tensorboard,
-    show_default=True,
     help="TensorBoard event files in the run directory (where the tensorboard extra is installed): "
     "`tensorboard --logdir runs`.",
 )
-@click.option(
+@option(
     "--log-every",
     type=click.IntRange(1),
-    default=D.log_every,
-    show_default=True,
     help="Batches between TensorBoard's step scalars (loss, lr, images/s); epochs always.",
 )
 @click.option(
