@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import itertools
 import multiprocessing
-import os
 import pathlib
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from zoo.card import ModelCard
 from zoo.data.preprocess import ImageError, preprocess
+from zoo.hardware import usable_cpu_count
 
 
 class WorkerDied(RuntimeError):
@@ -29,7 +29,7 @@ def default_workers() -> int:
     """Decoding processes: none on 2 CPUs or fewer, where a decoding process only takes a core from the
     model's threads (measured on 2 cores: resnet18 int8 371 img/s with none, 259 with one; fp32 84 and
     73), else CPUs - 1, at most 4."""
-    cpus = os.cpu_count() or 2
+    cpus = usable_cpu_count()
     return 0 if cpus <= 2 else min(4, cpus - 1)
 
 

@@ -212,9 +212,9 @@ if litserve is not None:
             return list(output)
 
         def encode_response(self, logits):
-            from zoo.answer import top_k
+            from zoo.answer import answers
 
-            return {"predictions": [{"top_k": top_k(logits[None], self.predictor.card.class_names, 5)[0]}]}
+            return {"predictions": answers(logits[None], self.predictor.card.class_names)}
 
 
 def litserve_server(model: str, port: int, max_batch_size: int, max_delay_ms: float) -> None:

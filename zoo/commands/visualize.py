@@ -4,6 +4,7 @@ import click
 
 from zoo import rundir
 from zoo import threads as threads_
+from zoo.answer import DEFAULT_TOP_K
 from zoo.errors import UserError
 
 
@@ -22,7 +23,7 @@ from zoo.errors import UserError
     help="Folder for index.html, stats.json and the PNG figures (default: viz/<model name>/).",
 )
 @click.option(
-    "--top", type=click.IntRange(1), default=5, show_default=True, help="How many of the most probable classes to show."
+    "--top", type=click.IntRange(1), default=DEFAULT_TOP_K, show_default=True, help="How many of the most probable classes to show."
 )
 @threads_.option()
 def visualize(model, image, layers, output, top, threads):
