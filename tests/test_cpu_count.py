@@ -102,4 +102,3 @@ def test_nothing_else_counts_cpus():
                 if isinstance(node, ast.Attribute) and node.attr == "cpu_count":
                     found.append(str(path.relative_to(ROOT)))
     assert set(found) <= allowed, found
-

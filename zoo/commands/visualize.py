@@ -23,7 +23,11 @@ from zoo.errors import UserError
     help="Folder for index.html, stats.json and the PNG figures (default: viz/<model name>/).",
 )
 @click.option(
-    "--top", type=click.IntRange(1), default=DEFAULT_TOP_K, show_default=True, help="How many of the most probable classes to show."
+    "--top",
+    type=click.IntRange(1),
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    help="How many of the most probable classes to show.",
 )
 @threads_.option()
 def visualize(model, image, layers, output, top, threads):
