@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .report import Fig, Report
+from .views import Fig, LayerView, Report
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
@@ -50,7 +48,7 @@ def _shape(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def _layer_table(layers) -> str:
+def _layer_table(layers: list[LayerView]) -> str:
     head = (
         "<tr><th>layer</th><th>module</th><th>type</th><th>output shape</th><th class=n>params</th>"
         "<th class=n>mean</th><th class=n>std</th><th class=n>min</th><th class=n>max</th></tr>"
@@ -68,7 +66,7 @@ def _layer_table(layers) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _layer_section(i: int, L) -> str:
+def _layer_section(i: int, L: LayerView) -> str:
     w = L.weights
     wline = (
         f"<p class=meta>weights: {w['numel']:,} values, mean {_num(w['mean'])}, std {_num(w['std'])}, "
@@ -89,7 +87,7 @@ def _layer_section(i: int, L) -> str:
 
 
 def render(r: Report) -> str:
-    """The page for a report `r` (see zoo.viz.report.Report)."""
+    """The page for a report `r` (zoo/viz/views.py)."""
     preds = "".join(
         f"<tr><td class=n>{i + 1}</td><td>{escape(p['label'])}</td><td class=n>{p['probability']:.2%}</td></tr>"
         for i, p in enumerate(r.predictions)

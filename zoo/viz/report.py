@@ -1,8 +1,10 @@
 """One `zoo visualize` run: a model and an image in, `DIR/index.html` and one PNG per figure out.
 
-model, card, run_dir, source = open_model("runs/lenet5-...")   # or a registered name
-report = build(model, card, "digit.png", run_dir=run_dir, source=source)
-write(report, "viz/lenet5")
+    model, card, run_dir, source = open_model("runs/lenet5-...")   # or a registered name
+    report = build(model, card, "digit.png", run_dir=run_dir, source=source)
+    write(report, "viz/lenet5")
+
+`build` computes (torch) what the page shows, as the plain data of views.py; page.py renders it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import pathlib
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,77 +25,11 @@ from .. import atomic
 from ..rundir import CONFUSION, CURVES, HISTORY_CSV, HISTORY_JSON
 from . import activations, figures, page
 from . import layers as L
+from .views import MAX_CHANNELS, Fig, LayerView, Report
 
 if TYPE_CHECKING:
     from ..card import ModelCard
     from ..data.preprocess import ImageSource
-
-MAX_CHANNELS = 64  # activation maps and filters shown per layer
-
-
-@dataclass
-class Fig:
-    file: str  # name of the PNG beside index.html
-    data: bytes
-    caption: str
-    pixelated: bool = False
-
-
-@dataclass
-class LayerView:
-    label: str
-    name: str
-    note: str
-    type: str
-    shape: list[int]
-    params: int
-    activation: dict
-    weights: dict | None
-    figures: list[Fig] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    title: str
-    subtitle: str
-    warning: str
-    facts: list[tuple[str, object]]
-    input_figure: Fig
-    predictions: list[dict]  # zoo.answer.top_k's {label, index, probability}, best first
-    predictions_figure: Fig
-    training_figures: list[Fig]
-    last_epoch: dict
-    layers: list[LayerView]
-    version: str
-    max_channels: int = MAX_CHANNELS
-
-    def figures(self) -> list[Fig]:
-        return [
-            self.input_figure,
-            self.predictions_figure,
-            *self.training_figures,
-            *(f for layer in self.layers for f in layer.figures),
-        ]
-
-    def to_dict(self) -> dict:
-        """The numbers of the page (stats.json): predictions and each layer's shape and statistics."""
-        return {
-            "title": self.title,
-            "predictions": self.predictions,
-            "layers": [
-                {
-                    "label": v.label,
-                    "name": v.name,
-                    "type": v.type,
-                    "output_shape": v.shape,
-                    "params": v.params,
-                    "activation": v.activation,
-                    "weights": v.weights,
-                    "figures": [f.file for f in v.figures],
-                }
-                for v in self.layers
-            ],
-        }
 
 
 def open_model(arg: str) -> tuple[torch.nn.Module, ModelCard, pathlib.Path | None, str]:
