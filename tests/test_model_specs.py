@@ -53,6 +53,20 @@ def test_every_spec_has_stages_that_cover_the_model_once(name):
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_every_spec_names_the_classifier_layer_of_each_head(name):
+    """`spec.heads` is the one list of heads (the head stage and transfer learning's new heads both read
+    it): each classifier layer maps to the classes, and lies in its head's module."""
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = create(name, num_classes=7, **spec.training_kwargs)
+    heads = spec.heads(model)
+    assert heads[0] == (spec.head, spec.head) and len(heads) == 1 + len(spec.aux_modules(model))
+    for module, layer in heads:
+        assert layer == module or layer.startswith(module + ".")
+        assert model.get_submodule(layer).weight.shape[0] == 7
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_every_spec_names_its_layers_as_the_paper_does(name):
     spec = get_spec(name)
     with torch.device("meta"):

@@ -1,5 +1,9 @@
 import json
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,6 +162,31 @@ def test_run_files_are_embedded_as_they_are(tmp_path, digit):
     assert (tmp_path / "o/confusion.png").read_bytes() == (run / "confusion.png").read_bytes()
     stats = json.loads((tmp_path / "o/stats.json").read_text())
     assert [layer["label"] for layer in stats["layers"]] == ["C1"]
+
+
+PAGE_WITHOUT_TORCH = """
+import sys
+from zoo.viz.page import render
+from zoo.viz.views import Fig, LayerView, Report
+
+stats = {"mean": 0.5, "std": 0.25, "min": 0.0, "max": 1.0, "numel": 4}
+layer = LayerView("C1", "features.0", "", "Conv2d", [6, 28, 28], 156, stats, None, [Fig("c1.png", b"png", "C1")])
+report = Report("a run", "lenet5", "", [("classes", 10)], Fig("input.png", b"png", "the input"),
+                [{"label": "7", "index": 7, "probability": 0.9}], Fig("predictions.png", b"png", "top-1"),
+                [], {}, [layer], "0")
+html = render(report)
+assert "<td>7</td>" in html and "features.0" in html and report.to_dict()["layers"][0]["figures"] == ["c1.png"]
+print(" ".join(sorted(m for m in sys.modules if m in ("torch", "zoo") or m.startswith("zoo."))))
+"""
+
+
+def test_the_page_and_its_data_need_no_torch():
+    """The page is rendered from plain data (zoo/viz/views.py): neither imports torch, nor report.py."""
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", PAGE_WITHOUT_TORCH], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["zoo", "zoo.viz", "zoo.viz.page", "zoo.viz.views"]
 
 
 def test_page_renders_in_headless_chromium(lenet_page, tmp_path):

@@ -97,10 +97,17 @@ class ModelSpec:
         """The auxiliary heads `model` was built with (none without `training_kwargs`)."""
         return [n for n in (self.aux.modules if self.aux else ()) if getattr(model, n, None) is not None]
 
+    def heads(self, model: nn.Module) -> list[tuple[str, str]]:
+        """The heads `model` has, as (module, classifier layer) dotted names: the main head first (its own
+        classifier layer), then each auxiliary head (its final linear layer). The "head" stage trains the
+        modules; transfer learning gives the classifier layers a new shape when the class count changes."""
+        auxiliary = [(n, f"{n}.{self.aux.classifier}") for n in self.aux_modules(model)]
+        return [(self.head, self.head), *auxiliary]
+
     def stages(self, model: nn.Module) -> list[Stage]:
         """The network's stages in forward order, for freezing and layer-wise learning rates: the family's
         body stages that hold parameters, then "head" (the classifier and any auxiliary classifiers)."""
-        heads = [model.get_submodule(n) for n in [self.head, *self.aux_modules(model)]]
+        heads = [model.get_submodule(module) for module, _ in self.heads(model)]
         body = [(n, ms) for n, ms in self.body_stages(model) if any(True for m in ms for _ in m.parameters())]
         return body + [("head", heads)]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import create, get_spec
+from .registry import ModelSpec, create, get_spec
 
 
 class InputTooSmallError(ValueError):
@@ -71,6 +71,28 @@ def summarize(
         model.eval()
         x = torch.empty(1, c, h, w)
 
+    out, rows, counter = _trace(model, x, spec)
+    if any(d == 0 for r in rows for d in r.output_shape):
+        bad = next(r for r in rows if 0 in r.output_shape)
+        raise InputTooSmallError(
+            f"{spec.name} cannot take a {h}x{w} input: the output of layer "
+            f"{bad.name} ({bad.type}) would be empty {bad.output_shape}"
+        )
+    per_module = counter.get_flop_counts()
+    root = type(model).__name__
+    for r in rows:
+        r.macs = int(sum(per_module.get(f"{root}.{r.name}", {}).values()) // 2)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    act = sum(4 * _numel(r.output_shape) for r in rows)
+    return Summary(
+        spec.name, [c, h, w], int(out.shape[1]), params, trainable, int(counter.get_total_flops() // 2), act, rows
+    )
+
+
+def _trace(model: nn.Module, x: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, list[LayerRow], FlopCounterMode]:
+    """One forward pass of `x` with hooks on every leaf module and the FLOP counter on: (the output, a row
+    per leaf module call (its MACs still 0), the counter). InputTooSmallError where a layer fails."""
     rows: list[LayerRow] = []
     seen: set[int] = set()
     current: list[tuple[str, nn.Module]] = []
@@ -98,6 +120,7 @@ def summarize(
     except RuntimeError as e:
         if current:
             lname, m = current[-1]
+            h, w = x.shape[2:]
             raise InputTooSmallError(
                 f"{spec.name} cannot take a {h}x{w} input: the output of layer {lname} "
                 f"({type(m).__name__}) would be empty ({str(e).splitlines()[0]}); "
@@ -107,23 +130,7 @@ def summarize(
     finally:
         for hd in handles:
             hd.remove()
-    if any(d == 0 for r in rows for d in r.output_shape):
-        bad = next(r for r in rows if 0 in r.output_shape)
-        raise InputTooSmallError(
-            f"{spec.name} cannot take a {h}x{w} input: the output of layer "
-            f"{bad.name} ({bad.type}) would be empty {bad.output_shape}"
-        )
-
-    per_module = counter.get_flop_counts()
-    root = type(model).__name__
-    for r in rows:
-        r.macs = int(sum(per_module.get(f"{root}.{r.name}", {}).values()) // 2)
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    act = sum(4 * _numel(r.output_shape) for r in rows)
-    return Summary(
-        spec.name, [c, h, w], int(out.shape[1]), params, trainable, int(counter.get_total_flops() // 2), act, rows
-    )
+    return out, rows, counter
 
 
 def _numel(shape) -> int:

@@ -4,14 +4,15 @@
     result = train(TrainConfig(arch="lenet", data="mnist-small", epochs=15))
     result.run_dir, result.card, result.history, result.test.accuracy
 
-`train` reads top to bottom: `_set_up` builds everything once (data, card, model with its pretrained
-weights and freezing, optimizer, the training state or a checkpoint's), the loop runs the epochs
-(`_train_epoch`, `_validate`, a line of log, `_save_epoch`), and `_finish` evaluates the test split.
+`train` reads top to bottom: the options are checked (zoo/train/checks.py), `_set_up` builds everything
+once (data, card, model with its pretrained weights and freezing, optimizer, the training state or a
+checkpoint's), the loop runs the epochs (`_train_epoch`, `_validate`, a line of log, `_save_epoch`), and
+`_finish` evaluates the test split.
 
 One epoch: a shuffled order (seeded by seed + epoch); for each batch: uint8 images -> device -> [0, 1]
 -> augmentation -> mean/std -> forward -> cross-entropy (+ 0.3 x each GoogLeNet auxiliary loss)
 -> backward, and an optimizer step every --accumulate batches with the learning rate of the schedule.
-Then validation, one line of log, and the run directory (zoo/rundir.py), every file written atomically.
+Then validation, one line of log, and the run directory (zoo/train/runfiles.py), every file atomically.
 Everything random in an epoch is seeded from (seed, epoch, rank) and the checkpoint holds the model,
 optimizer, AMP scaler and schedule state after each epoch, so `--resume` reaches the same weights as a
 run that was never interrupted. Under torchrun the model is wrapped in DistributedDataParallel
@@ -20,39 +21,25 @@ run that was never interrupted. Under torchrun the model is wrapped in Distribut
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import pathlib
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .. import __version__, atomic, devices, rundir
-from ..card import CardError, ModelCard
+from .. import rundir
+from ..card import ModelCard
 from ..data import augment as augmentation
 from ..data.datasets import ImageSet, Source, open_source, standardize, to_unit
 from ..models import create, get_spec
 from ..text import plural
-from ..viz import figures
-from . import distributed, precision, transfer
+from . import checks, distributed, precision, runfiles, transfer
 from .board import Board
-from .config import (
-    DEFAULT_GAMMA,
-    HISTORY_FIELDS,
-    OPTIMIZERS,
-    SCHEDULES,
-    TrainConfig,  # noqa: F401
-    TrainError,
-    load_checkpoint,
-)
+from .config import DEFAULT_GAMMA, TrainConfig, TrainError, load_checkpoint
 from .evaluate import Evaluation, evaluate
-
-CURVES_EVERY_S = 20.0  # curves.png is redrawn after an epoch at most this often, and at the end
 
 
 @dataclass
@@ -126,23 +113,20 @@ class _Run:
     dist: distributed.Dist
     device: torch.device
     log: Callable[[str], None]
-    source: Source
     card: ModelCard  # its provenance is rewritten after each epoch, and at the end
-    augment_spec: dict[str, float]  # --augment, parsed
-    augment: torch.nn.Module | None  # the kornia pipeline of augment_spec
+    augment: torch.nn.Module | None  # the kornia pipeline of --augment
     model: torch.nn.Module
     net: torch.nn.Module  # what the training steps call: the model, or DDP around it
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     precision: precision.Precision
     memory_format: torch.memory_format  # of the model and its training inputs
-    board: Board | None  # TensorBoard event files (rank 0, where tensorboard is installed)
     criterion: torch.nn.Module
     sets: dict[str, ImageSet]
-    run_dir: pathlib.Path
+    files: runfiles.RunFiles  # the run directory (written by rank 0)
     state: dict  # epoch, history, best, plateau: what the checkpoint holds besides the tensors
     steps: int  # batches per epoch
-    curves_drawn: tuple[int, float] = (-1, -math.inf)  # (epochs in curves.png, time.monotonic() it was drawn)
+    board: Board | None = None  # TensorBoard event files (rank 0, where tensorboard is installed)
 
     @property
     def val_set(self) -> ImageSet | None:
@@ -150,9 +134,9 @@ class _Run:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
-    augment_spec = _check_options(cfg)
+    augment_spec = checks.check_options(cfg)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
-    device = _pick_device(cfg.device)
+    device = checks.pick_device(cfg.device)
     precision.check(cfg.amp, device)
     dist = distributed.setup(device.type)
     run = None
@@ -200,113 +184,47 @@ def _set_up(
         seed=cfg.seed,
     )
     card = _card(cfg, source)
-    torch.manual_seed(cfg.seed)
-    model = build_model(card.architecture, card, cfg)
-    _check_input(model, card)
-    weights, frozen = _transfer(model, card.architecture, cfg, checkpoint is not None, log if dist.main else None)
+    model, weights, frozen = _model(cfg, card, checkpoint is not None, log if dist.main else None)
     augment = augmentation.build(augment_spec, card.input_size)
-    run_dir = _run_dir(cfg, card.architecture, dist)
-    sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
-    if skipped and dist.main:
-        log(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})")
+    run_dir = checks.output_dir(cfg, card.architecture, dist)
+    sets = _load(source, card, cfg, dist, log)
+    checks.check_target(cfg, sets)
 
     memory_format = precision.memory_format(card.architecture)
     model.to(device, memory_format=memory_format)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    if cfg.target_accuracy is not None and "val" not in sets:
-        raise TrainError(
-            f"--target-accuracy {100 * cfg.target_accuracy:g}: needs validation data (--val-split or --val)"
-        )
-    if checkpoint:
-        prec = _recorded_precision(checkpoint)
-    else:  # rank 0's choice: every process computes the same way
-        example = lambda: _example(cfg, card, device, memory_format)  # noqa: E731
-        prec = distributed.broadcast_object(precision.choose(cfg.amp, device, model, example, criterion), dist)
+    prec = _precision(cfg, checkpoint, card, model, criterion, device, dist)
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     state = _fresh_state(weights, frozen, prec)
     if checkpoint:
-        state = _restore(checkpoint, model, optimizer, scaler, run_dir)
-        _check_resumable(cfg, state, run_dir)
+        state = runfiles.restore(checkpoint, model, optimizer, scaler, run_dir)
+        checks.check_resumable(cfg, state, run_dir)
+    files = runfiles.RunFiles(run_dir, cfg, card, source.describe(), augmentation.describe(augment_spec), memory_format)
     run = _Run(
-        cfg,
-        dist,
-        device,
-        log,
-        source,
-        card,
-        augment_spec,
-        augment,
-        model,
-        distributed.wrap(model, dist, device),
-        optimizer,
-        scaler,
-        prec,
-        memory_format,
-        None,
-        criterion,
-        sets,
-        run_dir,
-        state,
-        sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True),
+        cfg=cfg,
+        dist=dist,
+        device=device,
+        log=log,
+        card=card,
+        augment=augment,
+        model=model,
+        net=distributed.wrap(model, dist, device),
+        optimizer=optimizer,
+        scaler=scaler,
+        precision=prec,
+        memory_format=memory_format,
+        criterion=criterion,
+        sets=sets,
+        files=files,
+        state=state,
+        steps=sets["train"].num_batches(cfg.batch_size, world=dist.world, drop_last=True),
     )
     if dist.main:
         if cfg.tensorboard:
             run.board = _open_board(run)
         _announce(run)
     return run
-
-
-def _open_board(run: _Run) -> Board | None:
-    """TensorBoard's writer (None without tensorboard): a resumed run writes again from the batch after its
-    checkpoint's epoch (whose scalars are at its end); a new run's graph is written now, before the first
-    epoch's clock starts."""
-    epoch = run.state["epoch"]
-    board = Board.open(run.run_dir, first_step=epoch and epoch * run.steps + 1)
-    if board and not run.state["history"]:
-        blank = torch.zeros(1, *run.card.input_shape, device=run.device).contiguous(memory_format=run.memory_format)
-        board.graph(deployable(run.model, run.card), blank, run.log)
-    return board
-
-
-def _fresh_state(weights: str, frozen: dict, prec: precision.Precision) -> dict:
-    """The training state before the first epoch: what the checkpoint holds besides the tensors."""
-    return {
-        "epoch": 0,
-        "best_acc": -1.0,
-        "best_epoch": 0,
-        "history": [],
-        "plateau": {"scale": 1.0, "best": math.inf, "bad": 0},
-        "weights": weights,
-        "frozen": frozen,
-        "precision": prec.dtype,
-        "stopped": None,  # why the run stopped before --epochs (--target-accuracy)
-    }
-
-
-def _check_resumable(cfg: TrainConfig, state: dict, run_dir: pathlib.Path) -> None:
-    """TrainError where a checkpoint's run has nothing left to do with these options."""
-    if state.get("stopped") and _finished(run_dir):
-        raise TrainError(f"{cfg.resume} stopped early and finished ({state['stopped']}); nothing to resume")
-    if state["epoch"] > cfg.epochs or (state["epoch"] == cfg.epochs and _finished(run_dir)):
-        raise TrainError(f"{cfg.resume} already has {state['epoch']} epochs; pass a larger --epochs")
-
-
-def _example(
-    cfg: TrainConfig, card: ModelCard, device: torch.device, memory_format: torch.memory_format
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random training batch of the run's shape, for the --amp auto probe (the global RNG untouched)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg.batch_size, *card.input_shape, generator=g).to(device, memory_format=memory_format)
-    return x, torch.randint(0, card.num_classes, (cfg.batch_size,), generator=g).to(device)
-
-
-def _recorded_precision(checkpoint: dict) -> precision.Precision:
-    """The precision a resumed run computed in (runs of earlier versions recorded only --amp, a flag)."""
-    dtype = checkpoint["state"].get("precision")
-    if dtype is None:
-        dtype = "float16" if precision.mode(checkpoint["config"].get("amp", False)) == "on" else "float32"
-    return precision.Precision(dtype, f"{dtype} (as the run started)")
 
 
 def _card(cfg: TrainConfig, source: Source) -> ModelCard:
@@ -324,6 +242,18 @@ def _card(cfg: TrainConfig, source: Source) -> ModelCard:
     if norm:
         card.mean, card.std = norm
     return card
+
+
+def _model(
+    cfg: TrainConfig, card: ModelCard, resumed: bool, log: Callable[[str], None] | None
+) -> tuple[torch.nn.Module, str, dict]:
+    """The network the card describes, initialised from --seed, its input checked, with --pretrained and
+    --freeze applied: (model, where its weights came from, what is frozen)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(card.architecture, card, cfg)
+    checks.check_input(model, card)
+    weights, frozen = _transfer(model, card.architecture, cfg, resumed, log)
+    return model, weights, frozen
 
 
 def _transfer(
@@ -349,6 +279,77 @@ def _transfer(
     return weights, frozen
 
 
+def _load(
+    source: Source, card: ModelCard, cfg: TrainConfig, dist: distributed.Dist, log: Callable[[str], None]
+) -> dict[str, ImageSet]:
+    """The splits as ImageSets at the card's input shape; a warning for the files that are not images."""
+    sets, skipped = source.load(card, workers=cfg.workers, progress=dist.main)
+    if skipped and dist.main:
+        log(f"warning: skipped {plural(len(skipped), 'file')} that are not readable images (first: {skipped[0]})")
+    return sets
+
+
+def _precision(
+    cfg: TrainConfig,
+    checkpoint: dict | None,
+    card: ModelCard,
+    model: torch.nn.Module,
+    criterion: torch.nn.Module,
+    device: torch.device,
+    dist: distributed.Dist,
+) -> precision.Precision:
+    """What the run computes in: a resumed run's as it started, else --amp's choice (rank 0's, so that
+    every process computes the same way), probed on a random batch of the run's shape."""
+    if checkpoint:
+        return _recorded_precision(checkpoint)
+    example = lambda: _example(cfg, card, device, precision.memory_format(card.architecture))  # noqa: E731
+    return distributed.broadcast_object(precision.choose(cfg.amp, device, model, example, criterion), dist)
+
+
+def _fresh_state(weights: str, frozen: dict, prec: precision.Precision) -> dict:
+    """The training state before the first epoch: what the checkpoint holds besides the tensors."""
+    return {
+        "epoch": 0,
+        "best_acc": -1.0,
+        "best_epoch": 0,
+        "history": [],
+        "plateau": {"scale": 1.0, "best": math.inf, "bad": 0},
+        "weights": weights,
+        "frozen": frozen,
+        "precision": prec.dtype,
+        "stopped": None,  # why the run stopped before --epochs (--target-accuracy)
+    }
+
+
+def _example(
+    cfg: TrainConfig, card: ModelCard, device: torch.device, memory_format: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random training batch of the run's shape, for the --amp auto probe (the global RNG untouched)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.batch_size, *card.input_shape, generator=g).to(device, memory_format=memory_format)
+    return x, torch.randint(0, card.num_classes, (cfg.batch_size,), generator=g).to(device)
+
+
+def _recorded_precision(checkpoint: dict) -> precision.Precision:
+    """The precision a resumed run computed in (runs of earlier versions recorded only --amp, a flag)."""
+    dtype = checkpoint["state"].get("precision")
+    if dtype is None:
+        dtype = "float16" if precision.mode(checkpoint["config"].get("amp", False)) == "on" else "float32"
+    return precision.Precision(dtype, f"{dtype} (as the run started)")
+
+
+def _open_board(run: _Run) -> Board | None:
+    """TensorBoard's writer (None without tensorboard): a resumed run writes again from the batch after its
+    checkpoint's epoch (whose scalars are at its end); a new run's graph is written now, before the first
+    epoch's clock starts."""
+    epoch = run.state["epoch"]
+    board = Board.open(run.files.path, first_step=epoch and epoch * run.steps + 1)
+    if board and not run.state["history"]:
+        blank = torch.zeros(1, *run.card.input_shape, device=run.device).contiguous(memory_format=run.memory_format)
+        board.graph(deployable(run.model, run.card), blank, run.log)
+    return board
+
+
 def _announce(run: _Run) -> None:
     """The run's first line of log (and, for a run resumed after its last epoch, what is left to do)."""
     cfg, card, dist = run.cfg, run.card, run.dist
@@ -359,13 +360,13 @@ def _announce(run: _Run) -> None:
         f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
         f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
         f"{threads} thread{'s' * (threads != 1)}, {run.precision.note}"
-        f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.run_dir}"
+        f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.files.path}"
     )
     if cfg.recipe:
         run.log(f"recipe: {cfg.recipe} (benchmarks/train.md; options given on the command line win)")
     if run.state["epoch"] == cfg.epochs or run.state.get("stopped"):  # resumed after its last epoch
         run.log(f"{run.state['epoch']} epoch(s) were done; finishing the run (test evaluation, final card)")
-        _write_history(run)
+        run.files.write_history(run.state["history"])
 
 
 def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
@@ -498,19 +499,18 @@ def _log_epoch(run: _Run, row: dict, best: bool) -> None:
 def _finish(run: _Run) -> Result:
     """The test split, with the best weights, and the final card (rank 0); the run's result."""
     result = Result(
-        run.run_dir if run.dist.main else None, run.card, run.state["history"], deployable(run.model, run.card)
+        run.files.path if run.dist.main else None, run.card, run.state["history"], deployable(run.model, run.card)
     )
     if not run.dist.main:
         return result
     if run.state.get("stopped"):
         run.log(f"stopped: {run.state['stopped']}")
-    if run.curves_drawn[0] != len(run.state["history"]):
-        _write_history(run)  # the curves of the last epochs (they are drawn every CURVES_EVERY_S)
+    run.files.draw_last_curves(run.state["history"])
     if "test" in run.sets:
         card = run.card
         best_model = deployable(build_model(card.architecture, card, run.cfg), card).to(run.device)
         try:
-            rundir.load_weights(best_model, run.run_dir / rundir.WEIGHTS, device=str(run.device))
+            rundir.load_weights(best_model, run.files.path / rundir.WEIGHTS, device=str(run.device))
         except rundir.RunError as e:
             raise TrainError(str(e)) from None
         result.test = evaluate(best_model, card, run.sets["test"], device=run.device)
@@ -518,172 +518,14 @@ def _finish(run: _Run) -> Result:
             f"test accuracy {100 * result.test.accuracy:.2f}% ({result.test.n:,} images, "
             f"weights of epoch {run.state['best_epoch']})"
         )
-    _write_card(run, result.test, finished=True)
-    run.log(f"wrote {run.run_dir}")
+    run.files.write_card(run.state, result.test, finished=True)
+    run.log(f"wrote {run.files.path}")
     return result
 
 
 def _save_epoch(run: _Run, best: bool) -> None:
-    """The run directory after an epoch: weights, checkpoint, card (it records the thread count that
-    `--resume` takes again), history, and curves where the last were drawn CURVES_EVERY_S ago or more
-    (drawing them takes longer than an epoch of a small model: _finish draws the last ones)."""
-    run_dir, state = run.run_dir, run.state
-    plain = deployable(run.model, run.card)
-    rundir.save_weights(run_dir / rundir.LAST, plain)
-    if best:
-        rundir.save_weights(run_dir / rundir.WEIGHTS, plain)
-    if run.cfg.snapshot_every and state["epoch"] % run.cfg.snapshot_every == 0:
-        rundir.save_weights(run_dir / rundir.SNAPSHOT.format(epoch=state["epoch"]), plain)
-    checkpoint = {
-        "format": "cnnzoo.checkpoint/1",
-        "config": asdict(run.cfg),
-        "state": state,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(),
-    }
-    atomic.write_with(run_dir / rundir.CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
-    _write_card(run, None, finished=False)
-    _write_history(run, curves=time.monotonic() - run.curves_drawn[1] >= CURVES_EVERY_S)
-
-
-def _write_history(run: _Run, curves: bool = True) -> None:
-    """history.csv, history.json and (where `curves`) curves.png: everything in them comes from the
-    checkpoint's state."""
-    history = run.state["history"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS} for r in history)
-    atomic.write_text(run.run_dir / rundir.HISTORY_CSV, buf.getvalue())
-    atomic.write_text(run.run_dir / rundir.HISTORY_JSON, json.dumps(history, indent=1) + "\n")
-    if curves:
-        title = f"{run.card.architecture} on {run.cfg.data}"
-        atomic.write_bytes(run.run_dir / rundir.CURVES, figures.curves(history, title=title))
-        run.curves_drawn = (len(history), time.monotonic())
-
-
-def _restore(checkpoint: dict, model, optimizer, scaler, run_dir: pathlib.Path) -> dict:
-    """Put a checkpoint's model, optimizer and scaler state in place; its training state."""
-    try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = checkpoint["state"]
-        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
-            raise TypeError("no epoch count or history in its state")
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        detail = " ".join(str(e).split())[:200]
-        raise TrainError(f"{run_dir / rundir.CHECKPOINT}: does not fit the run it belongs to ({detail})") from None
-    return state
-
-
-def _finished(run_dir: pathlib.Path) -> bool:
-    """Whether the run's card says the run finished (its test evaluation and final card written). A card
-    that is missing or unreadable does not: finishing the run writes it anew."""
-    try:
-        return ModelCard.load(run_dir / rundir.CARD).provenance.get("finished") is True
-    except (OSError, CardError):
-        return False
-
-
-def _write_card(run: _Run, test: Evaluation | None, finished: bool) -> None:
-    """The card with the run's provenance so far: data, epochs, options, metrics, weights, freezing."""
-    cfg, state = run.cfg, run.state
-    last_val = next((r["val_acc"] for r in reversed(state["history"]) if r["val_acc"] is not None), None)
-    metrics = {
-        "best_val_acc": state["best_acc"] if state["best_acc"] >= 0 else None,
-        "best_epoch": state["best_epoch"],
-        "last_val_acc": last_val,
-        "last_train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
-    }
-    if test is not None:
-        metrics.update(test_acc=test.accuracy, test_top5=test.top5, test_loss=test.loss, test_n=test.n)
-    training = {k: v for k, v in asdict(cfg).items() if k not in ("output", "resume", "workers", "device")}
-    run.card.provenance = {
-        "data": run.source.describe(),
-        "epochs": state["epoch"],
-        "seed": cfg.seed,
-        "augment": augmentation.describe(run.augment_spec),
-        "metrics": metrics,
-        "training": training,
-        "finished": finished,
-        "weights": state.get("weights", "trained from scratch"),
-        "frozen": state.get("frozen"),
-        "cnnzoo": __version__,
-        "precision": state.get("precision", "float32"),
-        "memory_format": "channels_last" if run.memory_format == torch.channels_last else "contiguous",
-        "stopped": state.get("stopped"),
-        # the thread count changes the float sums: `--resume` takes it again (bit-identical)
-        "threads": torch.get_num_threads(),
-    }
-    run.card.save(run.run_dir / rundir.CARD)
-
-
-def _check_options(cfg: TrainConfig) -> dict[str, float]:
-    """TrainError for an option out of range; --augment, parsed."""
-    checks = [
-        (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: must be at least 1"),
-        (cfg.epochs >= 1, f"--epochs {cfg.epochs}: must be at least 1"),
-        (cfg.lr > 0, f"--lr {cfg.lr:g}: must be positive"),
-        (cfg.accumulate >= 1, f"--accumulate {cfg.accumulate}: must be at least 1"),
-        (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be at least 1"),
-        (cfg.log_every >= 1, f"--log-every {cfg.log_every}: must be at least 1"),
-        (cfg.optimizer in OPTIMIZERS, f"--optimizer {cfg.optimizer}: use one of {', '.join(OPTIMIZERS)}"),
-        (cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule}: use one of {', '.join(SCHEDULES)}"),
-        (
-            cfg.in_channels in (None, 1, 3),
-            f"--in-channels {cfg.in_channels}: the data gives grayscale (1) or "
-            "RGB (3) images; a model with another number of input channels "
-            "cannot take them",
-        ),
-        (0 <= cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing:g}: must be in [0, 1)"),
-        (
-            cfg.target_accuracy is None or 0 < cfg.target_accuracy <= 1,
-            f"--target-accuracy {cfg.target_accuracy}: a fraction in (0, 1], e.g. 0.99",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise TrainError(message)
-    try:
-        return augmentation.parse(cfg.augment)
-    except augmentation.AugmentError as e:
-        raise TrainError(str(e)) from None
-
-
-def _pick_device(name: str) -> torch.device:
-    try:
-        return torch.device(devices.resolve(name))
-    except devices.DeviceError as e:
-        raise TrainError(str(e)) from None
-
-
-def _check_input(model: torch.nn.Module, card: ModelCard) -> None:
-    """One forward pass of a blank image, so an input the network cannot take fails before training."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *card.input_shape))
-    except RuntimeError as e:
-        c, h, w = card.input_shape
-        default = get_spec(card.architecture).input_size[1]
-        raise TrainError(
-            f"{card.architecture} cannot take {c}x{h}x{w} inputs "
-            f"({str(e).splitlines()[0]}); use another --input-size (its own is {default})"
-        ) from None
-    finally:
-        model.train()
-
-
-def _run_dir(cfg: TrainConfig, arch: str, dist: distributed.Dist) -> pathlib.Path:
-    if cfg.resume:
-        return pathlib.Path(cfg.resume)
-    stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist)
-    path = pathlib.Path(cfg.output or f"runs/{arch}-{stamp}")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise TrainError(f"{path} already exists; choose another --output, or continue it with --resume {path}")
-    return path
+    """The run directory after an epoch (zoo/train/runfiles.py), `best` where its weights are the best."""
+    run.files.save_epoch(deployable(run.model, run.card), run.model, run.optimizer, run.scaler, run.state, best)
 
 
 def _progress(steps: int, desc: str, main: bool):

@@ -92,12 +92,6 @@ def read_state_dict(source: str | pathlib.Path, arch: str) -> tuple[dict, pathli
     return {k.removeprefix("module."): v for k, v in obj.items()}, path
 
 
-def head_modules(model: nn.Module, arch: str) -> list[str]:
-    """Dotted names of the classifier layers that map features to classes (the main and aux heads)."""
-    spec = get_spec(arch)
-    return [spec.head] + [f"{aux}.{spec.aux.classifier}" for aux in spec.aux_modules(model)]
-
-
 def _fold_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Adapt a first-layer kernel of C input channels to `in_channels` (sum for 1, tile and rescale else)."""
     if in_channels == 1:
@@ -114,61 +108,27 @@ def load_pretrained(
     convolution folded when the input channels differ. Other mismatches are an error naming them unless
     `partial`. Returns the provenance to put in the model card."""
     state, path = read_state_dict(source, arch)
-    own = model.state_dict()
-    notes = []
-
-    spec = get_spec(arch)
+    spec, own = get_spec(arch), model.state_dict()
     absent = [f"{n}." for n in (spec.aux.modules if spec.aux else ()) if n not in spec.aux_modules(model)]
     for k in [k for k in state if k.startswith(tuple(absent))]:  # aux heads the file has, the model not
         del state[k]
-
-    first_conv = next(k for k, v in own.items() if v.ndim == 4)
-    if first_conv in state and state[first_conv].ndim == 4 and state[first_conv].shape[1] != own[first_conv].shape[1]:
-        c_from, c_to = state[first_conv].shape[1], own[first_conv].shape[1]
-        state[first_conv] = _fold_input_conv(state[first_conv], c_to)
-        notes.append(
-            f"{first_conv}: adapted the pretrained {c_from}-channel filters to {c_to} "
-            f"input channel{'s' if c_to > 1 else ''}"
-        )
-
-    new_head = []
-    for head in head_modules(model, arch):
-        keys = [f"{head}.{suffix}" for suffix in ("weight", "bias")]
-        if any(k in state and k in own and state[k].shape != own[k].shape for k in keys):
-            n_from = state[keys[0]].shape[0]
-            for k in keys:
-                state.pop(k, None)
-            new_head += keys
-            notes.append(f"new head {head}: {n_from} -> {own[keys[0]].shape[0]} classes (freshly initialised)")
-
-    missing = [k for k in own if k not in state and k not in new_head]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
-    if unexpected:
-        problems.append(
-            f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})"
-        )
-    if mismatched:
-        problems.append(
-            f"{len(mismatched)} of another shape ({', '.join(mismatched[:4])}{', ...' if len(mismatched) > 4 else ''})"
-        )
+    notes = _fold_first_conv(state, own)
+    new_head, head_notes = _new_heads(state, own, [layer for _, layer in spec.heads(model)])
+    notes += head_notes
+    problems, misfits = _misfits(state, own, new_head)
     if problems and not partial:
         raise PretrainedError(
-            f"{path} does not fit {get_spec(arch).name}: keys "
+            f"{path} does not fit {spec.name}: keys "
             + "; ".join(problems)
             + " (--pretrained-partial loads the keys that fit)"
         )
-    for k in unexpected + mismatched:
+    for k in misfits:
         state.pop(k, None)
     model.load_state_dict(state, strict=False)
     if problems:
         notes.append(f"partial load: {len(state)} of {len(own)} tensors; skipped " + "; ".join(problems))
     for note in notes:
         log(note)
-
     provenance = {
         "source": str(source),
         "file": str(path),
@@ -181,6 +141,46 @@ def load_pretrained(
     if norm:
         provenance["normalization"] = {"mean": norm[0], "std": norm[1]}
     return provenance
+
+
+def _fold_first_conv(state: dict, own: dict) -> list[str]:
+    """The file's first convolution folded in place where its input channels differ from the model's;
+    the note that says so, if any."""
+    first_conv = next(k for k, v in own.items() if v.ndim == 4)
+    if first_conv not in state or state[first_conv].ndim != 4 or state[first_conv].shape[1] == own[first_conv].shape[1]:
+        return []
+    c_from, c_to = state[first_conv].shape[1], own[first_conv].shape[1]
+    state[first_conv] = _fold_input_conv(state[first_conv], c_to)
+    plural = "s" if c_to > 1 else ""
+    return [f"{first_conv}: adapted the pretrained {c_from}-channel filters to {c_to} input channel{plural}"]
+
+
+def _new_heads(state: dict, own: dict, classifiers: list[str]) -> tuple[list[str], list[str]]:
+    """The classifier layers whose class count differs from the file's, dropped from `state` (they stay
+    freshly initialised): their keys, and a note each."""
+    new_head, notes = [], []
+    for head in classifiers:
+        keys = [f"{head}.{suffix}" for suffix in ("weight", "bias")]
+        if any(k in state and k in own and state[k].shape != own[k].shape for k in keys):
+            n_from = state[keys[0]].shape[0]
+            for k in keys:
+                state.pop(k, None)
+            new_head += keys
+            notes.append(f"new head {head}: {n_from} -> {own[keys[0]].shape[0]} classes (freshly initialised)")
+    return new_head, notes
+
+
+def _misfits(state: dict, own: dict, new_head: list[str]) -> tuple[list[str], list[str]]:
+    """What does not fit between the file's tensors and the model's: the problems, one phrase per kind
+    (missing, unexpected, of another shape), and the file's keys that cannot be loaded."""
+    missing = [k for k in own if k not in state and k not in new_head]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    kinds = ((missing, "missing"), (unexpected, "unexpected"), (mismatched, "of another shape"))
+    problems = [
+        f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in kinds if keys
+    ]
+    return problems, unexpected + mismatched
 
 
 def _params(modules):

@@ -17,6 +17,7 @@ def capture(model: nn.Module, x: torch.Tensor, modules: list[str]) -> tuple[torc
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name in dict.fromkeys(modules):
+
         def hook(mod, args, out, name=name):
             if isinstance(out, torch.Tensor):
                 outputs[name] = out.detach().clone()
@@ -37,9 +38,15 @@ def stats(t: torch.Tensor, bins: int = HIST_BINS) -> dict:
     lo, hi = float(t.min()), float(t.max())
     counts = torch.histc(t, bins=bins, min=lo, max=hi if hi > lo else lo + 1.0)
     step = ((hi if hi > lo else lo + 1.0) - lo) / bins
-    return {"mean": float(t.mean()), "std": float(t.std()) if t.numel() > 1 else 0.0,
-            "min": lo, "max": hi, "numel": t.numel(),
-            "counts": counts.to(torch.int64).tolist(), "edges": [lo + i * step for i in range(bins + 1)]}
+    return {
+        "mean": float(t.mean()),
+        "std": float(t.std()) if t.numel() > 1 else 0.0,
+        "min": lo,
+        "max": hi,
+        "numel": t.numel(),
+        "counts": counts.to(torch.int64).tolist(),
+        "edges": [lo + i * step for i in range(bins + 1)],
+    }
 
 
 def flat(tensors: list[torch.Tensor]) -> torch.Tensor:

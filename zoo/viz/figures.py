@@ -85,7 +85,7 @@ def mosaic(tiles: list[np.ndarray], columns: int = GRID_COLUMNS, background: int
     out = np.full(shape, background, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[r * (h + GAP):r * (h + GAP) + h, c * (w + GAP):c * (w + GAP) + w] = t
+        out[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = t
     return out
 
 
@@ -130,7 +130,7 @@ def vector_image(v: np.ndarray, cmap: str = "viridis", max_side: int = 64) -> by
     cols = min(max_side, math.ceil(math.sqrt(v.size)))
     rows = math.ceil(v.size / cols)
     grid = np.full(rows * cols, np.nan, np.float32)
-    grid[:v.size] = v
+    grid[: v.size] = v
     grid = grid.reshape(rows, cols)
     u = _scale(grid, float(np.nanmin(grid)), float(np.nanmax(grid)))
     rgb = (_colormap(cmap)(np.nan_to_num(u))[..., :3] * 255).astype(np.uint8)
@@ -147,8 +147,7 @@ def unit_bars(values: np.ndarray, names: list[str] | None = None) -> bytes:
     ax.bar(np.arange(v.size), v, color=np.where(v >= 0, "#3b75af", "#c0504d"))
     ax.axhline(0, color="black", lw=0.6)
     labels = [_short(n, 10) for n in names] if names else [str(i) for i in range(v.size)]
-    ax.set_xticks(np.arange(v.size), labels, fontsize=7, rotation=90 if names and
-                  max(map(len, labels)) > 3 else 0)
+    ax.set_xticks(np.arange(v.size), labels, fontsize=7, rotation=90 if names and max(map(len, labels)) > 3 else 0)
     ax.tick_params(axis="y", labelsize=7)
     return figure_png(fig)
 
@@ -182,21 +181,33 @@ def histograms(panels: list[dict]) -> bytes:
     # A fixed layout: constrained layout and tight bounding boxes would triple the time of the dozens
     # of these a page holds.
     fig = _figure(3.3 * len(panels), 2.1, layout=None)
-    fig.subplots_adjust(left=0.17 / len(panels), right=0.98, bottom=0.14, top=0.88,
-                        wspace=0.32)
+    fig.subplots_adjust(left=0.17 / len(panels), right=0.98, bottom=0.14, top=0.88, wspace=0.32)
     for ax, p in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         counts, edges = np.asarray(p["counts"]), np.asarray(p["edges"])
         log = p.get("log", False)
-        ax.stairs(np.maximum(counts, 0.8) if log else counts, edges, fill=True,
-                  color=p.get("color", "#3b75af"), baseline=0.8 if log else 0)
+        ax.stairs(
+            np.maximum(counts, 0.8) if log else counts,
+            edges,
+            fill=True,
+            color=p.get("color", "#3b75af"),
+            baseline=0.8 if log else 0,
+        )
         if log:
             ax.set_yscale("log")
         ax.set_title(p["title"], fontsize=9)
         ax.set_ylabel("count (log scale)" if log else "count", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.text(0.98, 0.95, f"mean {p['mean']:.3g}\nstd {p['std']:.3g}\nmin {p['min']:.3g}\n"
-                f"max {p['max']:.3g}", transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                family="monospace", bbox=dict(fc="white", ec="none", alpha=0.8))
+        ax.text(
+            0.98,
+            0.95,
+            f"mean {p['mean']:.3g}\nstd {p['std']:.3g}\nmin {p['min']:.3g}\nmax {p['max']:.3g}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            family="monospace",
+            bbox=dict(fc="white", ec="none", alpha=0.8),
+        )
     return figure_png(fig, tight=False)
 
 
@@ -216,7 +227,7 @@ def prediction_bars(names: list[str], probs: list[float]) -> bytes:
 
 
 def _short(name: str, n: int = 28) -> str:
-    return name if len(name) <= n else name[:n - 1] + "…"
+    return name if len(name) <= n else name[: n - 1] + "…"
 
 
 def _number(v) -> bool:
@@ -230,9 +241,11 @@ def curves(rows: list[dict], title: str = "") -> bytes | None:
         return None
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
     keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if k != "epoch" and _number(v)))
-    groups = [("loss", [k for k in keys if "loss" in k]),
-              ("accuracy", [k for k in keys if "acc" in k or "top" in k]),
-              ("learning rate (end of epoch)", [k for k in keys if k in ("lr", "learning_rate")])]
+    groups = [
+        ("loss", [k for k in keys if "loss" in k]),
+        ("accuracy", [k for k in keys if "acc" in k or "top" in k]),
+        ("learning rate (end of epoch)", [k for k in keys if k in ("lr", "learning_rate")]),
+    ]
     groups = [(t, ks) for t, ks in groups if ks]
     if not groups:
         return None
@@ -240,8 +253,7 @@ def curves(rows: list[dict], title: str = "") -> bytes | None:
 
     # A fixed layout: the trainer redraws this after every epoch, and tight layouts are slower.
     fig = _figure(3.6 * len(groups) + 0.6, 3.0 if title else 2.7, layout=None)
-    fig.subplots_adjust(left=0.2 / len(groups), right=0.985, bottom=0.17, top=0.8 if title else 0.88,
-                        wspace=0.28)
+    fig.subplots_adjust(left=0.2 / len(groups), right=0.985, bottom=0.17, top=0.8 if title else 0.88, wspace=0.28)
     for ax, (name, ks) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for k in ks:
@@ -271,8 +283,15 @@ def confusion(matrix: np.ndarray | list[list[int]], names: list[str], title: str
     ax.set_yticks(ticks, [_short(names[i], 12) for i in ticks], fontsize=7)
     if k <= 30:
         for i, j in zip(*np.nonzero(m)):
-            ax.text(j, i, f"{m[i, j]:g}", ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > 0.5 * max(rows[i, 0], 1) else "black")
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]:g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if m[i, j] > 0.5 * max(rows[i, 0], 1) else "black",
+            )
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
     ax.set_title(title or "confusion matrix", fontsize=9)
@@ -301,8 +320,12 @@ def image_grid(rows: list[list[np.ndarray]], titles: list[str], title: str = "")
     return figure_png(fig, dpi=100, tight=False)
 
 
-def kernels_figure(gray: np.ndarray, results: dict[str, np.ndarray], kernels: dict[str, list[list[float]]],
-                   text: Callable[[list[list[float]]], str]) -> bytes:
+def kernels_figure(
+    gray: np.ndarray,
+    results: dict[str, np.ndarray],
+    kernels: dict[str, list[list[float]]],
+    text: Callable[[list[list[float]]], str],
+) -> bytes:
     """The image and each kernel's result side by side, each with its 3x3 matrix under it."""
     panels = [("original (grayscale)", gray, None), *((n, results[n], kernels[n]) for n in results)]
     cols = 5
@@ -318,6 +341,6 @@ def kernels_figure(gray: np.ndarray, results: dict[str, np.ndarray], kernels: di
         ax.set_yticks([])
         if k is not None:
             ax.set_xlabel(text(k), family="monospace", fontsize=8)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.axis("off")
     return figure_png(fig, dpi=100)

@@ -70,8 +70,7 @@ def load_gray(path: str | os.PathLike, max_size: int | None = 512) -> np.ndarray
     img = to_mode(open_image(path), "L")
     if max_size and max(img.size) > max_size:
         scale = max_size / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.BOX)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BOX)
     return np.asarray(img, dtype=np.float32)
 
 

@@ -47,9 +47,11 @@ def select_layers(model: nn.Module, spec: ModelSpec, names: list[str]) -> list[L
             known = [n for n in modules if n] + [layer.label for layer in defaults]
             close = difflib.get_close_matches(name, known, n=4, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UnknownLayerError(f"no layer {name!r} in {spec.family} model{hint} (layers are module "
-                                    f"names such as {defaults[0].name!r} or paper names such as "
-                                    f"{defaults[0].label!r})")
+            raise UnknownLayerError(
+                f"no layer {name!r} in {spec.family} model{hint} (layers are module "
+                f"names such as {defaults[0].name!r} or paper names such as "
+                f"{defaults[0].label!r})"
+            )
     return chosen
 
 
@@ -71,8 +73,9 @@ def channel_groups(model: nn.Module, layer: Layer) -> list[tuple[str, int]] | No
 
 def weight_tensors(model: nn.Module, layer: Layer) -> list:
     """The weights (not biases, not batch-norm scales) of every convolution and linear layer in the block."""
-    return [m.weight for name in layer.modules for m in _block(model, name).modules()
-            if isinstance(m, (*CONV, nn.Linear))]
+    return [
+        m.weight for name in layer.modules for m in _block(model, name).modules() if isinstance(m, (*CONV, nn.Linear))
+    ]
 
 
 def param_count(model: nn.Module, layer: Layer) -> int:

@@ -3,6 +3,8 @@
     model, card, run_dir, source = open_model("runs/lenet5-...")   # or a registered name
     report = build(model, card, "digit.png", run_dir=run_dir, source=source)
     write(report, "viz/lenet5")
+
+`build` computes (torch) what the page shows, as the plain data of views.py; page.py renders it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import pathlib
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,61 +23,13 @@ from zoo import answer
 
 from .. import atomic
 from ..rundir import CONFUSION, CURVES, HISTORY_CSV, HISTORY_JSON
-from . import activations, figures, layers as L, page
+from . import activations, figures, page
+from . import layers as L
+from .views import MAX_CHANNELS, Fig, LayerView, Report
 
 if TYPE_CHECKING:
     from ..card import ModelCard
     from ..data.preprocess import ImageSource
-
-MAX_CHANNELS = 64  # activation maps and filters shown per layer
-
-
-@dataclass
-class Fig:
-    file: str  # name of the PNG beside index.html
-    data: bytes
-    caption: str
-    pixelated: bool = False
-
-
-@dataclass
-class LayerView:
-    label: str
-    name: str
-    note: str
-    type: str
-    shape: list[int]
-    params: int
-    activation: dict
-    weights: dict | None
-    figures: list[Fig] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    title: str
-    subtitle: str
-    warning: str
-    facts: list[tuple[str, object]]
-    input_figure: Fig
-    predictions: list[dict]  # zoo.answer.top_k's {label, index, probability}, best first
-    predictions_figure: Fig
-    training_figures: list[Fig]
-    last_epoch: dict
-    layers: list[LayerView]
-    version: str
-    max_channels: int = MAX_CHANNELS
-
-    def figures(self) -> list[Fig]:
-        return [self.input_figure, self.predictions_figure, *self.training_figures,
-                *(f for layer in self.layers for f in layer.figures)]
-
-    def to_dict(self) -> dict:
-        """The numbers of the page (stats.json): predictions and each layer's shape and statistics."""
-        return {"title": self.title, "predictions": self.predictions,
-                "layers": [{"label": v.label, "name": v.name, "type": v.type, "output_shape": v.shape,
-                            "params": v.params, "activation": v.activation, "weights": v.weights,
-                            "figures": [f.file for f in v.figures]} for v in self.layers]}
 
 
 def open_model(arg: str) -> tuple[torch.nn.Module, ModelCard, pathlib.Path | None, str]:
@@ -113,30 +66,42 @@ def _filters(conv: torch.nn.Conv2d, first_rgb: bool) -> tuple[bytes, str]:
     w = w[:MAX_CHANNELS]
     k = "x".join(map(str, conv.kernel_size))
     if first_rgb:
-        return (figures.rgb_filter_grid(w.numpy()),
-                f"{k} filters ({shown}) in colour, each stretched to its own range")
+        return (figures.rgb_filter_grid(w.numpy()), f"{k} filters ({shown}) in colour, each stretched to its own range")
     if max(conv.kernel_size) == 1:
         m = w[:, :MAX_CHANNELS, 0, 0].numpy()
-        return (figures.matrix_image(m), f"1x1 filters as a matrix: {m.shape[0]} outputs (rows) x "
-                f"{m.shape[1]} of {conv.in_channels} inputs (columns); red positive, blue negative")
+        return (
+            figures.matrix_image(m),
+            f"1x1 filters as a matrix: {m.shape[0]} outputs (rows) x "
+            f"{m.shape[1]} of {conv.in_channels} inputs (columns); red positive, blue negative",
+        )
     if w.shape[1] == 1:
-        return figures.map_grid(w[:, 0].numpy(), "RdBu_r", symmetric=True), \
-            f"{k} filters ({shown}); red positive, blue negative"
+        return figures.map_grid(
+            w[:, 0].numpy(), "RdBu_r", symmetric=True
+        ), f"{k} filters ({shown}); red positive, blue negative"
     strongest = w.pow(2).sum((2, 3)).argmax(1)
     tiles = w[torch.arange(w.shape[0]), strongest]
-    return figures.map_grid(tiles.numpy(), "RdBu_r", symmetric=True), \
-        f"{k} filters ({shown}), each shown at its strongest of {conv.in_channels} input channels; " \
-        f"red positive, blue negative"
+    return (
+        figures.map_grid(tiles.numpy(), "RdBu_r", symmetric=True),
+        f"{k} filters ({shown}), each shown at its strongest of {conv.in_channels} input channels; "
+        f"red positive, blue negative",
+    )
 
 
-def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv,
-                class_names: list[str]) -> LayerView:
+def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv, class_names: list[str]) -> LayerView:
     prefix = f"{index:02d}-{_slug(layer.label)}"
     a = act[0]
     if a.ndim == 3 and a.shape[1] * a.shape[2] == 1:  # after global pooling: a vector in disguise
         a = a.reshape(-1)
-    view = LayerView(layer.label, layer.name, layer.note, L.type_name(model, layer), list(a.shape),
-                     L.param_count(model, layer), activations.stats(a), None)
+    view = LayerView(
+        layer.label,
+        layer.name,
+        layer.note,
+        L.type_name(model, layer),
+        list(a.shape),
+        L.param_count(model, layer),
+        activations.stats(a),
+        None,
+    )
     crisp = True  # pixel grids: the browser must not blur them when it scales
     groups = L.channel_groups(model, layer) if a.ndim == 3 else None
     if groups and a.shape[0] > MAX_CHANNELS:  # an inception module: the first maps of every branch
@@ -144,13 +109,14 @@ def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv
         starts = np.cumsum([0] + [w for _, w in groups[:-1]])
         idx = [int(s) + i for s, (_, w) in zip(starts, groups) for i in range(min(per, w))]
         data = figures.map_grid(a[idx].numpy())
-        caption = (f"{layer.label}: activation maps, the first {per} channels of each branch "
-                   f"({', '.join(f'{n}: {w}' for n, w in groups)} channels; {a.shape[1]}x{a.shape[2]})")
+        caption = (
+            f"{layer.label}: activation maps, the first {per} channels of each branch "
+            f"({', '.join(f'{n}: {w}' for n, w in groups)} channels; {a.shape[1]}x{a.shape[2]})"
+        )
     elif a.ndim == 3:
         c = a.shape[0]
         data = figures.map_grid(a[:MAX_CHANNELS].numpy())
-        caption = (f"{layer.label}: activation maps, {min(c, MAX_CHANNELS)} of {c} channels "
-                   f"({a.shape[1]}x{a.shape[2]})")
+        caption = f"{layer.label}: activation maps, {min(c, MAX_CHANNELS)} of {c} channels ({a.shape[1]}x{a.shape[2]})"
     elif a.numel() <= 32:  # a classifier's scores, or a small layer: one bar per unit
         names = class_names if a.numel() == len(class_names) else None
         data, crisp = figures.unit_bars(a.numpy(), names), False
@@ -170,8 +136,13 @@ def _layer_view(model, layer: L.Layer, act: torch.Tensor, index: int, first_conv
     if weights:
         view.weights = activations.stats(activations.flat(weights))
         panels.append({"title": "weights", "color": "#c0504d", **view.weights})
-    view.figures.append(Fig(f"{prefix}-histograms.png", figures.histograms(panels),
-                            f"{layer.label}: histogram of " + " and ".join(p["title"] for p in panels)))
+    view.figures.append(
+        Fig(
+            f"{prefix}-histograms.png",
+            figures.histograms(panels),
+            f"{layer.label}: histogram of " + " and ".join(p["title"] for p in panels),
+        )
+    )
     view.activation = _stats_without_hist(view.activation)
     view.weights = _stats_without_hist(view.weights)
     return view
@@ -220,18 +191,30 @@ def _training(run_dir: pathlib.Path | None) -> tuple[list[Fig], dict]:
         if data:
             figs.append(Fig(CURVES, data, "training curves (from history)"))
     if (run_dir / CONFUSION).is_file():
-        figs.append(Fig(CONFUSION, (run_dir / CONFUSION).read_bytes(),
-                        "confusion matrix (from `zoo evaluate`; rows: true class, columns: predicted)"))
-    last = {k: v for k, v in (history[-1] if history else {}).items()
-            if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        figs.append(
+            Fig(
+                CONFUSION,
+                (run_dir / CONFUSION).read_bytes(),
+                "confusion matrix (from `zoo evaluate`; rows: true class, columns: predicted)",
+            )
+        )
+    last = {
+        k: v
+        for k, v in (history[-1] if history else {}).items()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+    }
     return figs, last
 
 
 def _facts(model, card, spec, source: str) -> list[tuple[str, object]]:
-    facts = [("architecture", f"{spec.name} ({spec.family})"), ("paper", f"{spec.paper}, {spec.year}"),
-             ("weights", source), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
-             ("input", "x".join(map(str, card.input_shape)) + f", resize {card.resize_mode}"),
-             ("classes", card.num_classes)]
+    facts = [
+        ("architecture", f"{spec.name} ({spec.family})"),
+        ("paper", f"{spec.paper}, {spec.year}"),
+        ("weights", source),
+        ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+        ("input", "x".join(map(str, card.input_shape)) + f", resize {card.resize_mode}"),
+        ("classes", card.num_classes),
+    ]
     for k, v in card.provenance.items():
         if isinstance(v, (str, int, float)) and not isinstance(v, bool):
             facts.append((k, v))
@@ -240,8 +223,16 @@ def _facts(model, card, spec, source: str) -> list[tuple[str, object]]:
     return facts
 
 
-def build(model: torch.nn.Module, card: ModelCard, image: ImageSource, *, layer_names: list[str] | None = None,
-          run_dir: str | os.PathLike | None = None, source: str = "", top: int = 5) -> Report:
+def build(
+    model: torch.nn.Module,
+    card: ModelCard,
+    image: ImageSource,
+    *,
+    layer_names: list[str] | None = None,
+    run_dir: str | os.PathLike | None = None,
+    source: str = "",
+    top: int = 5,
+) -> Report:
     """Everything the page shows, computed: one forward pass with hooks, then the figures."""
     from .. import __version__
     from ..data.preprocess import preprocess
@@ -255,26 +246,39 @@ def build(model: torch.nn.Module, card: ModelCard, image: ImageSource, *, layer_
     predictions = answer.top_k(out[0].float().numpy()[None], card.class_names, top)[0]
 
     first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    views = [_layer_view(model, layer, acts[layer.output], i, first_conv, card.class_names)
-             for i, layer in enumerate(chosen) if layer.output in acts]
+    views = [
+        _layer_view(model, layer, acts[layer.output], i, first_conv, card.class_names)
+        for i, layer in enumerate(chosen)
+        if layer.output in acts
+    ]
     training_figs, last_epoch = _training(pathlib.Path(run_dir) if run_dir else None)
     name = getattr(image, "name", None) or pathlib.Path(str(image)).name
     h, w = card.input_size
     return Report(
         title=pathlib.Path(run_dir).name if run_dir else spec.name,
         subtitle=f"{spec.name} · {spec.paper} ({spec.year}) · image {name}",
-        warning="" if run_dir else f"{spec.name} with random weights (seed 0): the layers show what an "
-                                   "untrained network does; pass a run directory to see a trained one.",
+        warning=""
+        if run_dir
+        else f"{spec.name} with random weights (seed 0): the layers show what an "
+        "untrained network does; pass a run directory to see a trained one.",
         facts=_facts(model, card, spec, source),
-        input_figure=Fig("input.png", figures.input_image(x[0].numpy(), card),
-                         f"{name} as the model sees it: {card.in_channels}x{h}x{w} after preprocessing "
-                         f"({card.resize_mode}), de-normalized"),
+        input_figure=Fig(
+            "input.png",
+            figures.input_image(x[0].numpy(), card),
+            f"{name} as the model sees it: {card.in_channels}x{h}x{w} after preprocessing "
+            f"({card.resize_mode}), de-normalized",
+        ),
         predictions=predictions,
-        predictions_figure=Fig("predictions.png",
-                               figures.prediction_bars([p["label"] for p in predictions],
-                                                       [p["probability"] for p in predictions]),
-                               f"top-{len(predictions)} prediction"),
-        training_figures=training_figs, last_epoch=last_epoch, layers=views, version=__version__)
+        predictions_figure=Fig(
+            "predictions.png",
+            figures.prediction_bars([p["label"] for p in predictions], [p["probability"] for p in predictions]),
+            f"top-{len(predictions)} prediction",
+        ),
+        training_figures=training_figs,
+        last_epoch=last_epoch,
+        layers=views,
+        version=__version__,
+    )
 
 
 def write(report: Report, output: str | os.PathLike) -> pathlib.Path:
