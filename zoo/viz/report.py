@@ -231,7 +231,7 @@ def build(
     layer_names: list[str] | None = None,
     run_dir: str | os.PathLike | None = None,
     source: str = "",
-    top: int = 5,
+    top: int = answer.DEFAULT_TOP_K,
 ) -> Report:
     """Everything the page shows, computed: one forward pass with hooks, then the figures."""
     from .. import __version__
