@@ -56,7 +56,9 @@ def test_real_mnist_idx(shared):
     splits = mnist.load_dir(shared / "datasets" / "mnist")
     x, y = splits["train"]
     assert x.shape == (60000, 28, 28) and x.dtype == np.uint8 and set(np.unique(y)) == set(range(10))
-    assert abs(x.mean() / 255 - 0.1307) < 1e-3
+    # float64 mean of integers (~1e-16) vs the published 0.1307, 4 decimals of 0.13066: 1e-4 still catches a
+    # part of the set (the first 50,000 digits: 0.13096)
+    assert abs(x.mean() / 255 - 0.1307) < 1e-4
 
 
 @pytest.fixture
@@ -148,6 +150,7 @@ def test_digit_png_through_preprocess_equals_training_input():
     for i in range(len(x)):
         buf = io.BytesIO()
         Image.fromarray(x[i, 0].numpy()).save(buf, "PNG")
+        # the same uint8 pixels through the same elementwise float32 steps (no sums): exact
         assert torch.equal(torch.from_numpy(preprocess(buf.getvalue(), card)), batch[i])
     # at another input size and in RGB, the digits go through the same `prepare` as image files
     card32 = ModelCard.for_model("resnet18", num_classes=10, input_size=[32, 32])

@@ -52,7 +52,11 @@ def test_features_equal_a_manual_hook_on_the_same_batch(make_run, folder, tmp_pa
     net.fc.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     with torch.no_grad():
         net(standardize(to_unit(sets["train"].images), card))
-    np.testing.assert_allclose(f["features"], seen[0].numpy(), rtol=1e-4, atol=1e-5)
+    # batches of 2 vs one of 5: ResNet-18's 17 convs sum up to K = 4608 terms in another order, ~sqrt(K) u
+    # ~ 4e-6 of the activations' scale per layer, ~2e-5 over the 17: 1e-4 of max |feature| is above it
+    # (measured 5e-7, 1 and 2 threads); another image's features are 0.2 off, unstandardized input 0.73
+    ref = seen[0].numpy()
+    assert np.abs(f["features"] - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
 def test_mnist_paths_are_synthetic_ids_and_lenet_gives_f6(make_run, tmp_path):

@@ -101,7 +101,9 @@ def test_int8_export_is_verified_and_recorded(lenet_int8):
     assert set(v["by_runtime"]["int8"]) == set(runtimes())
     assert v["accuracy"]["int8"] == min(v["by_runtime"]["int8"].values())
     assert v["accuracy"]["fp32"] > 0.9  # the model learned something: the comparison means something
-    assert 100 * (v["accuracy"]["fp32"] - v["accuracy"]["int8"]) <= 1.0
+    # accuracies are k / 2000: the drop is a whole number of images (measured 1), compared as one, since
+    # 100 * (a - b) of exactly 1 point (20 images) is 1.0000000000000009 in float64 for most k
+    assert round((v["accuracy"]["fp32"] - v["accuracy"]["int8"]) * HELD_OUT) <= HELD_OUT // 100
     assert v["verified"][:2] == ["fp32", "int8"]
     for precision in ("bf16", "fp16"):  # measured (OpenVINO from model.onnx) only where native
         assert (precision in v["accuracy"]) == ("openvino" in runtimes() and native_missing(precision) is None)
@@ -172,8 +174,10 @@ def test_int8_runs_and_agrees_in_every_installed_cpu_runtime(lenet_int8):
         p = infer.load(run / rundir.ONNX_INT8, runtime, precision="int8")
         assert (p.backend, p.precision) == (runtime, "int8")
         top1 = p.predict(x).argmax(1)
-        assert np.mean(top1 == reference) >= 0.98, runtime
-        assert np.mean(top1 == labels) >= np.mean(reference == labels) - 0.02, runtime
+        # counts of 500, compared as integers (the float k / 500 - 0.02 can round over the boundary);
+        # measured: 500 of 500 agree, 468 right both ways, with 1 and 2 threads
+        assert 100 * np.sum(top1 == reference) >= 98 * len(x), runtime
+        assert 100 * np.sum(top1 == labels) >= 100 * np.sum(reference == labels) - 2 * len(x), runtime
 
 
 @pytest.mark.slow

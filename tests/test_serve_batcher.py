@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from tolerances import assert_logits_close
 
 import infer
 from serve.batcher import Batcher, BatcherBusy, BatcherClosed
@@ -39,9 +40,11 @@ def test_concurrent_callers_get_their_own_rows_in_bounded_batches(predictor):
             await b.stop()
 
     outs = asyncio.run(main())
+    # each row computed in a batch of others vs alone: ONNX Runtime gives the same bits here (measured, 1
+    # and 2 threads), which nothing promises on another CPU: tolerances.py (another row: 1.6 x max |logit|)
     for x, y in zip(xs, outs):
         assert y.shape == (len(x), 10)
-        assert np.allclose(y, predictor.predict(x), atol=1e-5)
+        assert_logits_close(y, predictor.predict(x))
     assert sum(batches) == sum(sizes) and len(batches) < len(sizes)
     assert all(n <= 8 for n in batches if n != 12) and 12 in batches
     assert len(threads) == 1 and threading.get_ident() not in threads  # one worker, never the loop's thread
@@ -66,8 +69,8 @@ def test_a_bad_request_fails_alone_and_the_worker_carries_on(predictor):
     first, after = asyncio.run(main())
     assert isinstance(first[1], ValueError)
     for x, y in zip(good, [first[0], first[2], first[3]]):
-        assert np.allclose(y, predictor.predict(x), atol=1e-5)
-    assert np.allclose(after, predictor.predict(good[0]), atol=1e-5)
+        assert_logits_close(y, predictor.predict(x))
+    assert_logits_close(after, predictor.predict(good[0]))
 
 
 def test_stop_finishes_queued_work_then_refuses(predictor):
@@ -84,7 +87,7 @@ def test_stop_finishes_queued_work_then_refuses(predictor):
         return [p.result() for p in pending]
 
     for x, y in zip(xs, asyncio.run(main())):
-        assert np.allclose(y, predictor.predict(x), atol=1e-5)
+        assert_logits_close(y, predictor.predict(x))
 
 
 def test_a_full_queue_refuses_new_work(predictor):
@@ -124,7 +127,7 @@ def test_a_full_batch_runs_without_waiting_out_the_delay_and_a_lone_request_wait
     full, lone, waiting, batches = asyncio.run(main())
     assert waiting and batches == [4, 1]
     for x, y in zip(xs, [*full, lone]):
-        assert np.allclose(y, predictor.predict(x), atol=1e-5)
+        assert_logits_close(y, predictor.predict(x))
 
 
 def test_requests_that_arrive_within_the_delay_share_a_batch(predictor):

@@ -68,7 +68,11 @@ def test_torchvision_checkpoint_gives_torchvision_logits(name, reference):
         logits = model(x).double()
     first10 = torch.tensor(ref["logits_first10"], dtype=torch.float64)
     scale = first10.abs().amax(dim=1, keepdim=True)
-    assert ((logits[:, :10] - first10).abs() <= 1e-3 * scale).all()
-    assert logits.argmax(1).tolist() == ref["logits_argmax"]
+    # torchvision's run (another machine, thread count) vs ours: the same float32 layers summed in another
+    # order, ~sqrt(K) u per layer (K <= 4608): ~5e-5 of the scale through ResNet-152's ~150 layers at most.
+    # Measured <= 4e-7 (1 and 2 threads, all 11 models); BN eps 1e-3 instead of 1e-5 is 4-5e-3 off
+    assert ((logits[:, :10] - first10).abs() <= 1e-4 * scale).all()
+    assert logits.argmax(1).tolist() == ref["logits_argmax"]  # the top two are >= 1.4e-3 of max |logit| apart
     sums = torch.tensor(ref["logits_sum"], dtype=torch.float64)
-    assert ((logits.sum(1) - sums).abs() <= 1e-3 * logits.abs().amax(1) * 10).all()
+    # 1000 logits, each within ~1e-4 of max |logit|: sqrt(1000) x that for independent errors (measured 5e-6)
+    assert ((logits.sum(1) - sums).abs() <= 3e-3 * logits.abs().amax(1)).all()

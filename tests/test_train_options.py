@@ -85,6 +85,7 @@ def test_resume_with_bf16_autocast_reproduces_an_uninterrupted_run(cpu_is, tiny_
     train(TrainConfig.resumed(killed), log=lines.append)
     assert "bfloat16 (as the run started)" in lines[0], lines[0]
     a, b = load_file(str(tmp_path / "straight" / rundir.LAST)), load_file(str(killed / rundir.LAST))
+    # the same sums in the same order (the run's thread count taken again): exact, bit for bit
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if board.available():  # what the killed run logged of epoch 2 is dropped: every step appears once
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
