@@ -9,4 +9,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     >/dev/null 2>&1 || echo "could not install chromium: the page tests will skip"
 fi
 ruff check . && ruff format --check .  # the house style (pyproject.toml); `ruff format .` fixes it
-python -m pytest -q "$@"
+# two processes (pytest-xdist), a test file each at a time: its module fixtures are built once
+python -m pytest -q -n 2 --dist loadfile "$@"

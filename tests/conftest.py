@@ -18,8 +18,8 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    if not SHARED.is_dir():  # one line at the start of the run, -q or not
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")  # None in an xdist worker
+    if not SHARED.is_dir() and reporter is not None:  # one line at the start of the run, -q or not
         reporter.write_line(f"{SHARED} is missing: the tests on the real sets (full MNIST, ants/bees photos) skip")
 
 
