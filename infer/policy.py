@@ -285,9 +285,12 @@ def _fastest_measured(found: list[Option], first: Option, files: dict[str, pathl
     if not timed[str(first)]:
         return first
     best = max((o for o in runnable if timed[str(o)]), key=lambda o: timed[str(o)])
-    for o in runnable[: runnable.index(best)]:
+    fastest = f"{best.precision} on {best.backend}"
+    for o in runnable[: runnable.index(best)]:  # each passed over says why, timed or not
         if timed[str(o)]:
             o.reason = Reason(Kind.SLOWER, o.backend, o.precision, measured=(timed[str(o)], timed[str(best)]))
+        else:
+            o.reason = Reason(Kind.NOT_TIMED, o.backend, o.precision, fastest, measured=(0.0, timed[str(best)]))
     return best
 
 

@@ -22,6 +22,7 @@ class Kind(enum.Enum):
     HARDWARE_MISSING = "hardware-missing"  # or the device asked for, or an engine built for another
     STALE = "stale"  # the exported file is older than the weights
     SLOWER = "slower"  # measured slower on this CPU at export
+    NOT_TIMED = "not-timed"  # runnable, but the export timed others, and auto takes the fastest it timed
 
     @property
     def error(self) -> type[Exception]:
@@ -45,10 +46,11 @@ class Reason:
     kind: Kind
     runtime: str
     precision: str
-    detail: str = ""  # LIBRARY_MISSING, HARDWARE_MISSING: the check's own line; STALE: the newer file's name
+    detail: str = ""  # LIBRARY_MISSING, HARDWARE_MISSING: the check's own line; STALE: the newer file's name;
+    # NOT_TIMED: the option taken instead
     model: str = ""  # NO_FILE: the model as named (the command that makes the file names it)
     unverified: Unverified | None = None  # UNVERIFIED: which verification is missing
-    measured: tuple[float, float] = (0.0, 0.0)  # SLOWER: its img/s and the fastest one's
+    measured: tuple[float, float] = (0.0, 0.0)  # SLOWER: its img/s and the fastest one's; NOT_TIMED: (0, the fastest's)
 
     @property
     def error(self) -> type[Exception]:
@@ -95,4 +97,6 @@ def describe(reason: Reason) -> str:
     if kind is Kind.SLOWER:
         mine, best = reason.measured
         return f"slower on this CPU as measured at export ({mine:,.0f} img/s vs {best:,.0f})"
+    if kind is Kind.NOT_TIMED:
+        return f"not timed at export, where {reason.detail} measured fastest ({reason.measured[1]:,.0f} img/s)"
     return reason.detail  # LIBRARY_MISSING, HARDWARE_MISSING: the check's own words

@@ -163,6 +163,12 @@ def test_auto_follows_the_speeds_measured_at_export_on_this_cpu(exported, monkey
     assert (
         "bf16 on openvino (model.onnx) skipped: slower on this CPU as measured at export (1,000 img/s vs 4,000)"
     ) in p.selection
+    # runnable, but never timed at export: passed over for the fastest option it timed, and the line says so
+    assert (
+        "bf16 on torch (model.safetensors) skipped: not timed at export, where fp32 on onnxruntime measured "
+        "fastest (4,000 img/s)"
+    ) in p.selection
+    assert "None" not in p.selection, p.selection
     other = hardware.Cpu("Another CPU", hardware.cpu().flags, 2)
     monkeypatch.setattr(hardware, "cpu", lambda: other)
     assert infer.load(exported).precision == "bf16"  # measured elsewhere: the static order holds
