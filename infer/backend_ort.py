@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo import devices
 from zoo.card import ONNX_METADATA_KEY, ModelCard
 
 from .files import metadata_card
@@ -64,6 +65,24 @@ def default_providers(path: str | os.PathLike | None = None) -> list:
     return providers
 
 
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def on_device(providers: list, device: str | None) -> list:
+    """`providers` for `device`: the CPU provider alone for "cpu"; for "cuda:N", the GPU providers on
+    device N (their `device_id`); for auto, cuda or None, as they are."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    index = devices.cuda_index(device)
+    if index is None:
+        return providers
+    placed = []
+    for p in providers:
+        name, options = p if isinstance(p, tuple) else (p, {})
+        placed.append((name, {**options, "device_id": index}) if name in GPU_PROVIDERS else p)
+    return placed
+
+
 def session_options(threads: int | None = None, spin_wait: bool = True) -> ort.SessionOptions:
     """spin_wait=False: ONNX Runtime's intra-op threads sleep between runs instead of spinning (its
     default), which leaves the CPU to a server's event loop between batches."""
@@ -99,9 +118,7 @@ class OrtPredictor(Predictor):
     ):
         import onnxruntime as ort
 
-        providers = list(providers) if providers else default_providers(path)
-        if device == "cpu":
-            providers = ["CPUExecutionProvider"]
+        providers = on_device(list(providers) if providers else default_providers(path), device)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options(threads, spin_wait), providers=providers

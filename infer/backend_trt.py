@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from zoo import rundir
+from zoo import devices, rundir
 from zoo.card import ModelCard
 
 from .predictor import BackendUnavailable, ModelFileError, Predictor, tensorrt_missing
@@ -95,6 +95,12 @@ class TensorRTPredictor(Predictor):
         import tensorrt as trt
         import torch
 
+        index = devices.cuda_index(device)
+        if index not in (None, torch.cuda.current_device()):  # buffers and stream live on the current device
+            raise BackendUnavailable(
+                f"--device {device}: a TensorRT engine runs on the current CUDA device here; "
+                f"choose the GPU with CUDA_VISIBLE_DEVICES={index} and --device cuda"
+            )
         card_path = rundir.engine_card(path)
         if not card_path.is_file():
             raise ModelFileError(

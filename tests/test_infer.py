@@ -216,3 +216,19 @@ def test_torch_computes_in_the_memory_format_its_family_trains_in(exported):
     assert get_spec("lenet5").channels_last and p.precision == "fp32"
     weight = next(w for w in p.model.parameters() if w.dim() == 4 and w.shape[1] > 1)  # C3 (C1 has one channel)
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_onnxruntime_runs_on_the_cuda_device_named():
+    """--device cuda:N reaches ONNX Runtime's GPU providers as their device_id (they took device 0 whatever
+    N was); cpu keeps the CPU provider alone; auto / cuda leave the providers as they are."""
+    from infer.backend_ort import on_device
+
+    trt = ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True})
+    providers = [trt, "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert on_device(providers, "cuda:1") == [
+        ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "device_id": 1}),
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
+    assert on_device(providers, "cpu") == ["CPUExecutionProvider"]
+    assert on_device(providers, "cuda") == on_device(providers, "auto") == on_device(providers, None) == providers

@@ -27,6 +27,11 @@ def check(name: str) -> str:
     raise DeviceError(f"--device {name}: use {', '.join(NAMES)} or cuda:N")
 
 
+def cuda_index(name: str | None) -> int | None:
+    """N for "cuda:N"; None for any other name (auto, cpu, cuda: the current device)."""
+    return int(name.partition(":")[2]) if name and _CUDA_N.fullmatch(name) else None
+
+
 def resolve(name: str | None = "auto") -> str:
     """ "auto" (or None): "cuda" where torch sees a CUDA device, else "cpu". "cpu" as it is; "cuda" or
     "cuda:N" as it is where CUDA is available, DeviceError where it is not; anything else DeviceError."""
