@@ -96,7 +96,8 @@ class TensorRTPredictor(Predictor):
         import torch
 
         index = devices.cuda_index(device)
-        if index not in (None, torch.cuda.current_device()):  # buffers and stream live on the current device
+        # buffers and stream live on the current device (without CUDA, the runtime's own check says so below)
+        if index is not None and torch.cuda.is_available() and index != torch.cuda.current_device():
             raise BackendUnavailable(
                 f"--device {device}: a TensorRT engine runs on the current CUDA device here; "
                 f"choose the GPU with CUDA_VISIBLE_DEVICES={index} and --device cuda"
