@@ -240,11 +240,20 @@ def test_resume_finishes_a_run_killed_after_its_last_epoch(trained, tmp_path, ki
     finished = trained[0]
     run = tmp_path / "killed"
     shutil.copytree(finished, run)
+    want = json.loads((finished / rundir.CARD).read_text())
     kill(run)
-    code, out = cli("train", "--resume", run)
+    if (run / rundir.CARD).exists():
+        code, out = cli("train", "--resume", run)  # the card's thread count is taken again
+    else:  # the thread count went with the card (it sums floats in its order): the run says so, --threads gives it
+        code, out = cli("train", "--resume", run, "--threads", want["provenance"]["threads"])
+        assert "pass --threads N" not in out
+        no_count = tmp_path / "no-count"
+        shutil.copytree(finished, no_count)
+        kill(no_count)
+        code_, out_ = cli("train", "--resume", no_count)
+        assert code_ == 0 and "records no thread count" in out_ and "pass --threads N" in out_, out_
     assert code == 0, out
     card = json.loads((run / rundir.CARD).read_text())
-    want = json.loads((finished / rundir.CARD).read_text())
     assert card["provenance"]["finished"] is True
     assert card["provenance"]["metrics"]["test_acc"] == want["provenance"]["metrics"]["test_acc"]
     assert card == want  # everything an uninterrupted run writes in its card

@@ -48,31 +48,21 @@ def evaluate(model, data, split, fmt, confusion_png, batch_size, device, workers
     zoo evaluate runs/resnet18-20261121-120000 --data photos/test --format json
     """
     threads_.configure(threads)  # before torch loads OpenMP
-    path, card, scored = _score(model, data, split, device, batch_size, workers)
-    _warn(path, split, scored)
-    png = _draw_confusion(path, card, scored, confusion_png)
-    if fmt == "json":
-        click.echo(json.dumps({"model": str(path), **scored.to_dict()}, indent=2))
-        return
-    _print_table(path, card, scored)
-    click.echo(f"\nwrote {png}")
-
-
-def _score(model, data, split, device, batch_size, workers):
-    """(the model's path, its card, zoo.train.evaluate's Scored) of MODEL on the data."""
     from zoo.data.datasets import DataError
-    from zoo.train.evaluate import evaluate_data
+    from zoo.train.evaluate import evaluate_run
 
     try:
-        path = rundir.resolve_model(model, weights=True)
-        device = devices.resolve(device)
-        net, card = rundir.load_model(path, device=device)
-        if not data and not card.provenance.get("data", {}).get("source"):
-            raise UserError(f"{path}: its card does not say what data it was trained on; pass --data")
-        scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size, workers=workers)
+        run = evaluate_run(
+            model, data, split=split, device=device, batch_size=batch_size, workers=workers, confusion_png=confusion_png
+        )
     except (rundir.RunError, DataError, devices.DeviceError) as e:
         raise UserError(str(e)) from None
-    return path, card, scored
+    _warn(run.path, split, run.scored)
+    if fmt == "json":
+        click.echo(json.dumps({"model": str(run.path), **run.scored.to_dict()}, indent=2))
+        return
+    _print_table(run.path, run.card, run.scored)
+    click.echo(f"\nwrote {run.confusion_png}")
 
 
 def _warn(path, split, scored):
@@ -91,19 +81,6 @@ def _warn(path, split, scored):
             f"(first: {scored.skipped[0]})",
             err=True,
         )
-
-
-def _draw_confusion(path, card, scored, confusion_png):
-    """Draw the confusion matrix to --confusion (default: beside the model) and return where."""
-    import pathlib
-
-    from zoo import atomic
-    from zoo.viz import figures
-
-    png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / rundir.CONFUSION
-    title = f"{card.architecture} on {scored.data} ({scored.split}): {100 * scored.result.accuracy:.2f}%"
-    atomic.write_bytes(png, figures.confusion(scored.result.confusion, card.class_names, title=title))
-    return png
 
 
 def _print_table(path, card, scored):

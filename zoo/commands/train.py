@@ -1,5 +1,8 @@
+import pathlib
+
 import click
 
+from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import RESIZE_MODES
 from zoo.commands import options as shared
@@ -181,6 +184,13 @@ def train(ctx, arch, resume, threads, **options):
     """
     if threads is None and resume:  # the run's own count: other counts sum floats in another order
         threads = threads_.recorded(resume)
+        if threads is None and not (pathlib.Path(resume) / rundir.CARD).exists():  # killed before its first card
+            click.echo(
+                f"warning: {resume} records no thread count (it has no {rundir.CARD} yet): resuming with this "
+                "machine's default, which may sum floats in another order than the run did; pass --threads N "
+                "with the count it started with",
+                err=True,
+            )
     threads_.configure(threads)  # before torch loads OpenMP; the set-up line says how many
 
     from zoo.data.datasets import DataError

@@ -6,6 +6,7 @@
     scored = evaluate_data(model, card)                      # the run's held-out split (test, else val)
     scored = evaluate_data(model, card, "photos/")           # other data: its test split if it has one
     scored.split, scored.held_out, scored.result             # held_out False: the images it trained on
+    run = evaluate_run("runs/lenet5-...")                     # `zoo evaluate`: load, score, confusion.png
 
 `model` is anything that maps a float32 NCHW batch (standardized as the card says) to logits: a torch
 module, or a wrapper around another backend (e.g. `lambda x: torch.from_numpy(sess.run(x.numpy()))`).
@@ -14,6 +15,8 @@ The trainer uses the same function for validation and test, sharded over process
 
 from __future__ import annotations
 
+import os
+import pathlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -134,3 +137,42 @@ def evaluate_data(
     image_set, skipped = images.load(card, workers=workers)
     result = evaluate(model, card, image_set, device=device, batch_size=batch_size)
     return DataEvaluation(result, images.data, images.split, images.held_out, skipped)
+
+
+@dataclass
+class RunEvaluation:
+    """What `evaluate_run` did: the model file it loaded, its card, the scores and the confusion picture."""
+
+    path: pathlib.Path
+    card: ModelCard
+    scored: DataEvaluation
+    confusion_png: pathlib.Path
+
+
+def evaluate_run(
+    model: str | os.PathLike | None = None,
+    data: str | None = None,
+    *,
+    split: str = "auto",
+    device: str = "auto",
+    batch_size: int = 256,
+    workers: int = 0,
+    confusion_png: str | os.PathLike | None = None,
+) -> RunEvaluation:
+    """`zoo evaluate`: load MODEL's weights (a run directory or .safetensors; None: the newest finished run),
+    score them with `evaluate_data` and draw the confusion matrix (default: confusion.png beside the
+    model). RunError, DataError, DeviceError: one line each."""
+    from .. import atomic, devices, rundir
+    from ..data.datasets import DataError
+    from ..viz import figures
+
+    path = rundir.resolve_model(model, weights=True)
+    device = devices.resolve(device)
+    net, card = rundir.load_model(path, device=device)
+    if not data and not card.provenance.get("data", {}).get("source"):
+        raise DataError(f"{path}: its card does not say what data it was trained on; pass --data")
+    scored = evaluate_data(net, card, data, split=split, device=device, batch_size=batch_size, workers=workers)
+    png = pathlib.Path(confusion_png) if confusion_png else (path if path.is_dir() else path.parent) / rundir.CONFUSION
+    title = f"{card.architecture} on {scored.data} ({scored.split}): {100 * scored.result.accuracy:.2f}%"
+    atomic.write_bytes(png, figures.confusion(scored.result.confusion, card.class_names, title=title))
+    return RunEvaluation(path, card, scored, png)
