@@ -104,14 +104,17 @@ def plan(
     output: str | os.PathLike | None = None,
     fmt: str | None = None,
     resume: bool = False,
+    *,
+    follow_links: bool = False,
 ) -> Job:
     """The images under `paths` (files and folders, or one of them; zoo.data.walk's rules) and the
-    output: a FILE, or None for a stream; `fmt` by default as results.default_format says. `resume`:
+    output: a FILE, or None for a stream; `fmt` by default as results.default_format says; `follow_links`:
+    zoo.data.walk's, for links out of the folders named. `resume`:
     carry over the results already in FILE.partial or FILE. PathError where there is no image,
     OutputError / ResumeError where the output cannot be used (without `resume`, a FILE.partial left by
     a crashed run is never overwritten)."""
     paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
-    files, skipped = collect(paths)
+    files, skipped = collect(paths, follow_links)
     if not files:
         raise PathError(
             f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
@@ -242,8 +245,9 @@ def classify_paths(
     *,
     fmt: str | None = None,
     resume: bool = False,
+    follow_links: bool = False,
     **options: Any,
 ) -> Summary:
     """`plan` and `run` in one call: the images under `paths` classified into `output` (None: a stream),
     as `zoo classify` does it (the options of `run`)."""
-    return run(plan(paths, output, fmt, resume), predictor, **options)
+    return run(plan(paths, output, fmt, resume, follow_links=follow_links), predictor, **options)

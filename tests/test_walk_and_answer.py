@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from zoo import answer
 from zoo.data.datasets import scan_folder
-from zoo.data.walk import PathError, collect, walk
+from zoo.data.walk import OUT_OF_TREE, PathError, collect, walk
 
 
 def test_training_data_and_classify_read_a_folder_the_same_way(tmp_path):
@@ -22,18 +22,26 @@ def test_training_data_and_classify_read_a_folder_the_same_way(tmp_path):
     Image.new("L", (8, 8)).save(elsewhere / "z.png")
     (root / "a" / "notes.txt").write_text("x")
     os.mkfifo(root / "b" / "pipe.png")
-    (root / "b" / "more").symlink_to(elsewhere)  # a link to a folder is followed
+    (root / "b" / "more").symlink_to(elsewhere)  # out of the folder given: not followed by default
+    (root / "b" / "again").symlink_to(root / "a")  # inside it: followed
     (root / "b" / "self").symlink_to(".")  # a loop
 
     ignored = []
     names, split = scan_folder(root, ignored=ignored)
     files, skipped = collect([root])
     assert names == ["a", "b"] and split.files == [str(f) for f in files]
-    assert split.files == [str(root / p) for p in ("a/x.png", "a/y.jpg", "b/more/z.png", "b/x.png")]
-    assert list(split.labels) == [0, 0, 1, 1]
-    assert [why for _, why in skipped] == ["no image extension", "not a regular file (a FIFO)", "symbolic link loop"]
+    assert split.files == [str(root / p) for p in ("a/x.png", "a/y.jpg", "b/again/x.png", "b/again/y.jpg", "b/x.png")]
+    assert list(split.labels) == [0, 0, 1, 1, 1]
+    assert [why for _, why in skipped] == [
+        "no image extension",
+        "no image extension",
+        OUT_OF_TREE,
+        "not a regular file (a FIFO)",
+        "symbolic link loop",
+    ]
     assert ignored[0].startswith(f"{root / 'a' / 'notes.txt'}: not an image kind (png, ")
-    assert ignored[1:] == [
+    assert ignored[2:] == [
+        f"{root / 'b' / 'more'}: {OUT_OF_TREE}",
         f"{root / 'b' / 'pipe.png'}: not a regular file (a FIFO)",
         f"{root / 'b' / 'self'}: symbolic link loop",
     ]

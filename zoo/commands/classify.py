@@ -66,12 +66,19 @@ from zoo.errors import UserError
     help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
     "FILE.partial, left by a run that crashed) and classify only the other images.",
 )
-def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume):
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symbolic links that lead out of the folders named too (never into /proc, /sys or /dev); "
+    "by default a folder's links are followed only where they stay inside it.",
+)
+def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume, follow_links):
     """Classify images with MODEL.
 
     PATHS are image files and folders. Folders are read recursively in sorted order, following symbolic
-    links; they skip hidden files, files without an image extension, FIFOs, devices and symbolic link
-    loops, and the final line counts and names what was skipped. A file named in PATHS is read whatever
+    links that stay inside them (--follow-links: the others too); they skip hidden files, files without an
+    image extension, FIFOs, devices and symbolic link loops, and the final line counts and names what was
+    skipped. A file named in PATHS is read whatever
     its extension. Where an image's folder is named after a class, the result says whether the model
     was right, and a final line gives the accuracy. A file that is not a readable image gets a result
     with an `error` field; the run goes on and exits 1 at the end.
@@ -86,7 +93,7 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
 
     try:
         model = rundir.resolve_model(model)
-        job = infer.classify.plan(paths, None if output == "-" else output, fmt, resume)
+        job = infer.classify.plan(paths, None if output == "-" else output, fmt, resume, follow_links=follow_links)
     except (rundir.RunError, PathError, OutputError) as e:
         raise UserError(str(e)) from None
     try:

@@ -230,7 +230,7 @@ def scan_folder(
         raise DataError(f"{root}: classes {', '.join(unknown)} are not among the training classes ({', '.join(names)})")
     files, labels = [], []
     for cls in classes:
-        images, skipped = walk.collect([root / cls])
+        images, skipped = walk.collect([root / cls], tree=root)  # links may go across classes
         images = sorted(map(str, images))
         others = sorted(str(p) for p, why in skipped if why == "no image extension")
         if ignored is not None:

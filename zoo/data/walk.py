@@ -4,7 +4,9 @@
     ...     print(path, why or "an image")
     >>> files, skipped = collect(["photos/", "one.jpg"])
 
-Folders are walked recursively in sorted order, following symbolic links. Hidden files and folders (a
+Folders are walked recursively in sorted order, following symbolic links that stay inside the folder
+given (`follow_links`: the others too, never into /proc, /sys or /dev; a link that is not followed is
+skipped and reported). Hidden files and folders (a
 name starting with ".") are left out, uncounted; files without an image extension (IMAGE_EXTENSIONS),
 FIFOs, sockets, devices, broken links and symbolic link loops are skipped and reported as `(path, why)`.
 A regular file named directly is always taken, whatever its name. A named path that is missing or not a
@@ -69,9 +71,27 @@ def _kind(path: pathlib.Path) -> tuple[str, os.stat_result | None]:
     return f"not a regular file ({_special(st.st_mode)})", st
 
 
-def _walk(folder: pathlib.Path, st: os.stat_result, above: frozenset) -> Iterator[tuple[pathlib.Path, str | None]]:
-    """The entries under `folder` in sorted order; symbolic links are followed, except back into a
-    folder above (a loop, skipped like the rest)."""
+NEVER_FOLLOWED = ("/proc", "/sys", "/dev")  # no image lives there; a walk there never ends or blocks
+OUT_OF_TREE = "symbolic link out of the folder (follow it with --follow-links)"
+
+
+def _link_problem(path: pathlib.Path, tree: str, follow_links: bool) -> str | None:
+    """Why a symbolic link `path` is not followed (None: it is): by default it must stay inside `tree`
+    (the real path of the folder named); with `follow_links` anywhere but NEVER_FOLLOWED."""
+    target = os.path.realpath(path)
+    if target == tree or target.startswith(tree.rstrip(os.sep) + os.sep):
+        return None
+    banned = next((d for d in NEVER_FOLLOWED if target == d or target.startswith(d + os.sep)), None)
+    if banned:
+        return f"symbolic link into {banned} (never followed)"
+    return None if follow_links else OUT_OF_TREE
+
+
+def _walk(
+    folder: pathlib.Path, st: os.stat_result, above: frozenset, tree: str, follow_links: bool
+) -> Iterator[tuple[pathlib.Path, str | None]]:
+    """The entries under `folder` in sorted order; symbolic links are followed as `_link_problem` allows,
+    never back into a folder above (a loop, skipped like the rest)."""
     here = above | {(st.st_dev, st.st_ino)}
     try:
         names = sorted(os.listdir(folder))
@@ -82,12 +102,14 @@ def _walk(folder: pathlib.Path, st: os.stat_result, above: frozenset) -> Iterato
         if name.startswith("."):  # hidden: left out, uncounted
             continue
         path = folder / name
-        kind, info = _kind(path)
+        kind, info = _kind(path)  # a broken link or a loop is said as such, wherever it points
+        if kind in ("dir", "file") and os.path.islink(path):
+            kind = _link_problem(path, tree, follow_links) or kind
         if kind == "dir":
             if (info.st_dev, info.st_ino) in here:
                 yield path, "symbolic link loop"
             else:
-                yield from _walk(path, info, here)
+                yield from _walk(path, info, here, tree, follow_links)
         elif kind != "file":
             yield path, kind
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -96,25 +118,32 @@ def _walk(folder: pathlib.Path, st: os.stat_result, above: frozenset) -> Iterato
             yield path, "no image extension"
 
 
-def walk(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[pathlib.Path, str | None]]:
+def walk(
+    paths: Iterable[str | os.PathLike], follow_links: bool = False, tree: str | os.PathLike | None = None
+) -> Iterator[tuple[pathlib.Path, str | None]]:
     """Every entry of files and folders, lazily, in order: (path, None) for an image file to read,
-    (path, why) for one skipped (see the module's rules). PathError for a named path that is neither a
-    regular file nor a folder, when the walk reaches it."""
+    (path, why) for one skipped (see the module's rules). A symbolic link in a folder is followed where it
+    stays inside that folder (as named, links resolved); `follow_links`: the others too, but never into
+    /proc, /sys or /dev. `tree`: the folder links must stay inside, where it is not each named folder (a
+    dataset's class folders are walked one by one, inside the data folder). PathError for a named path that
+    is neither a regular file nor a folder, when the walk reaches it."""
     for p in map(pathlib.Path, paths):
         kind, info = _kind(p)
         if kind == "dir":
-            yield from _walk(p, info, frozenset())
+            yield from _walk(p, info, frozenset(), os.path.realpath(tree or p), follow_links)
         elif kind == "file":
             yield p, None
         else:
             raise PathError(f"{printable(str(p))}: " + kind.replace("regular file (", "regular file or folder ("))
 
 
-def collect(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Path], list[Skipped]]:
+def collect(
+    paths: Iterable[str | os.PathLike], follow_links: bool = False, tree: str | os.PathLike | None = None
+) -> tuple[list[pathlib.Path], list[Skipped]]:
     """(image files, (path, why) for each entry skipped): `walk` gathered into two lists."""
     files: list[pathlib.Path] = []
     skipped: list[Skipped] = []
-    for path, why in walk(paths):
+    for path, why in walk(paths, follow_links, tree):
         if why is None:
             files.append(path)
         else:
