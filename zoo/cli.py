@@ -6,11 +6,16 @@ but not torch), so `zoo --help` answers in well under a second.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import sys
+import threading
 
 import click
 
 from . import __version__
+from .errors import UserError
 
 # name -> "module:attribute"; each module keeps its heavy imports inside the command function.
 COMMANDS = {
@@ -30,6 +35,19 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        """A full disk, wherever a command meets it, is one line naming the file (stdout where it has no
+        name: `zoo classify ... > /dev/full`)."""
+        threading.excepthook = _quiet_when_full  # a writer's thread meets it too; the line below says it once
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            if e.filename is None:
+                _silence_stdout()  # the interpreter's last flush of stdout would fail again, with a traceback
+            raise UserError(f"{e.filename or 'stdout'}: no space left on device") from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
@@ -51,6 +69,24 @@ class LazyGroup(click.Group):
             close = difflib.get_close_matches(args[0], list(COMMANDS), n=3) if args else []
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise click.UsageError(f"No such command {args[0]!r}.{hint} See `zoo --help`.") from None
+
+
+def _quiet_when_full(args: threading.ExceptHookArgs) -> None:
+    """A thread that died of a full disk (TensorBoard's event writer, say) prints nothing: the command's
+    own error says it in one line. Anything else is printed as Python prints it."""
+    if not (isinstance(args.exc_value, OSError) and args.exc_value.errno == errno.ENOSPC):
+        threading.__excepthook__(args)
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null (stdout's unwritable buffer then flushes there)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

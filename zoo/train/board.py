@@ -16,12 +16,16 @@ images_per_s (per epoch); step/loss, step/lr, step/images_per_s (every --log-eve
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import pathlib
 import warnings
 from typing import Callable
 
 import torch
+
+from .. import rundir
+from ..atomic import NoSpaceError
 
 INPUT_IMAGES = 16  # augmented inputs shown once
 EPOCH_TAGS = {  # history column -> tag
@@ -52,7 +56,13 @@ class Board:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return cls(SummaryWriter(str(run_dir), purge_step=first_step or None), shown=bool(first_step))
+        try:
+            writer = SummaryWriter(str(run_dir), purge_step=first_step or None)
+        except OSError as e:  # its first write is of its event file, whose name it makes itself
+            if e.errno == errno.ENOSPC:
+                raise NoSpaceError(run_dir / f"{rundir.EVENTS_PREFIX}*") from None
+            raise
+        return cls(writer, shown=bool(first_step))
 
     def inputs(self, x: torch.Tensor) -> None:
         """A few training inputs as the network sees them before standardization: augmented, in [0, 1]."""
