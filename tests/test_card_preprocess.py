@@ -93,3 +93,16 @@ def test_image_error_does_not_leak_object_reprs():
     with pytest.raises(ImageError) as e:
         open_image(io.BytesIO(b"plain text, not an image"))
     assert "object at 0x" not in str(e.value) and "not a readable image" in str(e.value)
+
+
+def test_a_card_with_huge_labels_is_refused_in_one_line(tmp_path):
+    """Every answer carries the labels: a card whose labels hold 10 MB would make every /predict answer
+    10 MB. A label is at most MAX_LABEL characters; there are exactly num_classes of them."""
+    from zoo.card import MAX_LABEL, CardError
+
+    card = ModelCard.for_model("lenet")
+    card.class_names = ["x" * 10_000_000] + card.class_names[1:]
+    (tmp_path / "card.json").write_text(card.to_json())  # as a hostile file holds it
+    with pytest.raises(CardError, match=f"class name 0 is 10,000,000 characters long; at most {MAX_LABEL}"):
+        ModelCard.load(tmp_path / "card.json")
+    assert ModelCard.for_model("lenet", class_names=["y" * MAX_LABEL] * 10).num_classes == 10

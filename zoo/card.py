@@ -19,6 +19,7 @@ CARD_FORMAT = "cnnzoo.card/1"
 ONNX_METADATA_KEY = "cnnzoo.card"
 RESIZE_MODES = ("squash", "crop", "fill", "half-crop")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # the arithmetic a model file or a runtime computes in
+MAX_LABEL = 256  # characters in a class name: every answer carries the names, so a card bounds them
 
 
 class CardError(ValueError):
@@ -46,6 +47,11 @@ class ModelCard:
         self.input_size = [int(v) for v in self.input_size]
         if len(self.class_names) != self.num_classes:
             raise CardError(f"card has {self.num_classes} classes but {len(self.class_names)} names")
+        long = next((i for i, name in enumerate(self.class_names) if len(name) > MAX_LABEL), None)
+        if long is not None:
+            raise CardError(
+                f"card class name {long} is {len(self.class_names[long]):,} characters long; at most {MAX_LABEL}"
+            )
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise CardError("card mean/std must have one value per input channel")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
