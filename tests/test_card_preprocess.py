@@ -106,3 +106,22 @@ def test_a_card_with_huge_labels_is_refused_in_one_line(tmp_path):
     with pytest.raises(CardError, match=f"class name 0 is 10,000,000 characters long; at most {MAX_LABEL}"):
         ModelCard.load(tmp_path / "card.json")
     assert ModelCard.for_model("lenet", class_names=["y" * MAX_LABEL] * 10).num_classes == 10
+
+
+def test_an_image_past_pillows_own_bomb_size_is_refused_without_a_warning(tmp_path):
+    """Pillow warns (DecompressionBombWarning, a stack in the server's log) at 89.5 MP, under its own
+    error at twice that; our limit (DEFAULT_MAX_PIXELS) refuses such an image first, in one line, and
+    Pillow's warning is not printed."""
+    import warnings
+
+    from PIL import Image
+
+    from zoo.data.preprocess import ImageError, open_image
+
+    big = tmp_path / "big.png"
+    Image.new("1", (9500, 9500)).save(big)  # 90.25 MP of one bit: a 12 KB file
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError, match="9500x9500 pixels is over the limit"):
+            open_image(big)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, Union
@@ -72,7 +73,9 @@ def open_image(
                 raise ImageError("empty image data")
             source = io.BytesIO(source)
         try:
-            img = Image.open(source)
+            with warnings.catch_warnings():  # our own limit below says it, in one line, not Pillow's stack
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(source)
             w, h = img.size
             if max_pixels and w * h > max_pixels:
                 raise ImageError(
