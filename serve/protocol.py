@@ -27,6 +27,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -223,8 +224,24 @@ def _parse(json_part: bytes) -> InferRequest:
         first = e.errors()[0]
         where = ".".join(map(str, first["loc"])) or "body"
         if first["type"] == "json_invalid":
-            raise WireError(f"malformed JSON: {first['msg']}") from None
+            raise WireError(f"malformed JSON: {_lone_surrogate(json_part) or first['msg']}") from None
         raise WireError(f"not a KServe v2 inference request: {where}: {first['msg']}") from None
+
+
+# an escaped high surrogate not followed by a low one, or a low one not after a high one
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _lone_surrogate(json_part: bytes) -> str | None:
+    """Where JSON text escapes half of a UTF-16 surrogate pair (not Unicode), said so; else None."""
+    m = _LONE_SURROGATE.search(json_part)
+    if m is None:
+        return None
+    line = json_part.count(b"\n", 0, m.start()) + 1
+    column = m.start() - (json_part.rfind(b"\n", 0, m.start()) + 1) + 1
+    return f"a lone UTF-16 surrogate {m.group().decode()} at line {line} column {column} (JSON text must be Unicode)"
 
 
 def _deserialize_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:

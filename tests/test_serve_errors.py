@@ -184,3 +184,16 @@ def test_every_bad_input_is_a_4xx_json_error_and_the_server_carries_on(served_le
             metrics = client.get("/metrics").text
     assert 'status="5' not in metrics  # no 5xx, counted by the server itself
     assert metrics.count("zoo_request_errors_total{") >= 10
+
+
+def test_a_lone_surrogate_in_json_is_named_as_such():
+    """JSON text must be Unicode: an escaped lone UTF-16 surrogate is refused saying so (pydantic's own
+    words were "unexpected end of hex escape", which points at nothing the client wrote)."""
+    from serve.protocol import WireError, decode_infer_request
+
+    body = b'{"inputs": [{"name": "input", "shape": [1, 1, 1, 1], "datatype": "FP32", "data": [1]}],'
+    body += b' "parameters": {"note": "\\ud800"}}'
+    with pytest.raises(WireError, match=r"malformed JSON: a lone UTF-16 surrogate \\ud800 at line 1 column \d+"):
+        decode_infer_request(body, None, [1, 1, 1])
+    paired = body.replace(b"\\ud800", b"\\ud83d\\ude00")  # a pair (an emoji) is fine
+    assert decode_infer_request(paired, None, [1, 1, 1]).tensor.shape == (1, 1, 1, 1)
