@@ -34,6 +34,14 @@ def _core():
     return ov.Core()
 
 
+def _what_is_wrong(error: Exception) -> str:
+    """The line of OpenVINO's message that says what is wrong: it opens with the places in its C++ where it
+    failed ("Exception from src/.../core.cpp:84:", "Check '...' failed at ..."), and lists its front ends."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from ", "Check '"))] or lines or [repr(error)]
+    return said[0].split(" Available frontends:")[0].strip()
+
+
 class OpenVINOPredictor(Predictor):
     backend = "openvino"
 
@@ -42,7 +50,7 @@ class OpenVINOPredictor(Predictor):
         try:
             model = core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
-            raise ModelFileError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0]})") from None
+            raise ModelFileError(f"{path}: OpenVINO cannot read it ({_what_is_wrong(e)})") from None
         key = ["framework", ONNX_METADATA_KEY]
         card = metadata_card(model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None, path)
         hint = OPENVINO_TYPES[float_dtype(precision)]  # int8: the layers that are not int8

@@ -232,3 +232,19 @@ def test_onnxruntime_runs_on_the_cuda_device_named():
     ]
     assert on_device(providers, "cpu") == ["CPUExecutionProvider"]
     assert on_device(providers, "cuda") == on_device(providers, "auto") == on_device(providers, None) == providers
+
+
+def test_openvino_says_what_is_wrong_with_a_damaged_file(tmp_path):
+    """OpenVINO's message opens with where in its C++ it failed ("Exception from src/inference/src/cpp/
+    core.cpp:84:"); the line the user reads says what is wrong instead."""
+    pytest.importorskip("openvino")
+    from infer.backend_ov import OpenVINOPredictor
+    from infer.predictor import ModelFileError
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07not a model" * 64)
+    with pytest.raises(ModelFileError) as caught:
+        OpenVINOPredictor(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: OpenVINO cannot read it (") and "Unable to read the model" in message
+    assert "Exception from" not in message and "core.cpp" not in message and "\n" not in message
