@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
-from zoo import rundir
+from zoo import rundir, runlock
 from zoo.card import ModelCard
 
 from . import quantize
@@ -100,8 +100,11 @@ class Exported:
 def run_plan(run: str | os.PathLike, plan: ExportPlan, *, log: Callable[[str], None] | None = print) -> Exported:
     """Write what `plan` asks for from run directory (or weights file) `run`; what it wrote. ExportError
     (QuantizeError, PlanError) or rundir.RunError, one line, where it cannot; what fails with the plan's
-    options, the run's card or the int8 data fails before anything is written."""
+    options, the run's card or the int8 data fails before anything is written. A run that `zoo train` is
+    still writing is refused (runlock.RunBusy, a RunError naming the process)."""
     plan.check()
+    folder = pathlib.Path(run) if pathlib.Path(run).is_dir() else pathlib.Path(run).parent
+    runlock.check_idle(folder, "export it once the run has finished")
     card = rundir.read_card(run)  # a damaged card stops here, before anything is written
     prepared = None
     if plan.int8 is not None:  # the data to calibrate and verify on must be there before anything is written

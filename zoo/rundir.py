@@ -14,6 +14,8 @@
       model.fp16.onnx      `zoo export --fp16`
       model.int8.onnx      `zoo export --int8`
       model.engine(.json)  `zoo export --trt`: a TensorRT engine and its card; model.int8.engine(.json)
+      train.lock           while `zoo train` writes the run: its lock, holding its PID (zoo.runlock); gone
+                           when the run ends, left (unheld) by a killed run; never a run file
 
 Every file is written atomically (zoo.atomic). This module owns the vocabulary: every name above, the
 model files' tensor names and the Triton repository's file names; every other module imports them from
@@ -42,6 +44,7 @@ CURVES = "curves.png"
 EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard names its event files itself: this, then time and host
 SNAPSHOT = "epoch-{epoch:03d}.safetensors"
 CONFUSION = "confusion.png"
+LOCK = "train.lock"  # zoo.runlock: the writer's lock (not a model file: no reader opens it)
 ONNX = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
 ONNX_INT8 = "model.int8.onnx"

@@ -4,7 +4,7 @@ the option and what to do instead.
     augment_spec = check_options(cfg)           # every option in range; --augment, parsed
     device = pick_device(cfg.device)
     check_input(model, card)                     # the network takes the card's input shape
-    run_dir = output_dir(cfg, arch, dist)        # --output is new (or --resume names the run)
+    run_dir, held = output_dir(cfg, arch, dist)  # --output is new (or --resume names the run); locked
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import time
 
 import torch
 
-from .. import devices
+from .. import devices, runlock
 from ..card import ModelCard
 from ..data import augment as augmentation
 from ..data.datasets import ImageSet
 from ..models import get_spec
+from ..rundir import RunError
 from . import distributed
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, TrainError
 from .runfiles import finished
@@ -89,16 +90,27 @@ def check_target(cfg: TrainConfig, sets: dict[str, ImageSet]) -> None:
         )
 
 
-def output_dir(cfg: TrainConfig, arch: str, dist: distributed.Dist) -> pathlib.Path:
-    """The run directory: --resume's, else --output (default runs/ARCH-YYYYmmdd-HHMMSS, rank 0's clock),
-    which must not hold anything yet."""
+def output_dir(cfg: TrainConfig, arch: str, dist: distributed.Dist) -> tuple[pathlib.Path, runlock.RunLock | None]:
+    """The run directory, locked for this run (zoo.runlock; by rank 0, which writes it: None elsewhere):
+    --resume's, else --output (default runs/ARCH-YYYYmmdd-HHMMSS, rank 0's clock), made now, which must
+    not hold anything yet. TrainError where it does, or where a process is writing it (naming its PID)."""
     if cfg.resume:
-        return pathlib.Path(cfg.resume)
-    stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist)
-    path = pathlib.Path(cfg.output or f"runs/{arch}-{stamp}")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise TrainError(f"{path} already exists; choose another --output, or continue it with --resume {path}")
-    return path
+        path, advice = pathlib.Path(cfg.resume), "resume it once that process has ended"
+    else:
+        stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist)
+        path, advice = pathlib.Path(cfg.output or f"runs/{arch}-{stamp}"), "choose another --output"
+    held, problem = None, None
+    if dist.main:
+        try:
+            held = runlock.lock(path, new=not cfg.resume, advice=advice)
+        except FileExistsError:
+            problem = f"{path} already exists; choose another --output, or continue it with --resume {path}"
+        except RunError as e:  # RunBusy, or a --resume directory gone since its checkpoint was read
+            problem = str(e)
+    problem = distributed.broadcast_object(problem, dist)  # every rank stops where rank 0 does
+    if problem:
+        raise TrainError(problem)
+    return path, held
 
 
 def check_resumable(cfg: TrainConfig, state: dict, run_dir: pathlib.Path) -> None:

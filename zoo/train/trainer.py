@@ -16,7 +16,8 @@ Then validation, one line of log, and the run directory (zoo/train/runfiles.py),
 Everything random in an epoch is seeded from (seed, epoch, rank) and the checkpoint holds the model,
 optimizer, AMP scaler and schedule state after each epoch, so `--resume` reaches the same weights as a
 run that was never interrupted. Under torchrun the model is wrapped in DistributedDataParallel
-(zoo/train/distributed.py) and only rank 0 writes.
+(zoo/train/distributed.py) and only rank 0 writes. Rank 0 holds the run directory's lock (zoo/runlock.py)
+from set-up to the end, so no other run writes there meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import pathlib
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -139,11 +140,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     device = checks.pick_device(cfg.device)
     precision.check(cfg.amp, device)
     dist = distributed.setup(device.type)
-    run = None
+    run, held = None, ExitStack()  # held: the run directory's lock, released at the end whatever happens
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
-        run = _set_up(cfg, augment_spec, checkpoint, device, dist, log)
+        run = _set_up(cfg, augment_spec, checkpoint, device, dist, log, held)
         for epoch in range(run.state["epoch"], cfg.epochs):
             if run.state.get("stopped"):
                 break
@@ -162,6 +163,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     finally:
         if run is not None and run.board:
             run.board.close()
+        held.close()
         distributed.teardown(dist)
 
 
@@ -172,9 +174,12 @@ def _set_up(
     device: torch.device,
     dist: distributed.Dist,
     log: Callable[[str], None],
+    held: ExitStack,
 ) -> _Run:
     """Data, card, model (pretrained weights, freezing), optimizer and training state, each built once;
-    everything is checked before the run directory exists. A checkpoint's state replaces the fresh one."""
+    all but the data is checked before the run directory is made and locked (zoo.runlock: the lock goes
+    into `held`, whose release removes a directory it made that is still empty). A checkpoint's state
+    replaces the fresh one."""
     source = open_source(
         cfg.data,
         val_split=cfg.val_split,
@@ -186,7 +191,9 @@ def _set_up(
     card = _card(cfg, source)
     model, weights, frozen = _model(cfg, card, checkpoint is not None, log if dist.main else None)
     augment = augmentation.build(augment_spec, card.input_size)
-    run_dir = checks.output_dir(cfg, card.architecture, dist)
+    run_dir, lock = checks.output_dir(cfg, card.architecture, dist)
+    if lock is not None:
+        held.enter_context(lock)
     sets = _load(source, card, cfg, dist, log)
     checks.check_target(cfg, sets)
 
