@@ -72,16 +72,18 @@ def test_two_runs_with_the_same_output_one_writes_the_other_names_it(tiny_mnist,
     assert not (same / rundir.LOCK).exists()
 
 
-def test_resume_and_export_of_a_run_in_progress_are_refused_naming_the_process(run):
+def test_resume_export_and_evaluate_of_a_run_in_progress_are_refused_naming_the_process(run):
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     with runlock.lock(run, advice="the test holds it"):  # a `zoo train` writing the run, as far as anyone can tell
         resumed = cli("train", "--resume", run, "--epochs", 2, "--workers", 0)
         exported = cli("export", run)
-    for r in (resumed, exported):
+        evaluated = cli("evaluate", run)  # it draws confusion.png into the run
+    for r in (resumed, exported, evaluated):
         assert r.exit_code != 0 and one_line_error(r.output), r.output
         assert f"process {os.getpid()}" in r.output and "in use" in r.output, r.output
     assert "resume it once that process has ended" in resumed.output
     assert "export it once the run has finished" in exported.output
+    assert "evaluate it once the run has finished" in evaluated.output
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing written, no model.onnx
 
 

@@ -161,12 +161,14 @@ def evaluate_run(
 ) -> RunEvaluation:
     """`zoo evaluate`: load MODEL's weights (a run directory or .safetensors; None: the newest finished run),
     score them with `evaluate_data` and draw the confusion matrix (default: confusion.png beside the
-    model). RunError, DataError, DeviceError: one line each."""
-    from .. import atomic, devices, rundir
+    model). RunError (runlock.RunBusy where `zoo train` is still writing the run), DataError, DeviceError:
+    one line each."""
+    from .. import atomic, devices, rundir, runlock
     from ..data.datasets import DataError
     from ..viz import figures
 
     path = rundir.resolve_model(model, weights=True)
+    runlock.check_idle(path if path.is_dir() else path.parent, "evaluate it once the run has finished")
     device = devices.resolve(device)
     net, card = rundir.load_model(path, device=device)
     if not data and not card.provenance.get("data", {}).get("source"):
