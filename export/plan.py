@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
-from zoo import rundir
+from zoo import atomic, rundir
 from zoo.card import ModelCard
 
 from . import quantize
@@ -99,7 +99,8 @@ class Exported:
 
 def run_plan(run: str | os.PathLike, plan: ExportPlan, *, log: Callable[[str], None] | None = print) -> Exported:
     """Write what `plan` asks for from run directory (or weights file) `run`; what it wrote. ExportError
-    (QuantizeError, PlanError) or rundir.RunError, one line, where it cannot; what fails with the plan's
+    (QuantizeError, PlanError), rundir.RunError or zoo.atomic.OutputError (a file where an output
+    folder goes), one line, where it cannot; what fails with the plan's
     options, the run's card or the int8 data fails before anything is written."""
     plan.check()
     card = rundir.read_card(run)  # a damaged card stops here, before anything is written
@@ -107,6 +108,8 @@ def run_plan(run: str | os.PathLike, plan: ExportPlan, *, log: Callable[[str], N
     if plan.int8 is not None:  # the data to calibrate and verify on must be there before anything is written
         o = plan.int8
         prepared = quantize.prepare(card, calibration=o.calibration, images=o.images, verify_data=o.verify_data)
+    if plan.triton:  # a file where its folder goes is refused before anything is written
+        atomic.directory(plan.triton)
     written = export_run(run, plan.output, opset=plan.opset, fp16=plan.fp16, log=log)
     done = Exported(written["onnx"], written.get("onnx_fp16"))
     if plan.int8 is not None:

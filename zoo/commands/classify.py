@@ -86,7 +86,7 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
 
     try:
         model = rundir.resolve_model(model)
-        job = infer.classify.plan(paths, None if output == "-" else output, fmt, resume)
+        job = infer.classify.plan(paths, output, fmt, resume)
     except (rundir.RunError, PathError, OutputError) as e:
         raise UserError(str(e)) from None
     try:
