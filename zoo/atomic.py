@@ -67,7 +67,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         return
     if path.is_dir():
         raise OutputError(f"{named} is a folder; name a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    directory(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp)

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from .. import atomic
+
 INPUT_IMAGES = 16  # augmented inputs shown once
 EPOCH_TAGS = {  # history column -> tag
     "train_loss": "train/loss",
@@ -52,6 +54,7 @@ class Board:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
+        run_dir = atomic.directory(run_dir)  # a link to a folder that is not there yet makes the folder
         return cls(SummaryWriter(str(run_dir), purge_step=first_step or None), shown=bool(first_step))
 
     def inputs(self, x: torch.Tensor) -> None:
