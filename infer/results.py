@@ -277,6 +277,7 @@ def earlier_results(output: pathlib.Path | None, fmt: str, resume: bool) -> tupl
     partial = None if output is None else partial_path(output)
     if output is not None and output.is_dir():
         raise OutputError(f"--output {output} is a folder; name a file")
+    stream = output is not None and atomic.is_stream(output)  # (a socket: zoo.atomic.OutputError)
     if not resume:
         if partial is not None and partial.exists():
             raise ResumeError(
@@ -285,7 +286,7 @@ def earlier_results(output: pathlib.Path | None, fmt: str, resume: bool) -> tupl
         return None, []
     if output is None or fmt == "table":
         raise ResumeError("--resume needs an --output FILE in jsonl or csv format")
-    if atomic.is_stream(output):
+    if stream:
         raise ResumeError(
             f"--resume needs a regular --output FILE; {printable(str(output))} is a FIFO or device, written "
             "straight through"

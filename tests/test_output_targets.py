@@ -193,3 +193,16 @@ def test_export_follows_a_symlinked_folder(exported_lenet, tmp_path):
     link.symlink_to(real)
     export_run(run, link, log=None)
     assert link.is_symlink() and (real / "model.onnx").is_file()
+
+
+def test_a_socket_is_refused_in_one_line_and_kept(model, images, tmp_path):
+    import socket
+
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        r = zoo("classify", model, images, "-o", path)
+        assert r.exit_code == 1 and "is a socket" in r.output and isinstance(r.exception, SystemExit)
+        with pytest.raises(atomic.OutputError, match="is a socket"):
+            atomic.write_text(path, "x")
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)

@@ -4,8 +4,8 @@
   so a killed process leaves either the old file or the new one, never half of one.
 - A symbolic link is followed (`target`): the data lands in the file it names, renamed onto that
   path, and the link stays a link.
-- A FIFO, a device or a socket (`is_stream`) is written straight through, streaming, with no
-  temporary file and no rename: it is never replaced (`-o /dev/null` stays the null device).
+- A FIFO or a device (`is_stream`) is written straight through, streaming, with no temporary file
+  and no rename: it is never replaced (`-o /dev/null` stays the null device). A socket is refused.
 - A folder output (`directory`) follows a link to a folder and refuses anything else already there.
 """
 
@@ -36,11 +36,14 @@ def target(path: str | os.PathLike) -> pathlib.Path:
 
 def is_stream(path: str | os.PathLike) -> bool:
     """Whether `path` (links followed) is neither a file nor a folder: a FIFO, a character or block
-    device, a socket. Such a target is written straight through and never replaced."""
+    device. Such a target is written straight through and never replaced. OutputError for a socket,
+    which cannot be opened as a file (and is never replaced either)."""
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return False
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"{path} is a socket, which cannot be written as a file; name a file, a FIFO or a device")
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
@@ -60,7 +63,8 @@ def directory(path: str | os.PathLike) -> pathlib.Path:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     """Yield a temporary path to write; on success it replaces `path` (a link: the file it names) in one
-    rename. Where `path` is a FIFO, device or socket, yield it to be written straight through."""
+    rename. Where `path` is a FIFO or device, yield it to be written straight through; OutputError for a
+    socket or a folder."""
     named, path = path, target(path)
     if is_stream(path):
         yield path
