@@ -307,6 +307,8 @@ def export_run(
     out = pathlib.Path(output_dir) if output_dir is not None else pathlib.Path(run)
     if out.suffix == ".safetensors":  # a weights file: write beside it
         out = out.parent
+    if output_dir is not None:
+        out = atomic.directory(out)  # a link to a folder followed; a file there refused (OutputError)
     written = {"onnx": out / rundir.ONNX}
     export_model(model, card, written["onnx"], opset=opset, log=log)
     if fp16:

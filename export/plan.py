@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
-from zoo import rundir, runlock
+from zoo import atomic, rundir, runlock
 from zoo.card import ModelCard
 
 from . import quantize
@@ -99,9 +99,10 @@ class Exported:
 
 def run_plan(run: str | os.PathLike, plan: ExportPlan, *, log: Callable[[str], None] | None = print) -> Exported:
     """Write what `plan` asks for from run directory (or weights file) `run`; what it wrote. ExportError
-    (QuantizeError, PlanError) or rundir.RunError, one line, where it cannot; what fails with the plan's
-    options, the run's card or the int8 data fails before anything is written. A run that `zoo train` is
-    still writing is refused (runlock.RunBusy, a RunError naming the process)."""
+    (QuantizeError, PlanError), rundir.RunError or zoo.atomic.OutputError (a file where an output
+    folder goes), one line, where it cannot; what fails with the plan's options, the run's card or the
+    int8 data fails before anything is written. A run that `zoo train` is still writing is refused
+    (runlock.RunBusy, a RunError naming the process)."""
     plan.check()
     folder = pathlib.Path(run) if pathlib.Path(run).is_dir() else pathlib.Path(run).parent
     runlock.check_idle(folder, "export it once the run has finished")
@@ -110,6 +111,8 @@ def run_plan(run: str | os.PathLike, plan: ExportPlan, *, log: Callable[[str], N
     if plan.int8 is not None:  # the data to calibrate and verify on must be there before anything is written
         o = plan.int8
         prepared = quantize.prepare(card, calibration=o.calibration, images=o.images, verify_data=o.verify_data)
+    if plan.triton:  # a file where its folder goes is refused before anything is written
+        atomic.directory(plan.triton)
     written = export_run(run, plan.output, opset=plan.opset, fp16=plan.fp16, log=log)
     done = Exported(written["onnx"], written.get("onnx_fp16"))
     if plan.int8 is not None:

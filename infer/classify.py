@@ -108,8 +108,8 @@ def plan(
     follow_links: bool = False,
 ) -> Job:
     """The images under `paths` (files and folders, or one of them; zoo.data.walk's rules) and the
-    output: a FILE, or None for a stream; `fmt` by default as results.default_format says; `follow_links`:
-    zoo.data.walk's, for links out of the folders named. `resume`:
+    output: a FILE, or None (or "-") for a stream; `fmt` by default as results.default_format says;
+    `follow_links`: zoo.data.walk's, for links out of the folders named. `resume`:
     carry over the results already in FILE.partial or FILE. PathError where there is no image,
     OutputError / ResumeError where the output cannot be used (without `resume`, a FILE.partial left by
     a crashed run is never overwritten)."""
@@ -121,7 +121,7 @@ def plan(
             + (f"; {describe_skipped(skipped)}" if skipped else "")
             + ")"
         )
-    out = None if output is None else pathlib.Path(output)
+    out = None if output is None or str(output) == "-" else pathlib.Path(output)
     fmt = fmt or default_format(out)
     source, carried = earlier_results(out, fmt, resume)
     return Job(files, skipped, out, fmt, source, carried)

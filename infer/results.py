@@ -1,5 +1,7 @@
 """The results of `classify`, as files: one Result per image, written as it comes ("jsonl", "csv" or
 "table") to FILE.partial, flushed per batch and renamed to FILE at the end, and read back to resume.
+FILE is a target as zoo.atomic says: a link is followed (FILE.partial beside the file it names), and a
+FIFO or device is written straight through (no FILE.partial, so no resume), never replaced.
 
 A JSON line is `{"path", "path_bytes"?, "top_k" | "error", "true_label"?, "correct"?}`: the image's
 answer (zoo.answer.image_answer) beside where it came from; `true_label` is the class its folder names
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from zoo import answer
+from zoo import answer, atomic
 from zoo.data.walk import printable
 from zoo.text import plural
 
@@ -27,7 +29,7 @@ PARTIAL_SUFFIX = ".partial"  # out.jsonl.partial: the results of a run still goi
 FORMATS = ("jsonl", "csv", "table")
 
 
-class OutputError(ValueError):
+class OutputError(atomic.OutputError):
     """The output file cannot be used (a folder, unwritable...); the message names it."""
 
 
@@ -160,8 +162,9 @@ class ResultWriter:
 
 
 def partial_path(output: str | os.PathLike) -> pathlib.Path:
-    """Where a run writing `output` keeps its results until it finishes: `output` + ".partial"."""
-    output = pathlib.Path(output)
+    """Where a run writing `output` keeps its results until it finishes: `output` + ".partial" (a link
+    followed: beside the file it names, zoo.atomic.target)."""
+    output = atomic.target(output)
     return output.with_name(output.name + PARTIAL_SUFFIX)
 
 
@@ -171,9 +174,12 @@ def streamed(
 ) -> Iterator[ResultWriter]:
     """A ResultWriter onto `output`'s partial file, which holds `carried` first (written atomically,
     so results read from that same file are never lost). Flush it per batch. On success the partial
-    file becomes `output` in one rename; on failure it stays, with every result written to it."""
-    from zoo import atomic
-
+    file becomes `output` (a link: the file it names) in one rename; on failure it stays, with every
+    result written to it. A FIFO or device (zoo.atomic.is_stream) is written straight through."""
+    if atomic.is_stream(output):
+        with open(output, "w", encoding="utf-8", newline="") as f:
+            yield ResultWriter(fmt, f, top_k, path_width)
+        return
     partial = partial_path(output)
     with atomic.atomic_path(partial) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = ResultWriter(fmt, f, top_k, path_width)
@@ -183,13 +189,15 @@ def streamed(
         yield ResultWriter(fmt, f, top_k, path_width, header=False)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(partial, output)
+    os.replace(partial, atomic.target(output))
 
 
 def kept(output: pathlib.Path | None, written: int) -> str:
     """What a run that stopped early leaves, for its last line: where its results are, and how to finish."""
     if output is None:
         return "the results so far are above"
+    if atomic.is_stream(output):
+        return f"the results so far went to {printable(str(output))}"
     if not partial_path(output).exists():
         return "no results were kept"
     return (
@@ -269,6 +277,7 @@ def earlier_results(output: pathlib.Path | None, fmt: str, resume: bool) -> tupl
     partial = None if output is None else partial_path(output)
     if output is not None and output.is_dir():
         raise OutputError(f"--output {output} is a folder; name a file")
+    stream = output is not None and atomic.is_stream(output)  # (a socket: zoo.atomic.OutputError)
     if not resume:
         if partial is not None and partial.exists():
             raise ResumeError(
@@ -277,6 +286,11 @@ def earlier_results(output: pathlib.Path | None, fmt: str, resume: bool) -> tupl
         return None, []
     if output is None or fmt == "table":
         raise ResumeError("--resume needs an --output FILE in jsonl or csv format")
+    if stream:
+        raise ResumeError(
+            f"--resume needs a regular --output FILE; {printable(str(output))} is a FIFO or device, written "
+            "straight through"
+        )
     source = next((p for p in (partial, output) if p.exists()), None)
     return source, [] if source is None else read_results(source, fmt)
 

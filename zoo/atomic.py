@@ -1,8 +1,15 @@
-"""Atomic file writes: write to a temporary file beside the target, fsync, then rename over it.
+"""Every write to a path, the user's or a run's: the one owner of what happens to what is there.
 
-A killed process leaves either the old file or the new one, never half of one. A write that fails for
-want of space raises NoSpaceError naming the file (whatever the writing library said: safetensors wraps
-ENOSPC in its own error, torch's zip writer reports only "unexpected pos"), and leaves the old file.
+- A regular file or a new path: written to a temporary file beside it, fsynced, then renamed over it,
+  so a killed process leaves either the old file or the new one, never half of one.
+- A symbolic link is followed (`target`): the data lands in the file it names, renamed onto that
+  path, and the link stays a link.
+- A FIFO or a device (`is_stream`) is written straight through, streaming, with no temporary file
+  and no rename: it is never replaced (`-o /dev/null` stays the null device). A socket is refused.
+- A folder output (`directory`) follows a link to a folder and refuses anything else already there.
+- A write that fails for want of space raises NoSpaceError naming the file (whatever the writing
+  library said: safetensors wraps ENOSPC in its own error, torch's zip writer reports only
+  "unexpected pos"), and leaves the old file.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import contextlib
 import errno
 import os
 import pathlib
+import stat
 import tempfile
 from typing import Callable, Iterator
 
@@ -41,11 +49,56 @@ def out_of_space(error: BaseException, folder: str | os.PathLike) -> bool:
     return st.f_bavail * st.f_frsize < NEARLY_FULL
 
 
+class OutputError(ValueError):
+    """A path named for output cannot take what is written there (a folder where a file goes, a file
+    where a folder goes...); the message names it, in one line."""
+
+
+def target(path: str | os.PathLike) -> pathlib.Path:
+    """Where writing `path` lands: the end of its chain of symbolic links where it is one (the link
+    stays a link), else `path` itself."""
+    path = pathlib.Path(path)
+    return pathlib.Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether `path` (links followed) is neither a file nor a folder: a FIFO, a character or block
+    device. Such a target is written straight through and never replaced. OutputError for a socket,
+    which cannot be opened as a file (and is never replaced either)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"{path} is a socket, which cannot be written as a file; name a file, a FIFO or a device")
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def directory(path: str | os.PathLike) -> pathlib.Path:
+    """`path` as a folder output: made where missing (a link to a missing folder makes the folder it
+    names), a link to a folder followed; OutputError where something else is there. Returns `path`."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder; name a folder")
+    try:
+        target(path).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{path}: cannot make this folder, a file is in the way") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
-    """Yield a temporary path to write; on success it replaces `path` in one rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path to write; on success it replaces `path` (a link: the file it names) in one
+    rename. Where `path` is a FIFO or device, yield it to be written straight through; OutputError for a
+    socket or a folder."""
+    named, path = path, target(path)
+    if is_stream(path):
+        yield path
+        return
+    if path.is_dir():
+        raise OutputError(f"{named} is a folder; name a file")
+    directory(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp)

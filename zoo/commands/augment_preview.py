@@ -78,10 +78,11 @@ def augment_preview(run_or_data, output, augment, arch, input_size, samples, per
         row = [v[i].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy() for v in versions]
         rows.append(row)
     titles = [f"class {card.class_names[int(y)]}" for y in images.labels]
-    atomic.write_bytes(
-        output,
-        figures.image_grid(
-            rows, titles, title=f"{run_or_data}: {augmentation.describe(spec)} (first column: original)"
-        ),
+    grid = figures.image_grid(
+        rows, titles, title=f"{run_or_data}: {augmentation.describe(spec)} (first column: original)"
     )
+    try:
+        atomic.write_bytes(output, grid)
+    except atomic.OutputError as e:
+        raise UserError(str(e)) from None
     click.echo(f"wrote {output}: {len(rows)} images x {per_sample} augmentations ({augmentation.describe(spec)})")

@@ -148,5 +148,8 @@ def bench(model, runtimes, precisions, batch_sizes, threads, seconds, warmup, mi
     if output == "-":
         click.echo(text, nl=False)
     else:
-        atomic.write_text(output, text)
+        try:
+            atomic.write_text(output, text)
+        except atomic.OutputError as e:
+            raise UserError(str(e)) from None
         click.echo(f"wrote {output}", err=True)

@@ -5,7 +5,7 @@ import infer.classify
 from infer.decoding import WorkerDied
 from infer.predictor import BACKENDS
 from infer.results import FORMATS, OutputError
-from zoo import rundir
+from zoo import atomic, rundir
 from zoo import threads as threads_
 from zoo.answer import DEFAULT_TOP_K
 from zoo.card import PRECISIONS
@@ -84,8 +84,10 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
     with an `error` field; the run goes on and exits 1 at the end.
 
     A FILE is written as results come, to FILE.partial, renamed to FILE when the run ends: a FILE that
-    exists is complete, and a crashed run's results are in FILE.partial (finish it with --resume). Paths
-    are written as UTF-8; a file name that is not UTF-8 also gets `path_bytes`, its bytes in base64.
+    exists is complete, and a crashed run's results are in FILE.partial (finish it with --resume). A
+    FIFO or device is written straight through, never replaced (no FILE.partial, no --resume); a
+    symbolic link is followed, the link kept. Paths are written as UTF-8; a file name that is not UTF-8
+    also gets `path_bytes`, its bytes in base64.
     """
 
     def say(line: str) -> None:
@@ -93,8 +95,8 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
 
     try:
         model = rundir.resolve_model(model)
-        job = infer.classify.plan(paths, None if output == "-" else output, fmt, resume, follow_links=follow_links)
-    except (rundir.RunError, PathError, OutputError) as e:
+        job = infer.classify.plan(paths, output, fmt, resume, follow_links=follow_links)
+    except (rundir.RunError, PathError, atomic.OutputError) as e:
         raise UserError(str(e)) from None
     try:
         predictor = infer.load(model, backend, precision=precision, threads=threads)

@@ -4,7 +4,7 @@ from export.onnx import ExportError
 from export.plan import ExportPlan, Int8Options, PlanError, run_plan
 from export.quantize import DEFAULT_IMAGES, DEFAULT_MAX_DROP, DEFAULT_METHOD, METHODS
 from export.tensorrt import parse_batch
-from zoo import rundir
+from zoo import atomic, rundir
 from zoo.errors import UserError
 
 INT8_OPTIONS = ("calibration", "calibration_images", "calibration_method", "max_accuracy_drop", "verify_data")
@@ -160,7 +160,7 @@ def export(
         if not model:
             click.echo(f"exporting the newest run: {run}", err=True)
         run_plan(run, plan, log=click.echo)
-    except (ExportError, rundir.RunError) as e:
+    except (ExportError, rundir.RunError, atomic.OutputError) as e:
         raise UserError(str(e)) from None
 
 

@@ -1,6 +1,6 @@
 import click
 
-from zoo import devices, rundir
+from zoo import atomic, devices, rundir
 from zoo import threads as threads_
 from zoo.commands import options
 from zoo.data import SPLITS
@@ -64,7 +64,10 @@ def features(model, data, output, split, batch_size, device, workers, threads):
         click.echo(
             f"warning: skipped {plural(len(result.skipped), 'file')} that {what} (first: {path}: {why})", err=True
         )
-    save_features(output, result)
+    try:
+        save_features(output, result)
+    except atomic.OutputError as e:
+        raise UserError(str(e)) from None
     n, d = result.features.shape
     click.echo(
         f"wrote {output}: {plural(n, 'image')} x {plural(d, 'feature')} ({result.architecture}, input of "

@@ -38,7 +38,10 @@ def kernels(image, output, max_size):
         gray = load_gray(image, max_size)
     except ImageError as e:
         raise UserError(str(e)) from None
-    output = output or pathlib.Path("viz") / f"kernels-{image.stem}"
+    try:
+        output = atomic.directory(output or pathlib.Path("viz") / f"kernels-{image.stem}")
+    except atomic.OutputError as e:
+        raise UserError(str(e)) from None
     results = apply_all(gray)
     for name, out in results.items():
         click.echo(f"{name}\n{_indent(format_kernel(KERNELS[name]))}\n")

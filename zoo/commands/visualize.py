@@ -2,7 +2,7 @@ import pathlib
 
 import click
 
-from zoo import rundir
+from zoo import atomic, rundir
 from zoo import threads as threads_
 from zoo.answer import DEFAULT_TOP_K
 from zoo.errors import UserError
@@ -62,7 +62,10 @@ def visualize(model, image, layers, output, top, threads):
     except ImageError as e:
         raise UserError(str(e)) from None
     output = output or pathlib.Path("viz") / (run_dir.name if run_dir else card.architecture)
-    page = write(report, output)
+    try:
+        page = write(report, output)
+    except atomic.OutputError as e:
+        raise UserError(str(e)) from None
     for i, p in enumerate(report.predictions, 1):
         click.echo(f"{i}. {p['label']:<24} {p['probability']:7.2%}")
     click.echo(

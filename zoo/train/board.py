@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .. import rundir
+from .. import atomic, rundir
 from ..atomic import NoSpaceError
 
 INPUT_IMAGES = 16  # augmented inputs shown once
@@ -56,6 +56,7 @@ class Board:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
+        run_dir = atomic.directory(run_dir)  # a link to a folder that is not there yet makes the folder
         try:
             writer = SummaryWriter(str(run_dir), purge_step=first_step or None)
         except OSError as e:  # its first write is of its event file, whose name it makes itself

@@ -282,8 +282,9 @@ def build(
 
 
 def write(report: Report, output: str | os.PathLike) -> pathlib.Path:
-    """Write every figure as a PNG, stats.json and index.html into `output`; return the page's path."""
-    output = pathlib.Path(output)
+    """Write every figure as a PNG, stats.json and index.html into folder `output` (a link to a folder
+    followed; zoo.atomic.OutputError where a file is there); return the page's path."""
+    output = atomic.directory(output)
     for fig in report.figures():
         atomic.write_bytes(output / fig.file, fig.data)
     atomic.write_text(output / "stats.json", json.dumps(report.to_dict(), indent=1) + "\n")
