@@ -18,12 +18,14 @@ Torch-free; the lock is advisory, for the processes of this package.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import pathlib
 import time
 
 from . import rundir
+from .atomic import NoSpaceError
 from .rundir import RunError
 
 WAIT_S = 0.5  # a lock that is taken is tried again this long: a check_idle holds it for microseconds,
@@ -165,7 +167,7 @@ def _acquire(path: pathlib.Path, advice: str) -> int | None:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise RunError(f"{lock_file}: cannot write the run's lock file ({e.strerror or e})") from None
+            raise _unwritable(lock_file, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -180,10 +182,18 @@ def _acquire(path: pathlib.Path, advice: str) -> int | None:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             except OSError as e:
+                lock_file.unlink(missing_ok=True)  # held: nobody else relies on this file; none is left
                 os.close(fd)
-                raise RunError(f"{lock_file}: cannot write the run's lock file ({e.strerror or e})") from None
+                raise _unwritable(lock_file, e) from None
             return fd
         os.close(fd)  # its holder removed it as it ended, after we opened it: the new one counts
+
+
+def _unwritable(lock_file: pathlib.Path, e: OSError) -> Exception:
+    """The one-line error for a lock file that cannot be written (a full disk says so as every write does)."""
+    if e.errno == errno.ENOSPC:
+        return NoSpaceError(lock_file)
+    return RunError(f"{lock_file}: cannot write the run's lock file ({e.strerror or e})")
 
 
 def _same_file(fd: int, path: pathlib.Path) -> bool:
