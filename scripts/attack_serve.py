@@ -320,7 +320,15 @@ def markdown(result: dict) -> str:
         f"{a['us_per_run_batch_32']} us |"
         for mode, a in result["arena"].items()
     ]
+    lines += ["", FILE_CASES]
     return "\n".join(lines) + "\n"
+
+
+FILE_CASES = (
+    "Issue 20's cases for the commands that write files, walk folders and share run directories (a link to /, "
+    "FIFO / device / symlink outputs, two trains into one folder, a full disk, a 10 MB class name): "
+    "`benchmarks/attack_files.md`, by `python scripts/attack_files.py --before REV` (before and after in one run)."
+)
 
 
 def main() -> None:

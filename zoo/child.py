@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import IO
 
 
 class ChildError(RuntimeError):
@@ -20,23 +23,49 @@ def run_zoo(args: list[str], cwd: str | os.PathLike, code: str | os.PathLike | N
     """Run `python -m zoo ARGS` in `cwd` (this interpreter; the installed package, or the one in the
     folder `code`, e.g. a `checkout_of` an earlier commit); its wall time, peak RSS (from wait4) and
     output (stdout and stderr together). ChildError where it fails."""
+    r = measure_zoo(args, cwd, code)
+    if r["exit"]:
+        raise ChildError(f"zoo {' '.join(args)} failed:\n{r['output']}")
+    return {k: r[k] for k in ("wall_s", "peak_rss_mb", "output")}
+
+
+def measure_zoo(
+    args: list[str],
+    cwd: str | os.PathLike,
+    code: str | os.PathLike | None = None,
+    *,
+    timeout: float | None = None,
+    stdout: int | IO | None = None,
+) -> dict:
+    """`run_zoo`, whatever the status: {"exit", "wall_s", "peak_rss_mb", "output", "killed"}. `timeout`:
+    seconds after which the command is killed (its process group: SIGKILL), `killed` True. `stdout`:
+    where its standard output goes (default: into `output`, with stderr)."""
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "zoo", *args],
         cwd=cwd,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.STDOUT if stdout is None else subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    out = proc.stdout.read()
+    killer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL)) if timeout else None
+    if killer:
+        killer.start()
+    out = (proc.stdout if stdout is None else proc.stderr).read()
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise ChildError(f"zoo {' '.join(args)} failed:\n{out}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "output": out}
+    killed = bool(killer) and not killer.is_alive() and os.WIFSIGNALED(status)
+    if killer:
+        killer.cancel()
+    return {
+        "exit": os.waitstatus_to_exitcode(status),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "output": out,
+        "killed": killed,
+    }
 
 
 def checkout_of(rev: str, folder: pathlib.Path) -> pathlib.Path:
