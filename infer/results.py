@@ -321,21 +321,32 @@ def carry_over(
     top_k: int,
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[Result], list[pathlib.Path]]:
-    """(results kept from `source`, one per path, the files still to classify), saying so to `log`.
-    ResumeError where the results are not this run's (check_carried)."""
+    """(results kept from `source`, one per path among `files`, the files still to classify), saying so
+    to `log`. The results for paths no longer among `files` (deleted, or not named this time) are not
+    this run's: they are dropped, and `log` says how many and the first. ResumeError where the results
+    are not this run's (check_carried)."""
     if source is None:
         return [], list(files)
     check_carried(carried, source, class_names, top_k)
+    wanted = {os.fsencode(f) for f in files}
     unique: dict[bytes, Result] = {}
+    dropped: list[Result] = []
     for r in carried:
-        unique.setdefault(os.fsencode(r.path), r)
-    kept_results, done = list(unique.values()), set(unique)
-    todo = [f for f in files if os.fsencode(f) not in done]
-    others = len(kept_results) - (len(files) - len(todo))
+        key = os.fsencode(r.path)
+        if key not in wanted:
+            dropped.append(r)
+        else:
+            unique.setdefault(key, r)
+    kept_results = list(unique.values())
+    todo = [f for f in files if os.fsencode(f) not in unique]
     if log is not None:
+        if dropped:
+            log(
+                f"dropped {plural(len(dropped), 'earlier result')} for files no longer among PATHS "
+                f"(first: {printable(dropped[0].path)})"
+            )
         log(
             f"carried over {plural(len(kept_results), 'result')} from {printable(str(source))}"
-            + (f" ({others:,} for images not among PATHS)" if others else "")
-            + f"; classifying the other {plural(len(todo), 'image')}"
+            f"; classifying the other {plural(len(todo), 'image')}"
         )
     return kept_results, todo

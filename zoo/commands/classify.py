@@ -9,7 +9,7 @@ from zoo import atomic, rundir
 from zoo import threads as threads_
 from zoo.answer import DEFAULT_TOP_K
 from zoo.card import PRECISIONS
-from zoo.data.walk import PathError
+from zoo.data.walk import PathError, printable
 from zoo.errors import UserError
 
 
@@ -64,7 +64,8 @@ from zoo.errors import UserError
     "--resume",
     is_flag=True,
     help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
-    "FILE.partial, left by a run that crashed) and classify only the other images.",
+    "FILE.partial, left by a run that crashed) and classify only the other images. Results for files no "
+    "longer among PATHS are dropped, and counted.",
 )
 @click.option(
     "--follow-links",
@@ -109,6 +110,10 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
         )
     except (OutputError, WorkerDied) as e:
         raise UserError(str(e)) from None
+    except BrokenPipeError:
+        if job.output is None or not atomic.is_stream(job.output):
+            raise  # stdout (`| head -1`): click's convention, exit 1 quietly
+        raise UserError(f"{printable(str(job.output))}: the reader closed it") from None
     for line in summary.lines():
         say(line)
     if summary.tally.errors:
