@@ -17,7 +17,7 @@ import base64
 import contextlib
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -313,29 +313,48 @@ def check_carried(results: Sequence[Result], source: pathlib.Path, class_names: 
             )
 
 
+class Remaining:
+    """The images of a walk still to classify, lazily: those whose results were not carried over
+    (`done`: their names' bytes), counting as they pass how many were done already and how many not."""
+
+    def __init__(self, files: Iterable[pathlib.Path], done: Set[bytes] = frozenset()):
+        self.files, self.done = files, done
+        self.found = 0  # images of the walk whose results were carried over
+        self.todo = 0  # images of the walk still to classify
+
+    def __iter__(self) -> Iterator[pathlib.Path]:
+        for f in self.files:
+            if self.done and os.fsencode(f) in self.done:
+                self.found += 1
+            else:
+                self.todo += 1
+                yield f
+
+
 def carry_over(
     source: pathlib.Path | None,
     carried: Sequence[Result],
-    files: Sequence[pathlib.Path],
+    files: Iterable[pathlib.Path],
     class_names: Sequence[str],
     top_k: int,
-    log: Callable[[str], None] | None = None,
-) -> tuple[list[Result], list[pathlib.Path]]:
-    """(results kept from `source`, one per path, the files still to classify), saying so to `log`.
-    ResumeError where the results are not this run's (check_carried)."""
+) -> tuple[list[Result], Remaining]:
+    """(results kept from `source`, one per path; the files still to classify, lazily). ResumeError
+    where the results are not this run's (check_carried)."""
     if source is None:
-        return [], list(files)
+        return [], Remaining(files)
     check_carried(carried, source, class_names, top_k)
     unique: dict[bytes, Result] = {}
     for r in carried:
         unique.setdefault(os.fsencode(r.path), r)
-    kept_results, done = list(unique.values()), set(unique)
-    todo = [f for f in files if os.fsencode(f) not in done]
-    others = len(kept_results) - (len(files) - len(todo))
-    if log is not None:
-        log(
-            f"carried over {plural(len(kept_results), 'result')} from {printable(str(source))}"
-            + (f" ({others:,} for images not among PATHS)" if others else "")
-            + f"; classifying the other {plural(len(todo), 'image')}"
-        )
-    return kept_results, todo
+    return list(unique.values()), Remaining(files, set(unique))
+
+
+def carried_over(source: pathlib.Path, kept_results: int, remaining: Remaining) -> str:
+    """The line that says what a resumed run carried over, once its walk is through: "carried over 4
+    results from out.jsonl.partial; classifying the other 6 images"."""
+    others = kept_results - remaining.found
+    return (
+        f"carried over {plural(kept_results, 'result')} from {printable(str(source))}"
+        + (f" ({others:,} for images not among PATHS)" if others else "")
+        + f"; classifying the other {plural(remaining.todo, 'image')}"
+    )
