@@ -7,15 +7,17 @@ file that is complete once it exists, and a run killed at any point finished wit
     >>> for result in classify(predictor, collect(["digits/"])[0], top_k=3):     # or result by result
     ...     print(result.to_dict())
 
-`plan` checks what a run reads and writes (the images: zoo.data.walk; the earlier results to resume)
-before a model is loaded; `run` classifies the images not already done, writing as infer/results.py
-says; `classify_paths` is the two in one call. Decoding (infer/decoding.py) runs in worker processes,
-overlapped with inference.
+`plan` checks what a run reads and writes (the paths named and that there is an image: zoo.data.walk;
+the earlier results to resume) before a model is loaded; `run` classifies the images not already done
+as the walk finds them, writing each batch's results as infer/results.py says, so results stream
+before the walk ends and memory does not grow with the tree; `classify_paths` is the two in one call.
+Decoding (infer/decoding.py) runs in worker processes, overlapped with inference.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pathlib
 import sys
@@ -25,16 +27,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from zoo import answer
+from zoo.data import walk as walker
 from zoo.data.preprocess import IMAGE_EXTENSIONS
-from zoo.data.walk import PathError, Skipped, collect, describe_skipped
+from zoo.data.walk import PathError, Skips, describe_skipped
 from zoo.text import plural
 
 from .decoding import WorkerDied, decoded_batches, default_workers
 from .results import (
     OutputError,
+    Remaining,
     Result,
     ResultWriter,
     Tally,
+    carried_over,
     carry_over,
     default_format,
     earlier_results,
@@ -59,15 +64,15 @@ def folder_label(path: pathlib.Path, class_names: Sequence[str]) -> str | None:
 
 def classify_batches(
     predictor: Predictor,
-    files: Sequence[pathlib.Path],
+    files: Iterable[pathlib.Path],
     *,
     top_k: int = answer.DEFAULT_TOP_K,
     batch_size: int = 32,
     workers: int = 2,
     progress: tqdm | None = None,
 ) -> Iterator[list[Result]]:
-    """One list of Results per batch of files, in order. `progress`: a tqdm-like object to
-    `update(n)` per batch."""
+    """One list of Results per batch of files, in order, `files` consumed lazily (a batch and the
+    decoding's read-ahead at a time). `progress`: a tqdm-like object to `update(n)` per batch."""
     card = predictor.card
     for chunk, (x, ok, errors) in decoded_batches(files, card, batch_size, workers):
         results = [Result(str(p), true_label=folder_label(p, card.class_names)) for p in chunk]
@@ -81,7 +86,7 @@ def classify_batches(
         yield results
 
 
-def classify(predictor: Predictor, files: Sequence[pathlib.Path], **kwargs: Any) -> Iterator[Result]:
+def classify(predictor: Predictor, files: Iterable[pathlib.Path], **kwargs: Any) -> Iterator[Result]:
     """One Result per file, in order (the options of classify_batches)."""
     for batch in classify_batches(predictor, files, **kwargs):
         yield from batch
@@ -89,10 +94,11 @@ def classify(predictor: Predictor, files: Sequence[pathlib.Path], **kwargs: Any)
 
 @dataclass
 class Job:
-    """What a classify run reads and writes, checked before a model is loaded (`plan`)."""
+    """What a classify run reads and writes, checked before a model is loaded (`plan`). Run once: its
+    images are a walk still going."""
 
-    files: list[pathlib.Path]  # the images, in order
-    skipped: list[Skipped]  # entries of the folders left out, and why
+    images: Iterator[pathlib.Path]  # the images, in order, lazily (zoo.data.walk.images)
+    skipped: Skips  # entries of the folders left out, and why: counted as the walk passes them
     output: pathlib.Path | None  # None: a stream (stdout)
     fmt: str  # one of results.FORMATS
     source: pathlib.Path | None = None  # the earlier results carried over (resume)
@@ -107,15 +113,19 @@ def plan(
     *,
     follow_links: bool = False,
 ) -> Job:
-    """The images under `paths` (files and folders, or one of them; zoo.data.walk's rules) and the
-    output: a FILE, or None (or "-") for a stream; `fmt` by default as results.default_format says;
-    `follow_links`: zoo.data.walk's, for links out of the folders named. `resume`:
-    carry over the results already in FILE.partial or FILE. PathError where there is no image,
-    OutputError / ResumeError where the output cannot be used (without `resume`, a FILE.partial left by
-    a crashed run is never overwritten)."""
+    """The images under `paths` (files and folders, or one of them; zoo.data.walk's rules), walked
+    lazily: only as far as the first image here, the rest as `run` goes; and the output: a FILE, or None
+    (or "-") for a stream; `fmt` by default as results.default_format says; `follow_links`:
+    zoo.data.walk's, for links out of the folders named. `resume`: carry over the results already in
+    FILE.partial or FILE. PathError for a named path that is not a file or folder, or where there is no
+    image; OutputError / ResumeError where the output cannot be used (without `resume`, a FILE.partial
+    left by a crashed run is never overwritten)."""
     paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
-    files, skipped = collect(paths, follow_links)
-    if not files:
+    walker.check_named(paths)
+    skipped = Skips()
+    images = walker.images(paths, skipped, follow_links)
+    first = next(images, None)
+    if first is None:
         raise PathError(
             f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             + (f"; {describe_skipped(skipped)}" if skipped else "")
@@ -124,7 +134,7 @@ def plan(
     out = None if output is None or str(output) == "-" else pathlib.Path(output)
     fmt = fmt or default_format(out)
     source, carried = earlier_results(out, fmt, resume)
-    return Job(files, skipped, out, fmt, source, carried)
+    return Job(itertools.chain([first], images), skipped, out, fmt, source, carried)
 
 
 @dataclass
@@ -134,7 +144,7 @@ class Summary:
     tally: Tally  # over every result in the output, carried over or new
     carried: int  # results carried over from an earlier run
     seconds: float  # classifying the new ones
-    skipped: list[Skipped]
+    skipped: Skips
     precision: str
     backend: str
 
@@ -173,21 +183,23 @@ def run(
     log: Callable[[str], None] | None = None,
     stream: TextIO | None = None,
 ) -> Summary:
-    """Classify the job's images not carried over, writing every result (carried over first) to the
-    job's output, or to `stream` (default stdout) where it has none. `workers`: decoding processes
-    (None: decoding.default_workers()); `progress`: a bar on stderr (on a terminal); `log`: where the
-    lines about carried-over results and kept results go. ResumeError where the carried-over results
-    are not this run's; WorkerDied and OutputError (a write failed) say where the results so far are."""
-    carried, todo = carry_over(job.source, job.carried, job.files, predictor.card.class_names, top_k, log)
-    width = min(max((len(str(f)) for f in job.files), default=0), 80)
+    """Classify the job's images not carried over as its walk finds them, writing every result (carried
+    over first) to the job's output, or to `stream` (default stdout) where it has none, batch by batch.
+    `workers`: decoding processes (None: decoding.default_workers()); `progress`: a bar on stderr (on a
+    terminal); `log`: where the lines about carried-over results (once the walk is through) and kept
+    results go. ResumeError where the carried-over results are not this run's; WorkerDied and
+    OutputError (a write failed) say where the results so far are."""
+    carried, todo = carry_over(job.source, job.carried, job.images, predictor.card.class_names, top_k)
+    start = time.perf_counter()  # the walk goes on as the images are classified: its time counts
+    head, rest = _head(todo, batch_size)
+    width = min(max((len(str(f)) for f in head), default=0), 80)  # the table's path column: the first batch's
     if job.output is None:
         writing = contextlib.nullcontext(ResultWriter(job.fmt, stream or sys.stdout, top_k, path_width=width))
     else:
         writing = streamed(job.output, job.fmt, top_k, carried, path_width=width)
-    start = time.perf_counter()
     tally = _stream(
         predictor,
-        todo,
+        itertools.chain(head, rest),
         carried,
         writing,
         job.output,
@@ -198,10 +210,19 @@ def run(
         workers=default_workers() if workers is None else workers,
     )
     seconds = time.perf_counter() - start
+    if job.source is not None and log is not None:
+        for line in carried_over(job.source, len(carried), todo):
+            log(line)
     return Summary(tally, len(carried), seconds, job.skipped, predictor.precision, predictor.backend)
 
 
-def _stream(predictor, todo: list, carried: list, writing, out, *, progress: bool, log, **options) -> Tally:
+def _head(items: Remaining, n: int) -> tuple[list[pathlib.Path], Iterator[pathlib.Path]]:
+    """The first `n` of `items`, and an iterator over the rest."""
+    rest = iter(items)
+    return list(itertools.islice(rest, n)), rest
+
+
+def _stream(predictor, todo: Iterable, carried: list, writing, out, *, progress: bool, log, **options) -> Tally:
     """Classify `todo` into the writer `writing` opens, flushed per batch; the Tally of `carried` and
     the new results. A crash keeps what was written and says where."""
     tally = Tally()
@@ -209,7 +230,7 @@ def _stream(predictor, todo: list, carried: list, writing, out, *, progress: boo
         tally.add(r)
     written = len(carried)
     try:
-        with writing as writer, _bar(len(todo), progress) as bar:
+        with writing as writer, _bar(progress) as bar:
             for batch in classify_batches(predictor, todo, progress=bar, **options):
                 for result in batch:
                     writer.write(result)
@@ -229,13 +250,13 @@ def _stream(predictor, todo: list, carried: list, writing, out, *, progress: boo
     return tally
 
 
-def _bar(total: int, progress: bool):
-    """A tqdm bar on stderr (shown only on a terminal), or nothing."""
+def _bar(progress: bool):
+    """A tqdm bar on stderr (shown only on a terminal; no total, the walk is still going), or nothing."""
     if not progress:
         return contextlib.nullcontext()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
+    return tqdm(unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
 
 
 def classify_paths(

@@ -1,5 +1,6 @@
 """Decoding image files into a model's inputs for `classify`: in worker processes, overlapped with
-inference, at most `prefetch` batches ahead of the model, so memory stays bounded on folders of any size.
+inference, at most `prefetch` batches ahead of the model, so memory stays bounded on folders of any size
+(the files come lazily, as a walk finds them).
 
 Images become model inputs only through zoo.data.preprocess.preprocess, with the predictor's card. The
 workers import NumPy and Pillow only (not torch). A worker that dies (killed for memory, say) ends the
@@ -12,7 +13,7 @@ import collections
 import itertools
 import multiprocessing
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,15 +53,17 @@ def decode(paths: Sequence[str], card: ModelCard) -> tuple[np.ndarray, list[int]
 
 
 def decoded_batches(
-    files: Sequence[pathlib.Path], card: ModelCard, batch_size: int, workers: int, prefetch: int | None = None
+    files: Iterable[pathlib.Path], card: ModelCard, batch_size: int, workers: int, prefetch: int | None = None
 ) -> Iterator[tuple[list[pathlib.Path], tuple]]:
     """(batch of paths, decode(batch)) in order; decoded by `workers` processes (0: in this one)
-    that keep up to `prefetch` batches (default 2 per worker) ready ahead of the caller.
+    that keep up to `prefetch` batches (default 2 per worker) ready ahead of the caller. `files` is
+    consumed lazily (a walk still going): at most `prefetch` + 1 batches ahead of the one yielded.
     Raises WorkerDied if a worker process dies."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    chunks = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
+    files = iter(files)
+    chunks = iter(lambda: list(itertools.islice(files, batch_size)), [])
     if workers <= 0:
         for chunk in chunks:
             yield chunk, decode([str(p) for p in chunk], card)
@@ -70,16 +73,15 @@ def decoded_batches(
     # Pool replaces the worker and waits forever for the batch it was decoding.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        todo = iter(chunks)
 
         def submit(chunk):
             return chunk, pool.submit(decode, [str(p) for p in chunk], card)
 
-        pending = collections.deque(submit(c) for c in itertools.islice(todo, prefetch or 2 * workers))
+        pending = collections.deque(submit(c) for c in itertools.islice(chunks, prefetch or 2 * workers))
         while pending:
             chunk, job = pending.popleft()
             try:
-                nxt = next(todo, None)
+                nxt = next(chunks, None)
                 if nxt is not None:
                     pending.append(submit(nxt))
                 decoded = job.result()

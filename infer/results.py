@@ -17,7 +17,7 @@ import base64
 import contextlib
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -313,40 +313,64 @@ def check_carried(results: Sequence[Result], source: pathlib.Path, class_names: 
             )
 
 
+class Remaining:
+    """The images of a walk still to classify, lazily: those whose results were not carried over
+    (`done`: their names' bytes), counting as they pass how many were done already and how many not."""
+
+    def __init__(self, files: Iterable[pathlib.Path], done: Set[bytes] = frozenset(), dropped: Sequence = ()):
+        self.files, self.done = files, done
+        self.dropped = list(dropped)  # earlier results not carried over: their files are no longer there
+        self.found = 0  # images of the walk whose results were carried over
+        self.todo = 0  # images of the walk still to classify
+
+    def __iter__(self) -> Iterator[pathlib.Path]:
+        for f in self.files:
+            if self.done and os.fsencode(f) in self.done:
+                self.found += 1
+            else:
+                self.todo += 1
+                yield f
+
+
 def carry_over(
     source: pathlib.Path | None,
     carried: Sequence[Result],
-    files: Sequence[pathlib.Path],
+    files: Iterable[pathlib.Path],
     class_names: Sequence[str],
     top_k: int,
-    log: Callable[[str], None] | None = None,
-) -> tuple[list[Result], list[pathlib.Path]]:
-    """(results kept from `source`, one per path among `files`, the files still to classify), saying so
-    to `log`. The results for paths no longer among `files` (deleted, or not named this time) are not
-    this run's: they are dropped, and `log` says how many and the first. ResumeError where the results
-    are not this run's (check_carried)."""
+) -> tuple[list[Result], Remaining]:
+    """(results kept from `source`, one per path; the files still to classify, lazily). The results for
+    files no longer there are not carried over (`Remaining.dropped` has them, `carried_over` says so).
+    ResumeError where the results are not this run's (check_carried)."""
     if source is None:
-        return [], list(files)
+        return [], Remaining(files)
     check_carried(carried, source, class_names, top_k)
-    wanted = {os.fsencode(f) for f in files}
     unique: dict[bytes, Result] = {}
     dropped: list[Result] = []
     for r in carried:
         key = os.fsencode(r.path)
-        if key not in wanted:
-            dropped.append(r)
-        else:
+        if os.path.lexists(key):
             unique.setdefault(key, r)
-    kept_results = list(unique.values())
-    todo = [f for f in files if os.fsencode(f) not in unique]
-    if log is not None:
-        if dropped:
-            log(
-                f"dropped {plural(len(dropped), 'earlier result')} for files no longer among PATHS "
-                f"(first: {printable(dropped[0].path)})"
-            )
-        log(
-            f"carried over {plural(len(kept_results), 'result')} from {printable(str(source))}"
-            f"; classifying the other {plural(len(todo), 'image')}"
-        )
-    return kept_results, todo
+        else:
+            dropped.append(r)
+    return list(unique.values()), Remaining(files, set(unique), dropped)
+
+
+def carried_over(source: pathlib.Path, kept_results: int, remaining: Remaining) -> list[str]:
+    """The lines that say what a resumed run carried over, once its walk is through: "dropped 1 earlier
+    result for files no longer there (first: a/b.png)" where any were, and "carried over 4 results from
+    out.jsonl.partial; classifying the other 6 images"."""
+    others = kept_results - remaining.found
+    lines = (
+        [
+            f"dropped {plural(len(remaining.dropped), 'earlier result')} for files no longer there "
+            f"(first: {printable(remaining.dropped[0].path)})"
+        ]
+        if remaining.dropped
+        else []
+    )
+    return lines + [
+        f"carried over {plural(kept_results, 'result')} from {printable(str(source))}"
+        + (f" ({others:,} for images not among PATHS)" if others else "")
+        + f"; classifying the other {plural(remaining.todo, 'image')}"
+    ]

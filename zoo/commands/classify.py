@@ -65,7 +65,7 @@ from zoo.errors import UserError
     is_flag=True,
     help="Finish an earlier run into the same --output FILE: keep the results already in FILE (or in "
     "FILE.partial, left by a run that crashed) and classify only the other images. Results for files no "
-    "longer among PATHS are dropped, and counted.",
+    "longer there are dropped, and counted.",
 )
 @click.option(
     "--follow-links",

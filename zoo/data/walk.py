@@ -3,6 +3,10 @@
     >>> for path, why in walk(["photos/"]):   # lazily, in sorted order
     ...     print(path, why or "an image")
     >>> files, skipped = collect(["photos/", "one.jpg"])
+    >>> skips = Skips()
+    >>> for path in images(["photos/"], skips):   # the image files, lazily; the others counted in skips
+    ...     print(path)
+    >>> print(describe_skipped(skips))
 
 Folders are walked recursively in sorted order, following symbolic links that stay inside the folder
 given (`follow_links`: the others too, never into /proc, /sys or /dev; a link that is not followed is
@@ -22,7 +26,7 @@ import errno
 import os
 import pathlib
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from zoo.text import plural
 
@@ -128,13 +132,26 @@ def walk(
     dataset's class folders are walked one by one, inside the data folder). PathError for a named path that
     is neither a regular file nor a folder, when the walk reaches it."""
     for p in map(pathlib.Path, paths):
-        kind, info = _kind(p)
+        kind, info = _named(p)
         if kind == "dir":
             yield from _walk(p, info, frozenset(), os.path.realpath(tree or p), follow_links)
-        elif kind == "file":
-            yield p, None
         else:
-            raise PathError(f"{printable(str(p))}: " + kind.replace("regular file (", "regular file or folder ("))
+            yield p, None
+
+
+def _named(path: pathlib.Path) -> tuple[str, os.stat_result]:
+    """("dir" | "file", its stat) for a path named to the walk; PathError for anything else."""
+    kind, info = _kind(path)
+    if kind not in ("dir", "file"):
+        raise PathError(f"{printable(str(path))}: " + kind.replace("regular file (", "regular file or folder ("))
+    return kind, info
+
+
+def check_named(paths: Iterable[str | os.PathLike]) -> None:
+    """PathError for the first named path that `walk` would refuse when it reaches it: a caller that
+    consumes the walk lazily checks them all before it starts."""
+    for p in map(pathlib.Path, paths):
+        _named(p)
 
 
 def collect(
@@ -151,14 +168,45 @@ def collect(
     return files, skipped
 
 
-def describe_skipped(skipped: Sequence[Skipped]) -> str:
+def images(
+    paths: Iterable[str | os.PathLike],
+    skips: Skips,
+    follow_links: bool = False,
+    tree: str | os.PathLike | None = None,
+) -> Iterator[pathlib.Path]:
+    """The image files of `walk`, lazily; each entry skipped is counted into `skips` as the walk passes
+    it (so memory does not grow with the tree)."""
+    for path, why in walk(paths, follow_links, tree):
+        if why is None:
+            yield path
+        else:
+            skips.add(path, why)
+
+
+class Skips:
+    """The entries a walk skipped, counted as they come: how many, and per reason the first path and
+    how many had it (not every path: a walk of any size holds one path per reason)."""
+
+    def __init__(self, skipped: Iterable[Skipped] = ()):
+        self.first: dict[str, pathlib.Path] = {}  # reason -> its first path, in the order met
+        self.count: dict[str, int] = {}  # reason -> how many
+        for path, why in skipped:
+            self.add(path, why)
+
+    def add(self, path: pathlib.Path, why: str) -> None:
+        self.first.setdefault(why, path)
+        self.count[why] = self.count.get(why, 0) + 1
+
+    def __len__(self) -> int:
+        return sum(self.count.values())
+
+
+def describe_skipped(skipped: Skips | Iterable[Skipped]) -> str:
     """ "3 files skipped (a/notes.txt: no image extension (+1 more); a/loop: symbolic link loop)":
     the first file of each reason, and how many more had it."""
-    by_reason: dict[str, list[pathlib.Path]] = {}
-    for path, why in skipped:
-        by_reason.setdefault(why, []).append(path)
+    skips = skipped if isinstance(skipped, Skips) else Skips(skipped)
     parts = [
-        f"{printable(str(ps[0]))}: {why}" + (f" (+{len(ps) - 1} more)" if len(ps) > 1 else "")
-        for why, ps in by_reason.items()
+        f"{printable(str(path))}: {why}" + (f" (+{skips.count[why] - 1} more)" if skips.count[why] > 1 else "")
+        for why, path in skips.first.items()
     ]
-    return f"{plural(len(skipped), 'file')} skipped ({'; '.join(parts)})"
+    return f"{plural(len(skips), 'file')} skipped ({'; '.join(parts)})"
