@@ -4,6 +4,7 @@ and on a real server (127.0.0.1, random port) a 16-bit PNG over the budget answe
 
 import asyncio
 import concurrent.futures
+import functools
 import io
 import threading
 
@@ -33,6 +34,11 @@ def blank16(width: int, height: int) -> bytes:
     return png(np.zeros((height, width), np.uint16))
 
 
+def on_a_loop(test):
+    """The async test `test`, run on an event loop of its own."""
+    return functools.wraps(test)(lambda: asyncio.run(test()))
+
+
 def test_decode_bytes_counts_the_mode_and_the_conversion():
     data = blank16(100, 50)
     img = open_image(data, load=False)
@@ -45,58 +51,50 @@ def test_decode_bytes_counts_the_mode_and_the_conversion():
     assert decode_bytes(rgba, "RGB") == 100 * 50 * (4 + 12 + 4)
 
 
-def test_taking_and_giving_back():
-    async def go():
-        budget = DecodeBudget(100)
-        await budget.acquire(60)
-        await budget.acquire(40)
-        assert budget.in_use == 100
-        budget.release(60)
-        budget.release(40)
-        assert budget.in_use == 0 and budget.peak == 100
-
-    asyncio.run(go())
+@on_a_loop
+async def test_taking_and_giving_back():
+    budget = DecodeBudget(100)
+    await budget.acquire(60)
+    await budget.acquire(40)
+    assert budget.in_use == 100
+    budget.release(60)
+    budget.release(40)
+    assert budget.in_use == 0 and budget.peak == 100
 
 
-def test_an_image_over_the_whole_budget_is_refused_and_takes_nothing():
-    async def go():
-        budget = DecodeBudget(100)
-        with pytest.raises(DecodeTooLarge, match=r"--max-decode-mb"):
-            await budget.acquire(101)
-        assert budget.in_use == 0 and not budget.waiting
-
-    asyncio.run(go())
+@on_a_loop
+async def test_an_image_over_the_whole_budget_is_refused_and_takes_nothing():
+    budget = DecodeBudget(100)
+    with pytest.raises(DecodeTooLarge, match=r"--max-decode-mb"):
+        await budget.acquire(101)
+    assert budget.in_use == 0 and not budget.waiting
 
 
-def test_a_decode_that_does_not_fit_waits_for_the_one_before():
-    async def go():
-        budget = DecodeBudget(100)
-        await budget.acquire(60)
-        second = asyncio.create_task(budget.acquire(60))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not second.done() and budget.in_use == 60  # waiting, nothing taken
-        budget.release(60)
-        await second
-        assert budget.in_use == 60 and budget.peak == 60
-
-    asyncio.run(go())
-
-
-def test_a_cancelled_waiter_lets_the_ones_behind_it_in():
-    async def go():
-        budget = DecodeBudget(100)
-        await budget.acquire(50)
-        big = asyncio.create_task(budget.acquire(80))
-        small = asyncio.create_task(budget.acquire(10))
+@on_a_loop
+async def test_a_decode_that_does_not_fit_waits_for_the_one_before():
+    budget = DecodeBudget(100)
+    await budget.acquire(60)
+    second = asyncio.create_task(budget.acquire(60))
+    for _ in range(5):
         await asyncio.sleep(0)
-        assert not small.done()  # first come, first served: behind the big one
-        big.cancel()
-        await asyncio.gather(big, return_exceptions=True)
-        await small
-        assert budget.in_use == 60 and not budget.waiting
+    assert not second.done() and budget.in_use == 60  # waiting, nothing taken
+    budget.release(60)
+    await second
+    assert budget.in_use == 60 and budget.peak == 60
 
-    asyncio.run(go())
+
+@on_a_loop
+async def test_a_cancelled_waiter_lets_the_ones_behind_it_in():
+    budget = DecodeBudget(100)
+    await budget.acquire(50)
+    big = asyncio.create_task(budget.acquire(80))
+    small = asyncio.create_task(budget.acquire(10))
+    await asyncio.sleep(0)
+    assert not small.done()  # first come, first served: behind the big one
+    big.cancel()
+    await asyncio.gather(big, return_exceptions=True)
+    await small
+    assert budget.in_use == 60 and not budget.waiting
 
 
 def test_two_decodes_that_together_exceed_the_budget_never_overlap(monkeypatch):
