@@ -22,7 +22,10 @@ class ServeOptions:
     max_images: images in one request (/predict files, v2 N), more are refused (413) before any is
     decoded; a request of several images runs max_batch_size at a time, so the memory it takes is
     bounded by the batch, not by the request. timeout_body: seconds a request's body may take to
-    arrive, from its first read (408 past them; None: no limit).
+    arrive, from its first read (408 past them; None: no limit). max_decode_mb: the memory images
+    decoding at once may hold together (serve/budget.py: larger decodes wait for room; an image that alone
+    needs more is refused, 413). 1024: a 64-megapixel RGB photo (256 MB) decodes beside three more,
+    a 16-bit one of the same size (18 bytes a pixel, 1.2 GB) is refused.
     """
 
     max_batch_size: int = 32
@@ -35,11 +38,17 @@ class ServeOptions:
     decode_threads: int | None = None
     max_images: int = 256  # 8 batches of the default 32
     timeout_body: float | None = 60.0
+    max_decode_mb: float = 1024.0
 
     @property
     def max_body(self) -> int:
         """max_body_mb in bytes."""
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_decode(self) -> int:
+        """max_decode_mb in bytes."""
+        return int(self.max_decode_mb * 1024 * 1024)
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's; info logs one line per request
@@ -55,7 +64,9 @@ class RunOptions:
     log_level: one of LOG_LEVELS, uvicorn's and ours. timeout_graceful_shutdown: on SIGTERM, seconds
     requests in flight may take to finish. timeout_header: seconds a client may take to send a
     request's headers. max_connections: connections served at once per process (None: the open-file
-    limit less serve.worker.RESERVED_FILES).
+    limit less serve.worker.RESERVED_FILES). max_header_kb: KiB a request's line and headers may take;
+    past them it is answered 431 and its connection closed (64: ten times what browsers send; nginx
+    takes 8 KiB a line, 32 KiB in all, by default).
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +79,7 @@ class RunOptions:
     timeout_graceful_shutdown: float = 30.0
     timeout_header: float = 10.0
     max_connections: int | None = None
+    max_header_kb: int = 64
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ServeOptions))

@@ -24,11 +24,12 @@ from starlette.exceptions import HTTPException
 
 from zoo import answer
 from zoo.card import ModelCard
-from zoo.data.preprocess import ImageError, open_image, preprocess
+from zoo.data.preprocess import ImageError, decode_bytes, open_image, preprocess
 from zoo.hardware import usable_cpu_count
 
 from . import protocol
 from .batcher import Batcher, BatcherBusy, BatcherClosed
+from .budget import DecodeBudget, DecodeTooLarge
 from .metrics import Metrics
 from .options import ServeOptions
 
@@ -42,16 +43,26 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-async def decode(data: bytes, card: ModelCard, max_pixels: int | None, pool: concurrent.futures.Executor) -> np.ndarray:
+async def decode(
+    data: bytes,
+    card: ModelCard,
+    max_pixels: int | None,
+    pool: concurrent.futures.Executor,
+    budget: DecodeBudget | None = None,
+) -> np.ndarray:
     """One encoded image -> the model's input, as zoo.data.preprocess.preprocess gives it. The header is
     read here; an image of at most INLINE_PIXELS decodes on the spot (cheaper than a hop to a thread),
-    a larger one on `pool`, so the event loop never waits on a big decode."""
+    a larger one on `pool`, so the event loop never waits on a big decode, once `budget` (the server's
+    decode memory, serve/budget.py) has room for it: DecodeTooLarge if it alone needs more."""
     img = open_image(data, max_pixels=max_pixels, load=False)
     if img.width * img.height <= INLINE_PIXELS:
         return preprocess(img, card, max_pixels=max_pixels)
-    return await asyncio.get_running_loop().run_in_executor(
-        pool, functools.partial(preprocess, img, card, max_pixels=max_pixels)
-    )
+    run = functools.partial(preprocess, img, card, max_pixels=max_pixels)
+    if budget is None:
+        return await asyncio.get_running_loop().run_in_executor(pool, run)
+    nbytes = decode_bytes(img, card.color_mode)
+    async with budget.held(nbytes, f"an image of {img.width}x{img.height} pixels ({img.mode})"):
+        return await asyncio.get_running_loop().run_in_executor(pool, run)
 
 
 class Service:
@@ -72,6 +83,7 @@ class Service:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=options.decode_threads or min(4, usable_cpu_count()), thread_name_prefix="zoo-decode"
         )
+        self.budget = DecodeBudget(options.max_decode)
         self.ready = False  # set once the warm-up has run
         self.draining = False
 
@@ -147,19 +159,17 @@ class Service:
 
     async def _preprocess(self, images: list[bytes], first: int = 0, total: int = 1) -> np.ndarray:
         """Encoded images -> the model's input; these are images first+1.. of the request's `total`.
-        One image decodes as `decode` does it; several decode on the pool, one task each."""
+        Each decodes as `decode` does it (the large ones on the pool, within the decode budget)."""
         pixels = self.options.max_image_pixels
-        if len(images) == 1 and total == 1:
-            try:
-                return (await decode(images[0], self.card, pixels, self.pool))[None]
-            except ImageError as e:
-                raise HTTPException(400, str(e)) from None
         results = await asyncio.gather(
-            *(self.off_loop(preprocess, data, self.card, max_pixels=pixels) for data in images), return_exceptions=True
+            *(decode(data, self.card, pixels, self.pool, self.budget) for data in images), return_exceptions=True
         )
         for i, r in enumerate(results):
+            where = "" if total == 1 else f"image {first + i + 1} of {total}: "
             if isinstance(r, ImageError):
-                raise HTTPException(400, f"image {first + i + 1} of {total}: {r}")
+                raise HTTPException(400, f"{where}{r}")
+            if isinstance(r, DecodeTooLarge):
+                raise HTTPException(413, f"{where}{r}")
             if isinstance(r, BaseException):
                 raise r
         return np.stack(results)

@@ -40,6 +40,12 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
     help="Most images in one request (/predict files, v2 batch N); more are refused (413) before "
     "any is decoded. Larger requests run --max-batch-size images at a time.",
 )
+@app_option(
+    "--max-decode-mb",
+    type=click.FloatRange(0, min_open=True),
+    help="Memory the images decoding at once may hold together; larger decodes wait, and an image "
+    "that alone needs more is refused (413).",
+)
 @app_option("--max-queue", type=click.IntRange(1), help="Requests that may wait for the model; more are answered 503.")
 @run_option(
     "--workers",
@@ -69,6 +75,11 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
     type=click.FloatRange(0, min_open=True),
     help="Seconds a client may take to send a request's headers (from connecting, or from the "
     "answer before); then the connection is closed.",
+)
+@run_option(
+    "--max-header-kb",
+    type=click.IntRange(1),
+    help="KiB a request's line and headers may take; past them it is answered 431 and the connection closed.",
 )
 @app_option(
     "--timeout-body",

@@ -132,6 +132,31 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
+# Decoding an image and converting it to the card's mode, as `to_mode` does, holds at its peak about this
+# many bytes a pixel (Pillow keeps 1-byte modes in one byte, 16-bit ones in two, all others in four), and:
+STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+WIDE_CONVERSION_BYTES = 18  # 16-bit / float: float64 arrays (two at once), the uint8 array, the L image
+ALPHA_CONVERSION_BYTES = 12  # palette / alpha: an RGBA copy, the black background, the composite
+
+
+def decode_bytes(img: Image.Image, mode: str) -> int:
+    """About the most memory (bytes) decoding `img` (opened, header read) and converting it to `mode` ("L"
+    or "RGB") holds at once: what Pillow stores of the decoded image, the conversions `to_mode` makes,
+    and the converted copy (measured: an 8000x8000 16-bit PNG peaks at 18 bytes a pixel, 1.2 GB).
+    A JPEG decoded with `draft` takes less; this counts it at full size."""
+    stored = STORED_BYTES.get(img.mode, 4)
+    if img.mode == mode:
+        extra = 0
+    elif img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        extra = WIDE_CONVERSION_BYTES
+    elif img.mode in ("P", "PA") or "A" in img.getbands():
+        extra = ALPHA_CONVERSION_BYTES
+    else:
+        extra = 0
+    extra += 0 if img.mode == mode else STORED_BYTES.get(mode, 4)
+    return img.width * img.height * (stored + extra)
+
+
 def _noise(shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
 
