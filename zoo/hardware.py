@@ -71,14 +71,20 @@ def cpu() -> Cpu:
     return Cpu(name or "unknown CPU", frozenset(flags), usable_cpu_count())
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity), else 0..cpu_count-1: the ones whose load
+    zoo.threads watches. How many CPUs' worth it may use is `usable_cpu_count` (a quota may cap it)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
 def usable_cpu_count(root: str | os.PathLike = "/") -> int:
     """How many CPUs this process may keep busy: the CPUs it may run on (its affinity), capped by its
     cgroup's CPU quota (a container limited to 2 CPUs on a 64-core node: 2), rounded up, at least 1.
     Every CPU count in the package is this one. `root` is where /proc and /sys are (tests build a tree)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = len(usable_cpus())
     quota = cgroup_cpu_quota(root)
     if quota is not None:
         cpus = min(cpus, math.ceil(quota))

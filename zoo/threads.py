@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from .hardware import usable_cpu_count
+from .hardware import usable_cpu_count, usable_cpus
 
 if TYPE_CHECKING:
     from click.decorators import FC
@@ -50,15 +50,6 @@ def default_threads(cpus: int, busy: float | None, quota: int | None = None) -> 
     unknown; and at most `quota`, the CPUs a cgroup quota lets this process use (None: no quota)."""
     free = max(1, cpus) if busy is None else max(1, min(cpus, math.floor(cpus - busy + 0.5)))
     return free if quota is None else max(1, min(free, quota))
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (its affinity), else 0..cpu_count-1: the ones whose load is
-    watched. How many CPUs' worth it may use is `zoo.hardware.usable_cpu_count` (a quota may cap it)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return list(range(os.cpu_count() or 1))
 
 
 def busy_cpus(cpus: list[int], window: float = WINDOW_S) -> float | None:
