@@ -58,10 +58,14 @@ async def decode(
     if img.width * img.height <= INLINE_PIXELS:
         return preprocess(img, card, max_pixels=max_pixels)
     run = functools.partial(preprocess, img, card, max_pixels=max_pixels)
-    if budget is None:
-        return await asyncio.get_running_loop().run_in_executor(pool, run)
-    nbytes = decode_bytes(img, card.color_mode)
-    async with budget.held(nbytes, f"an image of {img.width}x{img.height} pixels ({img.mode})"):
+    held = (
+        contextlib.nullcontext()
+        if budget is None
+        else budget.held(
+            decode_bytes(img, card.color_mode), f"an image of {img.width}x{img.height} pixels ({img.mode})"
+        )
+    )
+    async with held:
         return await asyncio.get_running_loop().run_in_executor(pool, run)
 
 
