@@ -92,8 +92,8 @@ def test_this_machine():
 
 
 def test_nothing_else_counts_cpus():
-    """os.cpu_count() is read by zoo.hardware alone (and by zoo.threads for the machine-wide load
-    average and the CPU ids /proc/stat lists): every other count is usable_cpu_count."""
+    """os.cpu_count() is read by zoo.hardware alone (where the affinity cannot be read; and by zoo.threads
+    for the machine-wide load average's share): every other count is usable_cpu_count."""
     allowed = {"zoo/hardware.py", "zoo/threads.py"}
     found = []
     for package in ("zoo", "infer", "export", "serve"):
