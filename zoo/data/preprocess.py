@@ -135,8 +135,11 @@ def jpeg_scans(stream: BinaryIO, limit: int = MAX_JPEG_SCANS) -> int:
         fileno = None
     try:
         if fileno is not None:
-            with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as data:
-                return _count_scans(data, limit)
+            try:
+                with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as data:
+                    return _count_scans(data, limit)
+            except (OSError, ValueError):  # not a mappable file: read it
+                pass
         stream.seek(0)
         return _count_scans(stream.read(), limit)
     finally:
