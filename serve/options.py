@@ -64,7 +64,9 @@ class RunOptions:
     log_level: one of LOG_LEVELS, uvicorn's and ours. timeout_graceful_shutdown: on SIGTERM, seconds
     requests in flight may take to finish. timeout_header: seconds a client may take to send a
     request's headers. max_connections: connections served at once per process (None: the open-file
-    limit less serve.worker.RESERVED_FILES).
+    limit less serve.worker.RESERVED_FILES). max_header_kb: KiB a request's line and headers may take;
+    past them it is answered 431 and its connection closed (64: ten times what browsers send; nginx
+    takes 8 KiB a line, 32 KiB in all, by default).
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +79,7 @@ class RunOptions:
     timeout_graceful_shutdown: float = 30.0
     timeout_header: float = 10.0
     max_connections: int | None = None
+    max_header_kb: int = 64
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ServeOptions))

@@ -37,7 +37,7 @@ def _stderr(line: str) -> None:
 def run(model: str | os.PathLike | None = None, *, log: Callable[[str], None] = _stderr, **options: Any) -> None:
     """Serve `model` (a run directory or model file; None: the newest finished run under runs/) until
     SIGTERM / SIGINT, then drain and return. `options`: RunOptions' fields (host, port, workers, backend,
-    precision, threads, log_level, timeouts, max_connections) and ServeOptions' (the app's limits and
+    precision, threads, log_level, timeouts, max_connections, max_header_kb) and ServeOptions' (the app's limits and
     name); another name is a TypeError. `log` gets the start-up lines (the model and why that runtime,
     where it listens). ServeError: the server could not start, one line."""
     import logging
@@ -126,7 +126,7 @@ def _uvicorn_options(how: RunOptions) -> dict[str, Any]:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=how.timeout_graceful_shutdown,
-        **worker.connection_options(how.timeout_header, max_connections),
+        **worker.connection_options(how.timeout_header, max_connections, how.max_header_kb),
     )
 
 

@@ -154,16 +154,20 @@ def default_max_connections(open_files: int | None) -> int | None:
     return None if open_files is None else max(16, open_files - RESERVED_FILES)
 
 
-def connection_options(timeout_header: float, max_connections: int | None) -> dict:
-    """uvicorn.Config's options for the connection limits: the header timeout (serve/connection.py) and
-    at most `max_connections` connections served at once (uvicorn answers a request on one more 503 +
-    Connection: close, /health included: a load balancer then sees this process as full)."""
+def connection_options(timeout_header: float, max_connections: int | None, max_header_kb: int = 64) -> dict:
+    """uvicorn.Config's options for the connection limits: the header timeout and size (serve/connection.py:
+    431 past `max_header_kb` KiB of request line and headers; h11, where uvicorn runs it, bounds them
+    itself, with a 400) and at most `max_connections` connections served at once (uvicorn answers a
+    request on one more 503 + Connection: close, /health included: a load balancer then sees this
+    process as full)."""
     import functools
 
-    from .connection import HeaderTimeout
+    from .connection import HeaderLimits
 
+    max_bytes = max_header_kb * 1024
     return {
-        "http": functools.partial(HeaderTimeout, timeout=timeout_header),
+        "http": functools.partial(HeaderLimits, timeout=timeout_header, max_bytes=max_bytes),
+        "h11_max_incomplete_event_size": max_bytes,
         "ws": "none",
         "limit_concurrency": None if max_connections is None else max_connections + 1,
     }

@@ -91,14 +91,15 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
 
 
 @contextlib.contextmanager
-def running(app, ready_path: str = "/v2/health/ready", timeout: float = 30.0, headers: dict | None = None):
-    """Run `app` on uvicorn in a thread on a random port of 127.0.0.1; yields the base URL once ready."""
+def running(app, ready_path: str = "/v2/health/ready", timeout: float = 30.0, headers: dict | None = None, **config):
+    """Run `app` on uvicorn in a thread on a random port of 127.0.0.1; yields the base URL once ready.
+    `config`: more uvicorn.Config options (e.g. serve.worker.connection_options' ones)."""
     import httpx
     import uvicorn
 
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -76,6 +76,11 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
     help="Seconds a client may take to send a request's headers (from connecting, or from the "
     "answer before); then the connection is closed.",
 )
+@run_option(
+    "--max-header-kb",
+    type=click.IntRange(1),
+    help="KiB a request's line and headers may take; past them it is answered 431 and the connection closed.",
+)
 @app_option(
     "--timeout-body",
     type=click.FloatRange(0, min_open=True),
