@@ -327,7 +327,9 @@ def markdown(result: dict) -> str:
 FILE_CASES = (
     "Issue 20's cases for the commands that write files, walk folders and share run directories (a link to /, "
     "FIFO / device / symlink outputs, two trains into one folder, a full disk, a 10 MB class name): "
-    "`benchmarks/attack_files.md`, by `python scripts/attack_files.py --before REV` (before and after in one run)."
+    "`benchmarks/attack_files.md`, by `python scripts/attack_files.py --before REV` (before and after in one run). "
+    "Issue 20's hostile inputs to the server (a progressive JPEG of 806 scans, 16-bit 8000x8000 PNGs, header "
+    "floods) and the header cap's cost: `benchmarks/attack_inputs.md`, by `python scripts/attack_inputs.py`."
 )
 
 
