@@ -75,13 +75,12 @@ class Starting:
 
     def drain(self) -> float:
         """Start draining (SIGTERM / SIGINT); the seconds to keep serving before the server stops: the drain
-        delay once the model served, 0 while it loads (nobody sends requests to a process not ready)."""
-        served = self.app is not None
+        delay where it was ready, else 0 (no load balancer sends requests to a process never ready)."""
+        was_ready = self.ready
         self.draining = True
-        if not served:
-            return 0.0
-        self.app.state.zoo.start_draining()
-        return float(self.settings.get("drain_delay") or 0.0)
+        if self.app is not None:
+            self.app.state.zoo.start_draining()
+        return float(self.settings.get("drain_delay") or 0.0) if was_ready else 0.0
 
     async def _lifespan(self, receive, send) -> None:
         await receive()  # lifespan.startup
