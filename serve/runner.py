@@ -43,8 +43,9 @@ def run(model: str | os.PathLike | None = None, *, log: Callable[[str], None] = 
     log_format, drain_delay, timeouts, max_connections, cache_dir) and ServeOptions' (the app's limits
     and name); another name is a TypeError. `log` gets the start-up lines (the model and why that
     runtime, where it listens; with log_format "json", they are log records of "zoo.serve" instead).
-    It listens before the model loads (live 200, ready 503 meanwhile). ServeError: the server could not
-    start, one line (a model that fails to load: once it stopped)."""
+    It listens before the model loads (live 200, ready 503 meanwhile). It configures this process's
+    logging (serve/logs.py), and with cache_dir its $TMPDIR and $XDG_CACHE_HOME. ServeError: the server
+    could not start, one line (a model that fails to load: once it stopped)."""
     import logging
     import logging.config
 
