@@ -14,7 +14,9 @@ clients). LeNet ONNX with random weights, on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -57,6 +59,44 @@ def lenet_onnx(folder: pathlib.Path) -> tuple[pathlib.Path, bytes]:
     return export_run(run, log=None)["onnx"], buf.getvalue()
 
 
+async def load_and_sigterm(url: str, proc: subprocess.Popen, digit: bytes, clients: int) -> tuple:
+    """`clients` keep-alive clients (one event loop) post `digit` without pause; SIGTERM after 1.5 s; they go
+    on 1 s more. ([(time, status or transport error)], when SIGTERM was sent, seconds until not ready)."""
+    answers: list[tuple[float, str]] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = await c.post("/predict", content=digit, headers={"Content-Type": "image/png"})
+                    answers.append((time.monotonic(), str(r.status_code)))
+                except httpx.TransportError as e:
+                    answers.append((time.monotonic(), type(e).__name__))
+
+    async def not_ready_after(sent: float) -> float:
+        async with httpx.AsyncClient(headers={"Connection": "close"}, timeout=1) as c:
+            while True:
+                with contextlib.suppress(httpx.TransportError):  # (refused: not ready either)
+                    if (await c.get(f"{url}/v2/health/ready")).status_code == 200:
+                        await asyncio.sleep(0.01)
+                        continue
+                return time.monotonic() - sent
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(1.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        not_ready = await asyncio.wait_for(not_ready_after(sent), 1.0)
+    except TimeoutError:
+        not_ready = None
+    await asyncio.sleep(max(0.0, sent + 1.0 - time.monotonic()))
+    stop.set()
+    await asyncio.gather(*tasks)
+    return answers, sent, not_ready
+
+
 def one(model: pathlib.Path, digit: bytes, drain: float, workers: int, clients: int) -> dict:
     """One server under load, SIGTERM, and what the clients got after it."""
     args = ["--port", "0", "--threads", "1", "--log-level", "warning", "--drain-delay", str(drain)]
@@ -76,35 +116,7 @@ def one(model: pathlib.Path, digit: bytes, drain: float, workers: int, clients: 
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     while httpx.get(f"{url}/v2/health/ready").status_code != 200:
         time.sleep(0.05)
-    answers, stop = [], threading.Event()
-
-    def client() -> None:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            while not stop.is_set():
-                try:
-                    status = str(c.post("/predict", content=digit, headers={"Content-Type": "image/png"}).status_code)
-                except httpx.TransportError as e:
-                    status = type(e).__name__
-                answers.append((time.monotonic(), status))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    not_ready = None
-    while time.monotonic() < sent + 1.0:
-        try:
-            r = httpx.get(f"{url}/v2/health/ready", headers={"Connection": "close"}, timeout=1)
-            if r.status_code == 503 and not_ready is None:
-                not_ready = time.monotonic() - sent
-        except httpx.TransportError:
-            not_ready = not_ready if not_ready is not None else time.monotonic() - sent
-        time.sleep(0.01)
-    stop.set()
-    for t in threads:
-        t.join()
+    answers, sent, not_ready = asyncio.run(load_and_sigterm(url, proc, digit, clients))
     code = proc.wait(timeout=120)
     after = collections.Counter(status for t, status in answers if t > sent)
     return {
