@@ -29,12 +29,11 @@ RUN groupadd --gid 10001 zoo \
     && chown zoo:zoo /var/cache/zoo
 COPY --from=build /opt/venv /opt/venv
 # /var/cache/zoo is the one writable directory (an emptyDir in deploy/): OpenVINO's and ONNX Runtime's
-# caches, temporary files, and HOME for any library that writes under it
+# caches, temporary files (zoo serve makes tmp/ there), and HOME for any library that writes under it
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/var/cache/zoo \
-    TMPDIR=/var/cache/zoo \
     ZOO_CACHE_DIR=/var/cache/zoo
 WORKDIR /var/cache/zoo
 USER 10001:10001
