@@ -25,32 +25,34 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 TRT_CACHE = "ort-trt"  # under the project's cache root: $ZOO_CACHE/ort-trt/<sha256 of the .onnx file>/
 
 
-def trt_cache_dir(path: str | os.PathLike) -> pathlib.Path:
-    """The TensorRT provider's engine cache for this ONNX file: a folder per content hash. The provider
-    names its engines after the file and node names, not the weights, so one shared folder would hand a
-    re-exported or retrained model of the same architecture the first model's engine."""
+def trt_cache_dir(path: str | os.PathLike, root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The TensorRT provider's engine cache for this ONNX file: a folder per content hash, under `root`
+    (None: the project's cache root, zoo.download.cache_dir). The provider names its engines after the
+    file and node names, not the weights, so one shared folder would hand a re-exported or retrained
+    model of the same architecture the first model's engine."""
     from zoo.download import cache_dir, file_digest
 
-    return cache_dir(TRT_CACHE, file_digest(path)[:16])
+    digest = file_digest(path)[:16]
+    return cache_dir(TRT_CACHE, digest) if root is None else pathlib.Path(root, TRT_CACHE, digest)
 
 
-def trt_provider_options(path: str | os.PathLike | None) -> dict:
+def trt_provider_options(path: str | os.PathLike | None, root: str | os.PathLike | None = None) -> dict:
     """TensorRT provider options: an engine cache keyed by the file's bytes, created before the session
     (a missing folder makes the provider fail and ONNX Runtime print its fall-back notice on stdout);
     no cache where there is no file to key it by or the folder cannot be made."""
     if path is None:
         return {}
     try:
-        folder = trt_cache_dir(path)
+        folder = trt_cache_dir(path, root)
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return {}
     return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder)}
 
 
-def default_providers(path: str | os.PathLike | None = None) -> list:
+def default_providers(path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> list:
     """The preferred execution providers this onnxruntime build has, fastest first; `path` is the .onnx
-    file the session will run (it keys TensorRT's engine cache)."""
+    file the session will run (it keys TensorRT's engine cache, kept under `cache_dir` where given)."""
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
@@ -59,7 +61,7 @@ def default_providers(path: str | os.PathLike | None = None) -> list:
         if p not in have:
             continue
         if p == "TensorrtExecutionProvider":  # building an engine is slow: keep it between runs
-            providers.append((p, trt_provider_options(path)))
+            providers.append((p, trt_provider_options(path, cache_dir)))
         else:
             providers.append(p)
     return providers
@@ -115,10 +117,11 @@ class OrtPredictor(Predictor):
         providers: list | None = None,
         spin_wait: bool = True,
         precision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         import onnxruntime as ort
 
-        providers = on_device(list(providers) if providers else default_providers(path), device)
+        providers = on_device(list(providers) if providers else default_providers(path, cache_dir), device)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options(threads, spin_wait), providers=providers

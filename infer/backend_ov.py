@@ -21,6 +21,7 @@ from zoo.precisions import float_dtype
 from .files import metadata_card
 from .predictor import ModelFileError, Predictor
 
+OPENVINO_CACHE = "openvino"  # the folder of OpenVINO's compiled models in a cache_dir (infer.load's)
 OPENVINO_TYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}  # a float dtype as OpenVINO names it
 
 
@@ -45,7 +46,15 @@ def _what_is_wrong(error: Exception) -> str:
 class OpenVINOPredictor(Predictor):
     backend = "openvino"
 
-    def __init__(self, path: pathlib.Path, *, precision: str = "fp32", threads: int | None = None, **_):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        cache_dir: str | pathlib.Path | None = None,
+        **_,
+    ):
         core = _core()
         try:
             model = core.read_model(str(path))
@@ -57,6 +66,8 @@ class OpenVINOPredictor(Predictor):
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:  # the compiled model is kept there, and the next start reads it back
+            config["CACHE_DIR"] = str(pathlib.Path(cache_dir, OPENVINO_CACHE))
         self.compiled = core.compile_model(model, "CPU", config)
         self._local = threading.local()  # one infer request per calling thread
         computes = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16, f16

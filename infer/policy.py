@@ -222,6 +222,7 @@ def load(
     threads: int | None = None,
     providers: list | None = None,
     spin_wait: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Predictor:
     """A Predictor for a run directory, .safetensors, .onnx or .engine file.
 
@@ -232,7 +233,9 @@ def load(
     device: "cpu" or "cuda" (default: a GPU where the runtime has one). threads: intra-op threads.
     providers: ONNX Runtime execution providers, overriding the default order (TensorRT, CUDA, CPU:
     those installed). spin_wait=False: ONNX Runtime's threads sleep between runs (what a server wants).
-    The choice and why is logged and kept in `predictor.selection`.
+    cache_dir: a writable folder for what runtimes compile (OpenVINO's compiled models in openvino/,
+    ONNX Runtime's TensorRT engines in ort-trt/; None: OpenVINO keeps none, the engines go under
+    zoo.download.cache_dir()). The choice and why is logged and kept in `predictor.selection`.
     """
     path = pathlib.Path(path)
     chosen, selection = choose(path, backend, precision, device=device)
@@ -240,6 +243,8 @@ def load(
     kwargs = {"device": device, "threads": threads, "providers": providers, "precision": chosen.precision}
     if chosen.backend == "onnxruntime":
         kwargs["spin_wait"] = spin_wait
+    if chosen.backend in ("onnxruntime", "openvino"):
+        kwargs["cache_dir"] = cache_dir
     predictor = cls(chosen.file, **kwargs)
     predictor.precision = chosen.precision
     if path.is_dir():

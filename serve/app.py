@@ -10,13 +10,15 @@ the model, the batcher, readiness, metrics, the operations) and wires one router
 (serve/routes/: /predict; the KServe v2 / Open Inference Protocol under /v2; health, models, metrics,
 the page at / and the docs). Nothing global: everything the app needs is passed in or built here.
 
-The edge of the app (one ASGI middleware, `_Edge`) does what must happen before routing: draining (503),
-the API key (401), the body size (413, by Content-Length first and by counting the bytes of a chunked
-body as they are read) and the body's time (408 past timeout_body); it counts every request in the
-metrics and logs one line for it (a client gone before its answer: 499, one line, no traceback), and
-marks the connection busy for serve/connection.py's header timeout. POST /predict with an image body
-goes from the edge straight to `routes.predict.answer_image` (the hot path: no routing or validation;
-the answer is `Service.classify`'s, as the routed /predict gives it).
+The edge of the app (one ASGI middleware, `_Edge`) does what must happen before routing: draining
+(requests are still answered, with `Connection: close`, so a kept-alive client reconnects, to another
+server once a load balancer has dropped this one), the API key (401), the body size (413, by
+Content-Length first and by counting the bytes of a chunked body as they are read) and the body's time
+(408 past timeout_body); it counts every request in the metrics and logs one line for it (a client gone
+before its answer: 499, one line, no traceback), and marks the connection busy for
+serve/connection.py's header timeout. POST /predict with an image body goes from the edge straight to
+`routes.predict.answer_image` (the hot path: no routing or validation; the answer is
+`Service.classify`'s, as the routed /predict gives it).
 Every bad input is a 4xx JSON `{"error": "..."}`; anything unexpected is a 500 in the same shape, and
 the server carries on.
 """
@@ -100,6 +102,8 @@ class _Edge:
             nonlocal status, answered
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
+                if self.service.draining:  # the client's next request opens a connection, to another server
+                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
             await send(message)
 
         body = _Body(self, receive)
@@ -127,13 +131,15 @@ class _Edge:
             self.service.metrics.request(scope["method"], self._route(scope), status, seconds)
             if log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
+                ms = round(seconds * 1000, 1)
                 log.info(
                     "%s %s %s %d %.1f ms",
                     f"{client[0]}:{client[1]}" if client else "-",
                     scope["method"],
                     scope["path"],
                     status,
-                    seconds * 1000,
+                    ms,
+                    extra={"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": ms},
                 )
 
     def _route(self, scope) -> str:
@@ -152,8 +158,6 @@ class _Edge:
         path = scope["path"]
         if path in HEALTH_PATHS:
             return None
-        if self.service.draining:
-            return error(503, "the server is shutting down", {"Connection": "close"})
         if self.key is not None and path not in OPEN_PATHS and not self._authorized(headers):
             return error(
                 401,

@@ -52,6 +52,7 @@ class ServeOptions:
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's; info logs one line per request
+LOG_FORMATS = ("text", "json")  # json: one JSON object per line (serve/logs.py), for log collectors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +62,16 @@ class RunOptions:
     host / port: where it listens (port 0: any free port). workers: server processes sharing the port,
     each with its own model and batcher. backend / precision / threads: how the model loads
     (infer.load; threads None: the library's own, with several workers the usable CPUs / workers each).
-    log_level: one of LOG_LEVELS, uvicorn's and ours. timeout_graceful_shutdown: on SIGTERM, seconds
-    requests in flight may take to finish. timeout_header: seconds a client may take to send a
-    request's headers. max_connections: connections served at once per process (None: the open-file
-    limit less serve.worker.RESERVED_FILES).
+    log_level: one of LOG_LEVELS, uvicorn's and ours; log_format: one of LOG_FORMATS. drain_delay: on
+    SIGTERM, seconds readiness answers 503 while requests are still answered and the socket stays open
+    (a load balancer's time to drop the server: Kubernetes endpoints take seconds), before the server
+    stops accepting. timeout_graceful_shutdown: then, seconds requests in flight may take to finish.
+    cache_dir: the one folder the server writes (OpenVINO's compiled models, ONNX Runtime's TensorRT
+    engines, temporary files; None: OpenVINO caches nothing, engines go under $ZOO_CACHE).
+    timeout_header: seconds a client may take to send a request's headers. max_connections: connections
+    served at once per process (None: the open-file limit less serve.worker.RESERVED_FILES).
+    api_key_file: a file holding the API key (a mounted Secret; all of it, less a trailing newline), in
+    place of ServeOptions' api_key.
     """
 
     host: str = "127.0.0.1"
@@ -74,9 +81,13 @@ class RunOptions:
     precision: str = "auto"
     threads: int | None = None
     log_level: str = "info"
+    log_format: str = "text"
+    drain_delay: float = 0.0  # a laptop's Ctrl+C stops at once; a pod passes its endpoints' lag (deploy/: 5)
     timeout_graceful_shutdown: float = 30.0
     timeout_header: float = 10.0
     max_connections: int | None = None
+    cache_dir: str | None = None
+    api_key_file: str | None = None
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ServeOptions))

@@ -4,15 +4,19 @@
     serve.run("runs/lenet5-20261121-101500", port=8080, workers=2)   # returns once every request drained
 
 What `zoo serve` does, for any caller (a pod's entrypoint, a Ray actor, a test): resolve MODEL (the one
-MODEL rule), load it once here (with workers, to fail early; each worker then loads its own), bind the
-port, say where it listens, then serve. Every server process, the one or each worker, serves through
-`serve.worker.serve_on`: one drain path (SIGTERM / SIGINT: new requests 503, requests in flight finish,
-exit 0), on uvicorn's public API only. The options are serve/options.py's (RunOptions and ServeOptions).
+MODEL rule, and a folder holding one model file: KServe's /mnt/models), say what will run and why
+(infer.choose: a missing runtime or a damaged file fails here, before anything listens), bind the port,
+say where it listens, then serve: every server process, the one or each worker, listens at once and loads
+its model on a thread (live 200, ready 503 meanwhile: serve/starting.py), through `serve.worker.serve_on`:
+one drain path (SIGTERM / SIGINT: readiness 503 at once, requests answered for the drain delay, then the
+socket closes, requests in flight finish, exit 0), on uvicorn's public API only. The options are
+serve/options.py's (RunOptions and ServeOptions); the logging is serve/logs.py's, in every process.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,8 +24,6 @@ from .options import OPTION_NAMES, RUN_OPTION_NAMES, RunOptions
 
 if TYPE_CHECKING:
     import socket
-
-    from infer.predictor import Predictor
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -35,66 +37,137 @@ def _stderr(line: str) -> None:
 
 
 def run(model: str | os.PathLike | None = None, *, log: Callable[[str], None] = _stderr, **options: Any) -> None:
-    """Serve `model` (a run directory or model file; None: the newest finished run under runs/) until
-    SIGTERM / SIGINT, then drain and return. `options`: RunOptions' fields (host, port, workers, backend,
-    precision, threads, log_level, timeouts, max_connections) and ServeOptions' (the app's limits and
-    name); another name is a TypeError. `log` gets the start-up lines (the model and why that runtime,
-    where it listens). ServeError: the server could not start, one line."""
+    """Serve `model` (a run directory, a model file, or a folder holding one model file (KServe's
+    /mnt/models); None: the newest finished run under runs/) until SIGTERM / SIGINT, then drain and
+    return. `options`: RunOptions' fields (host, port, workers, backend, precision, threads, log_level,
+    log_format, drain_delay, timeouts, max_connections, cache_dir) and ServeOptions' (the app's limits
+    and name); another name is a TypeError. `log` gets the start-up lines (the model and why that
+    runtime, where it listens; with log_format "json", they are log records of "zoo.serve" instead).
+    It listens before the model loads (live 200, ready 503 meanwhile). ServeError: the server could not
+    start, one line (a model that fails to load: once it stopped)."""
     import logging
+    import logging.config
 
-    from . import worker
+    from . import logs, worker
 
     unknown = set(options) - {*RUN_OPTION_NAMES, *OPTION_NAMES}
     if unknown:
         raise TypeError(f"serve.run() got unknown options: {', '.join(sorted(unknown))}")
     how = RunOptions(**{k: v for k, v in options.items() if k in RUN_OPTION_NAMES})
-    logging.basicConfig(level=how.log_level.upper(), format=worker.LOG_FORMAT)
-    settings = _settings(model, how, {k: v for k, v in options.items() if k in OPTION_NAMES})
-    predictor = _load(settings)
-    log(f"{predictor.name}: {predictor.selection}; {predictor.device}")
+    logging.config.dictConfig(logs.log_config(how.log_format, how.log_level))
+    if how.log_format == "json":
+        log = logging.getLogger("zoo.serve").info
+    app_options = {k: v for k, v in options.items() if k in OPTION_NAMES}
+    if how.api_key_file is not None:
+        if app_options.get("api_key"):
+            raise ServeError("an API key and an API key file: give one (--api-key or --api-key-file)")
+        app_options["api_key"] = read_api_key(how.api_key_file)
+    settings = _settings(model, how, app_options)
+    log(_choice(settings))
+    _writable(how.cache_dir)
     sockets, url = _listen(how.host, how.port, how.workers)
     uvicorn_options = _uvicorn_options(how)
-    shown = settings.get("model_name") or predictor.name
+    shown = settings.get("model_name") or _model_name(settings["model"])
     workers = f", {how.workers} worker processes" if how.workers > 1 else ""
-    where = f"on {url} (page at /, API docs at /docs){workers}"
-    log(f"Serving {shown} ({predictor.precision} on {predictor.backend}) {where}")
+    log(f"Serving {shown} on {url} (page at /, API docs at /docs){workers}; loading the model")
     if how.host not in LOCAL_HOSTS and not settings.get("api_key"):
         log("Warning: listening beyond this machine without --api-key")
     if how.workers > 1:
-        del predictor  # each worker loads its own
-        _supervise(settings, uvicorn_options, sockets)
+        failure = worker.supervise(uvicorn_options, settings, sockets)
     else:
-        _serve_one(settings, predictor, uvicorn_options, sockets[0])
+        failure = worker.serve_on(uvicorn_options, sockets[0], settings)
+    if failure is not None:
+        raise ServeError(failure)
+
+
+def read_api_key(path: str | os.PathLike) -> str:
+    """The API key in the file at `path` (a mounted Secret): all of it, less a trailing newline. ServeError
+    (one line) where it is missing, unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ServeError(f"{path}: cannot read the API key file ({getattr(e, 'strerror', None) or e})") from None
+    if not key.strip():
+        raise ServeError(f"{path}: the API key file is empty")
+    return key
 
 
 def _settings(model: str | os.PathLike | None, how: RunOptions, app_options: dict[str, Any]) -> dict[str, Any]:
-    """The worker settings (plain JSON-able values): the resolved model path, how it loads, the app's
-    options. With several workers and no --threads, each takes an equal share of the usable CPUs."""
+    """The worker settings (plain JSON-able values): the resolved model path, how it loads, how it drains,
+    the app's options. With several workers and no --threads, each takes an equal share of the usable CPUs."""
     from zoo import rundir
     from zoo.hardware import usable_cpu_count
 
     try:
-        path = rundir.resolve_model(None if model is None else str(model))
+        path = model_file(rundir.resolve_model(None if model is None else str(model)))
     except rundir.RunError as e:
         raise ServeError(str(e)) from None
     threads = how.threads
     if threads is None and how.workers > 1:
         threads = max(1, usable_cpu_count() // how.workers)
-    loading = {"backend": how.backend, "precision": how.precision, "threads": threads, "log_level": how.log_level}
-    return {"model": str(path), **loading, **app_options}
+    cache_dir = None if how.cache_dir is None else os.path.abspath(how.cache_dir)
+    loading = {"backend": how.backend, "precision": how.precision, "threads": threads, "cache_dir": cache_dir}
+    return {"model": str(path), **loading, "drain_delay": how.drain_delay, **app_options}
 
 
-def _load(settings: dict[str, Any]) -> Predictor:
-    """The model, loaded here with one process; with several, loaded once here to fail early, then in
-    each worker."""
+def _model_name(path: str) -> str:
+    from zoo import rundir
+
+    return rundir.model_name(path)
+
+
+def model_file(path: str | os.PathLike) -> pathlib.Path:
+    """What serves from `path` (as zoo.rundir.resolve_model gives it): a run directory or a model file as
+    it is; a folder without a run's files but with exactly one model file (KServe copies a storageUri to
+    /mnt/models), that file. RunError (one line) for a folder with none or several."""
+    import infer.files
+    from zoo import rundir
+
+    path = pathlib.Path(path)
+    if not path.is_dir() or infer.files.found(path):
+        return path
+    models = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in rundir.MODEL_SUFFIXES)
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise rundir.RunError(
+            f"{path}: neither a run directory nor a folder with a model file (.onnx, .safetensors, .engine)"
+        )
+    names = ", ".join(p.name for p in models)
+    raise rundir.RunError(f"{path}: {len(models)} model files ({names}); name the one to serve")
+
+
+def _choice(settings: dict[str, Any]) -> str:
+    """The line that says what will run and why, decided before anything is loaded (a missing runtime or
+    a damaged model file is a ServeError here, before the server listens)."""
     import infer
-
-    from . import worker
+    from zoo import rundir
 
     try:
-        return worker.load_predictor(settings)
-    except (infer.ModelFileError, infer.BackendUnavailable, FileNotFoundError, ValueError) as e:
+        _, selection = infer.choose(settings["model"], settings["backend"], settings["precision"])
+    except (infer.ModelFileError, infer.BackendUnavailable, OSError, ValueError) as e:
         raise ServeError(str(e)) from None
+    return f"{rundir.model_name(settings['model'])}: {selection}"
+
+
+def _writable(cache_dir: str | None) -> None:
+    """Make `cache_dir` (--cache-dir) and its tmp/ folder, which becomes this process's and its workers'
+    temporary folder ($TMPDIR): with it, the server writes nowhere else (a read-only root filesystem)."""
+    import tempfile
+
+    if cache_dir is None:
+        return
+    tmp = os.path.join(cache_dir, "tmp")
+    try:
+        os.makedirs(tmp, exist_ok=True)
+        with tempfile.TemporaryFile(dir=tmp):
+            pass
+    except OSError as e:
+        raise ServeError(
+            f"{cache_dir}: cannot write there ({e.strerror or e}); --cache-dir names a writable folder"
+        ) from None
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp
 
 
 def _listen(host: str, port: int, workers: int) -> tuple[list[socket.socket], str]:
@@ -114,7 +187,7 @@ def _listen(host: str, port: int, workers: int) -> tuple[list[socket.socket], st
 
 def _uvicorn_options(how: RunOptions) -> dict[str, Any]:
     """uvicorn.Config's options; raises the open-file limit, which the default max_connections follows."""
-    from . import worker
+    from . import logs, worker
 
     open_files = worker.raise_open_file_limit()
     max_connections = how.max_connections
@@ -126,31 +199,6 @@ def _uvicorn_options(how: RunOptions) -> dict[str, Any]:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=how.timeout_graceful_shutdown,
+        log_config=logs.log_config(how.log_format, how.log_level),
         **worker.connection_options(how.timeout_header, max_connections),
     )
-
-
-def _supervise(settings: dict[str, Any], options: dict[str, Any], sockets: list[socket.socket]) -> None:
-    """workers > 1: the supervisor, each worker loading the model from the settings in its environment."""
-    import json
-
-    import uvicorn
-
-    from . import worker
-
-    os.environ[worker.SETTINGS_ENV] = json.dumps(settings)
-    config = uvicorn.Config("serve.worker:app_from_environment", factory=True, **options)
-    if not worker.supervise(config, sockets):  # SIGTERM / SIGINT: each worker drains, then exit 0
-        raise ServeError("a worker process failed to start (the log above says why)")
-
-
-def _serve_one(settings: dict[str, Any], predictor: Predictor, options: dict[str, Any], sock: socket.socket) -> None:
-    """One server process: the app on the model loaded here, served until SIGTERM / SIGINT, then drained."""
-    import functools
-
-    import uvicorn
-
-    from . import worker
-
-    config = uvicorn.Config(functools.partial(worker.serving_app, settings, predictor), factory=True, **options)
-    worker.serve_on(config, sock)

@@ -127,9 +127,10 @@ class Service:
         )
 
     def start_draining(self) -> None:
-        """Refuse new requests (503) from now on; those in flight finish. Called on SIGTERM."""
+        """Not ready from now on (readiness 503); requests are still answered, with `Connection: close`,
+        until the server stops accepting. Called on SIGTERM / SIGINT."""
         if not self.draining:
-            log.info("draining: new requests are refused, requests in flight finish")
+            log.info("draining: readiness 503; requests are answered until the server stops accepting")
         self.draining = True
 
     @property

@@ -1,23 +1,22 @@
 """What one server process runs: settings (plain JSON-able values) -> a loaded model -> the app, served
 by `serve_on`, the one way every server process serves and drains.
 
-`serve.run` (serve/runner.py) serves one process on the model it loaded (`serving_app(settings,
-predictor)`). With `workers > 1` it puts the settings in the environment and runs `Supervisor`, our own
-(uvicorn's public API only: `serve_on` in each worker, the app factory
-`serve.worker:app_from_environment`): every worker is a
+`serve.run` (serve/runner.py) serves one process (`serve_on`). With `workers > 1` it runs `Supervisor`,
+our own (uvicorn's public API only: `serve_on` in each worker, given the settings and uvicorn's options
+as arguments): every worker is a
 fresh (spawned) interpreter that loads its own copy of the model and runs its own batcher and event loop
 on its own listening socket (`listening_sockets`: one SO_REUSEPORT socket per worker, all bound by the
 parent to the one port, passed to the child by multiprocessing as a file descriptor), so HTTP parsing,
-image decoding and the model run in parallel on several cores. The supervisor restarts a worker that
+image decoding and the model run in parallel on several cores. Every process listens before its model
+loads (serve/starting.py: live 200, ready 503 meanwhile). The supervisor restarts a worker that
 dies (with a back-off while they die before serving), on SIGHUP replaces each worker once its
-replacement serves, and on SIGTERM / SIGINT stops each one the way a single server stops (requests in
-flight finish).
+replacement serves (its model loaded and warmed up), and on SIGTERM / SIGINT stops each one the way a
+single server stops (readiness 503, requests answered for the drain delay, then in-flight ones finish).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 
     from infer.predictor import Predictor
 
-SETTINGS_ENV = "ZOO_SERVE_SETTINGS"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 RESERVED_FILES = 64  # open files a server process keeps for itself (model, libraries, pipes, log)
 
@@ -51,6 +48,7 @@ def load_predictor(settings: dict) -> Predictor:
         precision=settings.get("precision", "auto"),
         threads=settings.get("threads"),
         spin_wait=False,
+        cache_dir=settings.get("cache_dir"),
     )  # between batches the CPU belongs to the event loop
 
 
@@ -65,45 +63,36 @@ def build(settings: dict, predictor: Predictor | None = None) -> FastAPI:
     return create_app(predictor, **{k: settings[k] for k in OPTION_NAMES if k in settings})
 
 
-def serving_app(settings: dict, predictor: Predictor | None = None) -> FastAPI:
-    """The app a server process serves: `build(settings, predictor)`, draining on SIGTERM / SIGINT.
-    uvicorn calls it as the config's app factory (factory=True) inside `Server.run`, after it has
-    installed its signal handlers, so `drain_on_signals` chains onto them."""
-    app = build(settings, predictor)
-    drain_on_signals(app.state.zoo.start_draining)
-    return app
-
-
-def app_from_environment() -> FastAPI:
-    """uvicorn's app factory in each worker process: the app for the settings in $ZOO_SERVE_SETTINGS."""
-    settings = json.loads(os.environ[SETTINGS_ENV])
-    logging.basicConfig(
-        level=settings.get("log_level", "info").upper(), format=LOG_FORMAT.replace("%(name)s", "%(name)s[%(process)d]")
-    )
-    raise_open_file_limit()
-    return serving_app(settings)
-
-
-def serve_on(config: uvicorn.Config, sock: socket.socket, ready: Connection | None = None) -> None:
-    """Serve `config`'s app on `sock` (a listening socket) until SIGTERM / SIGINT, then drain: new requests
-    are refused (503), requests in flight finish within config.timeout_graceful_shutdown, and the process
-    exits 0. The one way every server process serves: the only one, or each worker. `config`'s app is a
-    factory that ends in `serving_app` (it starts the draining). `ready` (a pipe's sending end), if
-    given, gets True once the server serves (its lifespan startup has run)."""
+def serve_on(
+    options: dict,
+    sock: socket.socket,
+    settings: dict,
+    predictor: Predictor | None = None,
+    ready: Connection | None = None,
+) -> str | None:
+    """Serve the model `settings` name on `sock` (a listening socket) with uvicorn.Config's `options`,
+    until SIGTERM / SIGINT, then drain (`drain_on_signals`) and return None; or return why the model
+    could not be loaded (one line), once the server stopped. The one way every server process serves:
+    the only one, or each worker. It listens at once and loads the model on a thread (serve/starting.py:
+    live 200 and ready 503 meanwhile); `predictor`: one loaded already. `ready` (a pipe's sending end),
+    if given, gets True once the model is loaded and warmed up, or the failure's line."""
     import threading
 
     import uvicorn
 
-    server = uvicorn.Server(config)
+    from .starting import Starting
+
+    app = Starting(settings, predictor)
+
+    def factory() -> Starting:  # uvicorn calls it inside Server.run, after it installed its signal handlers
+        drain_on_signals(app.drain)
+        return app
+
+    server = uvicorn.Server(uvicorn.Config(factory, factory=True, **options))
+    app.stop = lambda: setattr(server, "should_exit", True)
+    said = threading.Thread(target=_say_ready, args=(server, app, ready), daemon=True)
     if ready is not None:
-
-        def announce() -> None:
-            while not server.started:
-                time.sleep(0.05)
-            ready.send(True)
-            ready.close()
-
-        threading.Thread(target=announce, daemon=True).start()
+        said.start()
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler makes that a clean exit 0
     # (or a return to serve.run's caller, whose own handlers are put back then)
     main = threading.current_thread() is threading.main_thread()  # (signals reach the main thread only)
@@ -113,25 +102,58 @@ def serve_on(config: uvicorn.Config, sock: socket.socket, ready: Connection | No
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if ready is not None:
+        said.join()
+        if app.failure is not None:
+            ready.send(app.failure)
+        ready.close()
+    return app.failure
 
 
-def drain_on_signals(start_draining: Callable[[], None]) -> None:
-    """SIGTERM / SIGINT start draining at once (new requests 503 + Connection: close), then uvicorn's own
-    handler begins its graceful shutdown. uvicorn installs its handlers before it loads the app (this
-    runs while it does: `serving_app`), so this chains onto them."""
+def _say_ready(server: uvicorn.Server, app, ready: Connection) -> None:
+    """Send True on `ready` once `app` (serve.starting.Starting) is ready, unless the server stops first."""
+    while not app.ready:
+        if server.should_exit or app.failure is not None:
+            return
+        time.sleep(0.05)
+    ready.send(True)
+
+
+def drain_on_signals(drain: Callable[[], float]) -> None:
+    """SIGTERM / SIGINT: `drain()` at once (readiness 503, requests still answered), then, after the seconds
+    it returns (the drain delay), uvicorn's own handler begins its graceful shutdown (the socket closes,
+    requests in flight finish). A second signal stops at once. uvicorn installs its handlers before it
+    loads the app (this runs while it does: serve_on's factory), so this chains onto them."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
+    timers: list[threading.Timer] = []
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
 
-        def drain(signum, frame, previous=previous):
-            start_draining()
-            if callable(previous):
+        def on_signal(signum, frame, previous=previous):
+            if timers:  # the second signal: stop now
+                timers.pop().cancel()
                 previous(signum, frame)
+                return
+            delay = drain()
+            if delay <= 0:
+                previous(signum, frame)
+                return
+            log.info(
+                "Received %s: not ready; answering requests %g s more (--drain-delay), then stopping",
+                signal.Signals(signum).name,
+                delay,
+            )
+            timers.append(threading.Timer(delay, previous, (signum, frame)))
+            timers[-1].daemon = True
+            timers[-1].start()
 
-        signal.signal(sig, drain)
+        signal.signal(sig, on_signal)
 
 
 def raise_open_file_limit() -> int | None:
@@ -213,37 +235,49 @@ READY_TIMEOUT = 60.0  # seconds a replacement on SIGHUP may take to load its mod
 STOP_MARGIN = 5.0  # seconds past --timeout-graceful-shutdown a worker may take to stop before it is killed
 
 
-def serve_worker(config: uvicorn.Config, sock: socket.socket, ready: Connection) -> None:
-    """A worker process's main: `serve_on` the socket the supervisor bound; `ready` gets True once it serves."""
-    config.configure_logging()  # (a spawned interpreter: logging is set up again)
-    serve_on(config, sock, ready)
+def serve_worker(options: dict, settings: dict, sock: socket.socket, ready: Connection) -> None:
+    """A worker process's main: `serve_on` the socket the supervisor bound; `ready` gets True once its model
+    is loaded and warmed up, or the line that says why it could not be (then it exits STARTUP_FAILURE)."""
+    import sys
+
+    from uvicorn.config import STARTUP_FAILURE
+
+    raise_open_file_limit()
+    if serve_on(options, sock, settings, ready=ready) is not None:
+        sys.exit(STARTUP_FAILURE)
 
 
 class Worker:
     """One spawned worker process serving on `sock`, and the pipe on which it says it serves."""
 
-    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+    def __init__(self, options: dict, settings: dict, sock: socket.socket) -> None:
         import multiprocessing
 
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads or model
         self.ready, sending = spawn.Pipe(duplex=False)
         # the socket and the pipe reach the child as file descriptors passed by multiprocessing
-        self.process = spawn.Process(target=serve_worker, args=(config, sock, sending), name="zoo-serve-worker")
+        self.process = spawn.Process(
+            target=serve_worker, args=(options, settings, sock, sending), name="zoo-serve-worker"
+        )
         self.process.start()
         sending.close()
         self.serving = self.terminated = False
+        self.failure: str | None = None  # why its model could not be loaded, as it said
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def has_served(self) -> bool:
-        """Whether it has said it serves (False while it starts, or when it died first)."""
+        """Whether it has said it serves (False while it starts, or when it died or failed first)."""
         if not self.serving and not self.ready.closed and self.ready.poll():
             try:
-                self.serving = self.ready.recv()
+                said = self.ready.recv()
             except EOFError:  # it exited before it served
                 self.ready.close()
+            else:
+                self.serving = said is True
+                self.failure = None if self.serving else str(said)
         return self.serving
 
     def terminate(self) -> None:
@@ -260,30 +294,32 @@ class Supervisor:
     A worker that dies is replaced: at once when it had served, after a back-off (RESTART_DELAYS, doubling)
     while the workers on its socket die before they serve; one that fails to start as uvicorn reports it
     (STARTUP_FAILURE: the app or its model is broken) stops the server. SIGTERM / SIGINT close the
-    supervisor's copies of the sockets at once (new connections are then refused instead of queueing on a
-    socket no one accepts from), send SIGTERM to every worker (each drains like one `zoo serve` process),
-    wait up to the graceful timeout (+ STOP_MARGIN) and kill what is left. SIGHUP replaces each worker,
+    supervisor's copies of the sockets at once (a socket whose worker is gone then refuses new connections
+    instead of queueing them where no one accepts), send SIGTERM to every worker (each drains like one
+    `zoo serve` process: its socket stays open for the drain delay), wait up to the drain delay + the
+    graceful timeout (+ STOP_MARGIN) and kill what is left. SIGHUP replaces each worker,
     one at a time, once its replacement serves (READY_TIMEOUT)."""
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-        self.config, self.sockets = config, sockets
+    def __init__(self, options: dict, settings: dict, sockets: list[socket.socket]) -> None:
+        self.options, self.settings, self.sockets = options, settings, sockets
         self.workers: list[Worker | None] = [None] * len(sockets)
         self.retiring: list[Worker] = []  # replaced on SIGHUP, draining
         self.failures = [0] * len(sockets)  # workers in a row that died before they served, per socket
         self.restart_at: dict[int, float] = {}  # socket index -> when its next worker starts
         self.signals: list[int] = []
-        self.stopping = self.failed = False
+        self.stopping = False
+        self.failure: str | None = None  # why a worker failed to start
         self.wake, self.wake_up = os.pipe()  # the signal handler wakes the main loop through it
         for fd in (self.wake, self.wake_up):
             os.set_blocking(fd, False)
 
-    def run(self) -> bool:
-        """Serve until SIGTERM / SIGINT (True) or a worker's startup failure (False)."""
+    def run(self) -> str | None:
+        """Serve until SIGTERM / SIGINT (None) or a worker's startup failure (the line that says why)."""
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
         previous = {sig: signal.signal(sig, self.on_signal) for sig in handled}
         log.info("Started parent process [%d]", os.getpid())
         try:
-            self.workers = [Worker(self.config, sock) for sock in self.sockets]
+            self.workers = [self.start(sock) for sock in self.sockets]
             while not self.stopping:
                 self.wait([w.process.sentinel for w in self.live()])
                 self.handle_signals()
@@ -295,7 +331,10 @@ class Supervisor:
                 signal.signal(sig, handler)
             os.close(self.wake)
             os.close(self.wake_up)
-        return not self.failed
+        return self.failure
+
+    def start(self, sock: socket.socket) -> Worker:
+        return Worker(self.options, self.settings, sock)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
@@ -344,8 +383,10 @@ class Supervisor:
                 continue
             self.workers[i] = None
             if worker.process.exitcode == STARTUP_FAILURE:  # it would fail the same way again
+                worker.has_served()  # (reads what it said)
+                self.failure = worker.failure or "a worker process failed to start (the log above says why)"
                 log.error("worker process [%d] failed to start; stopping", worker.pid)
-                self.failed = self.stopping = True
+                self.stopping = True
                 return
             self.failures[i] = 0 if worker.has_served() else self.failures[i] + 1
             first, most = RESTART_DELAYS
@@ -360,13 +401,13 @@ class Supervisor:
         for i, at in list(self.restart_at.items()):
             if at <= now:
                 del self.restart_at[i]
-                self.workers[i] = Worker(self.config, self.sockets[i])
+                self.workers[i] = self.start(self.sockets[i])
 
     def replace_all(self) -> None:
         """SIGHUP: replace each worker once its replacement serves; give up if one does not in time."""
         for i, old in enumerate(self.workers):
             self.restart_at.pop(i, None)  # (a dead one's replacement starts now)
-            new = Worker(self.config, self.sockets[i])
+            new = self.start(self.sockets[i])
             deadline = time.monotonic() + READY_TIMEOUT
             while not (
                 new.has_served() or self.signals or new.process.exitcode is not None or time.monotonic() > deadline
@@ -386,8 +427,9 @@ class Supervisor:
 
     def stop(self) -> None:
         """Every worker has had SIGTERM: wait for them to drain, then kill what is left."""
-        timeout = self.config.timeout_graceful_shutdown
-        deadline = None if timeout is None else time.monotonic() + timeout + STOP_MARGIN
+        timeout = self.options.get("timeout_graceful_shutdown")
+        drain = float(self.settings.get("drain_delay") or 0.0)
+        deadline = None if timeout is None else time.monotonic() + drain + timeout + STOP_MARGIN
         for sock in self.sockets:
             sock.close()
         for worker in self.live():
@@ -400,7 +442,8 @@ class Supervisor:
         log.info("Stopping parent process [%d]", os.getpid())
 
 
-def supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> bool:
-    """Run a worker process per socket (`Supervisor`) until SIGTERM / SIGINT (True: every worker drained)
-    or a worker's startup failure (False)."""
-    return Supervisor(config, sockets).run()
+def supervise(options: dict, settings: dict, sockets: list[socket.socket]) -> str | None:
+    """Run a worker process per socket (`Supervisor`) with uvicorn.Config's `options` on the model
+    `settings` name, until SIGTERM / SIGINT (None: every worker drained) or a worker's startup failure
+    (the line that says why)."""
+    return Supervisor(options, settings, sockets).run()

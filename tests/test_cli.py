@@ -77,7 +77,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from infer.bench import FORMATTERS
     from infer.predictor import BACKENDS
     from infer.results import FORMATS as CLASSIFY_FORMATS
-    from serve.options import LOG_LEVELS
+    from serve.options import LOG_FORMATS, LOG_LEVELS
     from zoo import devices
     from zoo.card import PRECISIONS, RESIZE_MODES
     from zoo.data import SPLITS
@@ -98,6 +98,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
         ("serve", "backend"): ("auto", *BACKENDS),
         ("serve", "precision"): ("auto", *PRECISIONS),
         ("serve", "log_level"): LOG_LEVELS,
+        ("serve", "log_format"): LOG_FORMATS,
         ("bench", "runtimes"): BACKENDS,
         ("bench", "precisions"): PRECISIONS,
         ("bench", "fmt"): tuple(FORMATTERS),

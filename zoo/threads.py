@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -39,9 +39,9 @@ HELP = (
 WINDOW_S = 0.2  # how long the machine is watched to see how busy it is
 
 
-def option(help: str = HELP) -> Callable[[FC], FC]:
-    """The `--threads N` option (N >= 1; None when not given)."""
-    return click.option("--threads", type=click.IntRange(1), default=None, help=help)
+def option(help: str = HELP, **kwargs: Any) -> Callable[[FC], FC]:
+    """The `--threads N` option (N >= 1; None when not given); `kwargs`: click.option's others (envvar)."""
+    return click.option("--threads", type=click.IntRange(1), default=None, help=help, **kwargs)
 
 
 def default_threads(cpus: int, busy: float | None, quota: int | None = None) -> int:

@@ -1,18 +1,42 @@
 import click
 
 from infer.predictor import BACKENDS
-from serve.options import DEFAULTS, LOG_LEVELS, RUN_DEFAULTS
+from serve.options import DEFAULTS, LOG_FORMATS, LOG_LEVELS, RUN_DEFAULTS
 from zoo import rundir
 from zoo import threads as threads_
 from zoo.card import PRECISIONS
 from zoo.commands.options import with_defaults
 from zoo.errors import UserError
 
-app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  # serve/options.py's defaults
+ENV_PREFIX = "ZOO_SERVE_"  # every flag from the environment: --drain-delay is $ZOO_SERVE_DRAIN_DELAY
 
 
-@click.command(epilog=rundir.MODEL_HELP)
-@click.argument("model", required=False, type=click.Path())
+def env(flag: str) -> str:
+    """The environment variable of a flag (or of MODEL): ZOO_SERVE_ and its name, dashes as underscores."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def with_env(factory):
+    """An option factory like `factory` whose option also reads its environment variable (`env`), shown
+    in --help; the command line wins over the environment."""
+
+    def option(*decls, **kwargs):
+        kwargs.setdefault("envvar", env(next(d for d in decls if d.startswith("--"))))
+        kwargs.setdefault("show_envvar", True)
+        return factory(*decls, **kwargs)
+
+    return option
+
+
+option = with_env(click.option)
+app_option, run_option = with_env(with_defaults(DEFAULTS)), with_env(with_defaults(RUN_DEFAULTS))  # their defaults
+
+
+@click.command(
+    epilog=rundir.MODEL_HELP + f" MODEL may also be a folder holding one model file (KServe's /mnt/models), "
+    f"and come from ${env('model')}."
+)
+@click.argument("model", required=False, type=click.Path(), envvar=env("model"))
 @run_option("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")
 @run_option("--port", type=click.IntRange(0, 65535), help="Port to listen on (0: any free port; the log says which).")
 @run_option(
@@ -25,7 +49,7 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
     type=click.Choice(["auto", *PRECISIONS]),
     help="Arithmetic to run in (auto: the fastest one the export verified and this machine has natively).",
 )
-@click.option("--name", default=None, help="Model name in URLs and answers [default: the model's].")
+@option("--name", default=None, help="Model name in URLs and answers [default: the model's].")
 @app_option("--max-batch-size", type=click.IntRange(1), help="Most images the dynamic batcher runs as one batch.")
 @app_option(
     "--max-delay-ms", type=click.FloatRange(0), help="How long a batch waits for more requests after its first."
@@ -55,20 +79,38 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
 )
 @threads_.option(
     help="Threads the model uses (ONNX Runtime / torch intra-op) [default: the library's; "
-    "with --workers N, usable CPUs / N each]."
-)
-@click.option(
-    "--api-key",
-    envvar="ZOO_API_KEY",
-    default=None,
+    "with --workers N, usable CPUs / N each].",
+    envvar=env("threads"),
     show_envvar=True,
+)
+@option(
+    "--api-key",
+    envvar=[env("api-key"), "ZOO_API_KEY"],
+    default=None,
     help="Require `Authorization: Bearer KEY` on everything but the health endpoints.",
+)
+@run_option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False),
+    help="Read the API key from this file (all of it, less a trailing newline): a mounted Secret.",
 )
 @run_option("--log-level", type=click.Choice(LOG_LEVELS), help="info logs one line per request.")
 @run_option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="json: one JSON object per line (time, level, logger, message; a request's method, path, "
+    "status, duration_ms), uvicorn's lines and ours, in every worker.",
+)
+@run_option(
+    "--drain-delay",
+    type=click.FloatRange(0),
+    help="On SIGTERM, seconds to keep answering requests (readiness 503, the socket open) before "
+    "the server stops accepting: the time a load balancer takes to drop it (Kubernetes: a few).",
+)
+@run_option(
     "--timeout-graceful-shutdown",
     type=click.FloatRange(0),
-    help="On SIGTERM, seconds to let requests in flight finish.",
+    help="Then, seconds to let requests in flight finish.",
 )
 @run_option(
     "--timeout-header",
@@ -88,12 +130,24 @@ app_option, run_option = with_defaults(DEFAULTS), with_defaults(RUN_DEFAULTS)  #
     help="Connections served at once per process; a request on one more is answered 503 "
     "(/health too). The open-file soft limit is raised to the hard limit at start.",
 )
+@run_option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar=[env("cache-dir"), "ZOO_CACHE_DIR"],
+    show_default="none: nothing is cached",
+    help="The one folder the server writes: OpenVINO's compiled models, ONNX Runtime's TensorRT "
+    "engines, temporary files (a read-only root filesystem with a writable volume here).",
+)
 def serve(model, name, **options):
     """Serve MODEL over HTTP: /predict, KServe v2, a page at /.
 
-    Requests that arrive within --max-delay-ms run as one batch. SIGTERM (or Ctrl+C) drains: requests
-    in flight finish, new ones are refused, then the server exits 0. With --workers N, N processes
-    share the port (each its own model and batcher; /metrics and readiness are per process).
+    It listens at once and loads the model meanwhile: /v2/health/live answers 200 from the start,
+    /v2/health/ready 200 once the model is loaded and warmed up. Requests that arrive within
+    --max-delay-ms run as one batch. SIGTERM (or Ctrl+C) drains: readiness turns 503, requests are
+    answered for --drain-delay seconds, then the server stops accepting, requests in flight finish and
+    it exits 0. With --workers N, N processes share the port (each its own model and batcher; /metrics
+    and readiness are per process). Every option can come from the environment (ZOO_SERVE_ and its
+    name, as each option shows); the command line wins.
     """
     from serve import ServeError, run
 
