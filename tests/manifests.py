@@ -51,12 +51,14 @@ def find(objects: list[dict], kind: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Image:
-    """What the final stage of a Dockerfile gives a container: ENTRYPOINT, CMD (exec form), ENV, USER."""
+    """What the final stage of a Dockerfile gives a container: ENTRYPOINT, CMD (exec form), ENV, USER,
+    WORKDIR."""
 
     entrypoint: list[str]
     cmd: list[str]
     env: dict[str, str]
     user: str
+    workdir: str
 
 
 def image(dockerfile: pathlib.Path = DOCKERFILES[0]) -> Image:
@@ -64,7 +66,7 @@ def image(dockerfile: pathlib.Path = DOCKERFILES[0]) -> Image:
     text = dockerfile.read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     last = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
-    found: dict = {"ENTRYPOINT": [], "CMD": [], "ENV": {}, "USER": ""}
+    found: dict = {"ENTRYPOINT": [], "CMD": [], "ENV": {}, "USER": "", "WORKDIR": "/"}
     for line in lines[last + 1 :]:
         word, _, rest = line.partition(" ")
         word = word.upper()
@@ -72,9 +74,9 @@ def image(dockerfile: pathlib.Path = DOCKERFILES[0]) -> Image:
             found[word] = json.loads(rest)
         elif word == "ENV":
             found["ENV"].update(pair.split("=", 1) for pair in shlex.split(rest))
-        elif word == "USER":
-            found["USER"] = rest.strip()
-    return Image(found["ENTRYPOINT"], found["CMD"], found["ENV"], found["USER"])
+        elif word in ("USER", "WORKDIR"):
+            found[word] = rest.strip()
+    return Image(found["ENTRYPOINT"], found["CMD"], found["ENV"], found["USER"], found["WORKDIR"])
 
 
 def command_line(container: dict, img: Image) -> list[str]:
