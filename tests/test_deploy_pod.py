@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -240,12 +241,16 @@ def contract(container: dict, pod: dict, grace: float, served_lenet, tmp_path, r
     proc, port = start(container, paths, extra_env or {}, read_only)
     with killed_on_exit(proc) as out:
         started(proc, out, port, container)
+        if any("valueFrom" in var for var in container.get("env", [])):  # the Secret's key is asked for
+            assert httpx.get(f"http://127.0.0.1:{port}/models").status_code == 401
         results = drain(proc, out, port, container, grace, request)
     (term, _), answers = results[0], results[1:]
     failed = [r for r in answers if r[1] != 200]
     assert failed == [], f"{len(failed)} of {len(answers)} requests failed: {failed[:5]}\n" + "".join(out.lines)
     assert sum(sent > term for sent, _ in answers) >= CLIENTS  # answered while draining, not only before
     assert digest(model) == before  # nothing written under /mnt/models
+    if env_value(container, "ZOO_SERVE_LOG_FORMAT") == "json":  # what `kubectl logs` hands a log collector
+        assert all(isinstance(json.loads(line), dict) for line in out.lines), "".join(out.lines[:20])
     return out.lines, paths, read_only
 
 
