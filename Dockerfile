@@ -1,6 +1,6 @@
 # cnnzoo's server image (CPU): `zoo serve` on a model mounted at /mnt/models (KServe's storage convention).
 #   docker build -t cnnzoo:0.1.0 .
-#   docker run --rm -p 8080:8080 --read-only --tmpfs /var/cache/zoo -v "$PWD/runs/lenet5-x:/mnt/models:ro" cnnzoo:0.1.0
+#   docker run --rm -p 8080:8080 --read-only --tmpfs /var/cache/zoo:mode=1777 -v "$PWD/runs/lenet5-x:/mnt/models:ro" cnnzoo:0.1.0
 # The GPU variant is Dockerfile.gpu (a CUDA runtime base, the `gpu` extra). Checked by tests/test_deploy_image.py
 # (hadolint; the entrypoint and arguments the manifests under deploy/ rely on).
 
