@@ -176,16 +176,12 @@ def digest(folder: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def killed_on_exit(proc):
-    out = Output(proc)
-    try:
-        yield out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        out.thread.join(10)
+def stop(proc, out) -> None:
+    """What the kubelet does past the grace period, on the way out of a test that failed before the exit."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()  # (an exited process keeps its pid until waited for: nothing else is killed)
+    proc.wait(30)
+    out.thread.join(10)
 
 
 def drain(proc, out, port: int, container: dict, grace: float, request) -> list[tuple[float, object]]:
@@ -239,11 +235,14 @@ def contract(container: dict, pod: dict, grace: float, served_lenet, tmp_path, r
     paths = local_paths(pod, container, model, tmp_path)
     read_only = read_only_root_works()
     proc, port = start(container, paths, extra_env or {}, read_only)
-    with killed_on_exit(proc) as out:
+    out = Output(proc)
+    try:
         started(proc, out, port, container)
         if any("valueFrom" in var for var in container.get("env", [])):  # the Secret's key is asked for
             assert httpx.get(f"http://127.0.0.1:{port}/models").status_code == 401
         results = drain(proc, out, port, container, grace, request)
+    finally:
+        stop(proc, out)
     (term, _), answers = results[0], results[1:]
     failed = [r for r in answers if r[1] != 200]
     assert failed == [], f"{len(failed)} of {len(answers)} requests failed: {failed[:5]}\n" + "".join(out.lines)
