@@ -146,7 +146,7 @@ class Traffic:
     def __init__(self, port: int, request):
         self.stop = threading.Event()
         self.results: list[tuple[float, object]] = []
-        self.threads = [threading.Thread(target=self.client, args=(port, request)) for _ in range(CLIENTS)]
+        self.threads = [threading.Thread(target=self.client, args=(port, request), daemon=True) for _ in range(CLIENTS)]
         for t in self.threads:
             t.start()
 
@@ -192,18 +192,21 @@ def drain(proc, out, port: int, container: dict, grace: float, request) -> list[
         assert passes(probe(port, container, "readinessProbe")) and passes(probe(port, container, "livenessProbe"))
         time.sleep(container["readinessProbe"]["periodSeconds"] * SCALE)
     traffic = Traffic(port, request)
-    while len(traffic.results) < 5 * CLIENTS:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    term = time.monotonic()
-    drain_delay = float(env_value(container, "ZOO_SERVE_DRAIN_DELAY"))
-    while passes(status := probe(port, container, "readinessProbe")):
-        assert time.monotonic() < term + drain_delay, "readiness still passes after the drain delay"
-        time.sleep(container["readinessProbe"]["periodSeconds"] * SCALE)
-    assert status is not None, "the socket closed before readiness failed: endpoints would still send requests"
-    assert passes(probe(port, container, "livenessProbe"))  # draining is not dead
-    time.sleep(drain_delay / 2)  # the endpoints controller and kube-proxy take the pod out
-    results = traffic.finish()
+    try:
+        while len(traffic.results) < 5 * CLIENTS:
+            assert proc.poll() is None, "".join(out.lines)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        term = time.monotonic()
+        drain_delay = float(env_value(container, "ZOO_SERVE_DRAIN_DELAY"))
+        while passes(status := probe(port, container, "readinessProbe")):
+            assert time.monotonic() < term + drain_delay, "readiness still passes after the drain delay"
+            time.sleep(container["readinessProbe"]["periodSeconds"] * SCALE)
+        assert status is not None, "the socket closed before readiness failed: endpoints would still send requests"
+        assert passes(probe(port, container, "livenessProbe"))  # draining is not dead
+        time.sleep(drain_delay / 2)  # the endpoints controller and kube-proxy take the pod out
+    finally:
+        results = traffic.finish()
     try:
         code = proc.wait(timeout=max(0.0, term + grace - time.monotonic()))
     except subprocess.TimeoutExpired:
