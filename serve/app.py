@@ -47,7 +47,7 @@ from .service import Service
 
 log = logging.getLogger("zoo.serve")
 
-HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})  # and /v2/models/{name}/ready
 OPEN_PATHS = frozenset({"/"})  # open without the API key: the page, which asks for the key (it holds no data)
 
 
@@ -156,8 +156,8 @@ class _Edge:
 
     def _refusal(self, scope, headers: dict) -> JSONResponse | None:
         path = scope["path"]
-        if path in HEALTH_PATHS:
-            return None
+        if path in HEALTH_PATHS or (path.endswith("/ready") and path.startswith("/v2/models/")):
+            return None  # open to probes, whatever the API key
         if self.key is not None and path not in OPEN_PATHS and not self._authorized(headers):
             return error(
                 401,

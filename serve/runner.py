@@ -48,28 +48,32 @@ def run(model: str | os.PathLike | None = None, *, log: Callable[[str], None] = 
     import logging
     import logging.config
 
+    from zoo.text import plural
+
     from . import logs, worker
 
     unknown = set(options) - {*RUN_OPTION_NAMES, *OPTION_NAMES}
     if unknown:
         raise TypeError(f"serve.run() got unknown options: {', '.join(sorted(unknown))}")
     how = RunOptions(**{k: v for k, v in options.items() if k in RUN_OPTION_NAMES})
-    logging.config.dictConfig(logs.log_config(how.log_format, how.log_level))
-    if how.log_format == "json":
-        log = logging.getLogger("zoo.serve").info
     app_options = {k: v for k, v in options.items() if k in OPTION_NAMES}
     if how.api_key_file is not None:
         if app_options.get("api_key"):
             raise ServeError("an API key and an API key file: give one (--api-key or --api-key-file)")
         app_options["api_key"] = read_api_key(how.api_key_file)
     settings = _settings(model, how, app_options)
-    log(_choice(settings))
-    _writable(how.cache_dir)
+    _writable(settings["cache_dir"])  # first: importing a runtime may write a temporary file
+    choice = _choice(settings)
+    logging.config.dictConfig(logs.log_config(how.log_format, how.log_level))
+    if how.log_format == "json":
+        log = logging.getLogger("zoo.serve").info
+    log(choice)
     sockets, url = _listen(how.host, how.port, how.workers)
     uvicorn_options = _uvicorn_options(how)
     shown = settings.get("model_name") or _model_name(settings["model"])
-    workers = f", {how.workers} worker processes" if how.workers > 1 else ""
-    log(f"Serving {shown} on {url} (page at /, API docs at /docs){workers}; loading the model")
+    each = f"{how.workers} worker processes, each with " if how.workers > 1 else ""
+    threads = f"{plural(settings['threads'], 'model thread')} and {plural(settings['decode_threads'], 'decode thread')}"
+    log(f"Serving {shown} on {url} (page at /, API docs at /docs), {each}{threads}; loading the model")
     if how.host not in LOCAL_HOSTS and not settings.get("api_key"):
         log("Warning: listening beyond this machine without --api-key")
     if how.workers > 1:
@@ -95,17 +99,15 @@ def read_api_key(path: str | os.PathLike) -> str:
 
 def _settings(model: str | os.PathLike | None, how: RunOptions, app_options: dict[str, Any]) -> dict[str, Any]:
     """The worker settings (plain JSON-able values): the resolved model path, how it loads, how it drains,
-    the app's options. With several workers and no --threads, each takes an equal share of the usable CPUs."""
+    the app's options, the threads of each process (`thread_plan`)."""
     from zoo import rundir
-    from zoo.hardware import usable_cpu_count
 
     try:
         path = model_file(rundir.resolve_model(None if model is None else str(model)))
     except rundir.RunError as e:
         raise ServeError(str(e)) from None
-    threads = how.threads
-    if threads is None and how.workers > 1:
-        threads = max(1, usable_cpu_count() // how.workers)
+    threads, decode_threads = thread_plan(how.workers, how.threads, app_options.get("decode_threads"))
+    app_options = {**app_options, "decode_threads": decode_threads}
     cache_dir = None if how.cache_dir is None else os.path.abspath(how.cache_dir)
     loading = {"backend": how.backend, "precision": how.precision, "threads": threads, "cache_dir": cache_dir}
     return {"model": str(path), **loading, "drain_delay": how.drain_delay, **app_options}
@@ -115,6 +117,19 @@ def _model_name(path: str) -> str:
     from zoo import rundir
 
     return rundir.model_name(path)
+
+
+def thread_plan(
+    workers: int, threads: int | None, decode_threads: int | None, root: str | os.PathLike = "/"
+) -> tuple[int, int]:
+    """(the model's threads, the decode threads) of each server process: those given, else an equal share
+    of the CPUs the server may use (zoo.hardware.usable_cpu_count: the affinity, capped by the cgroup's
+    CPU quota, so a pod limited to 2 CPUs on a 64-core node counts 2; `root`: where /proc and /sys are),
+    at most 4 for decoding."""
+    from zoo.hardware import usable_cpu_count
+
+    share = max(1, usable_cpu_count(root) // workers)
+    return threads or share, decode_threads or min(4, share)
 
 
 def model_file(path: str | os.PathLike) -> pathlib.Path:
@@ -152,8 +167,10 @@ def _choice(settings: dict[str, Any]) -> str:
 
 
 def _writable(cache_dir: str | None) -> None:
-    """Make `cache_dir` (--cache-dir) and its tmp/ folder, which becomes this process's and its workers'
-    temporary folder ($TMPDIR): with it, the server writes nowhere else (a read-only root filesystem)."""
+    """Make `cache_dir` (--cache-dir) and its tmp/ folder, and point this process's and its workers'
+    temporary folder ($TMPDIR) there and the libraries' cache folder ($XDG_CACHE_HOME) at it: ONNX
+    Runtime writes into both as it is imported (its telemetry; ORT_DISABLE_TELEMETRY=1 stops it). With
+    it, the server writes nowhere else (a read-only root filesystem)."""
     import tempfile
 
     if cache_dir is None:
@@ -168,6 +185,7 @@ def _writable(cache_dir: str | None) -> None:
             f"{cache_dir}: cannot write there ({e.strerror or e}); --cache-dir names a writable folder"
         ) from None
     os.environ["TMPDIR"] = tempfile.tempdir = tmp
+    os.environ["XDG_CACHE_HOME"] = cache_dir
 
 
 def _listen(host: str, port: int, workers: int) -> tuple[list[socket.socket], str]:

@@ -43,11 +43,16 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 class Starting:
     """The app of one server process (see the module's doc). `settings`: serve.worker's plain settings;
-    `predictor`: one loaded already (None: loaded here, on a thread). `stop` (set by
-    serve.worker.serve_on) makes the server exit."""
+    `predictor`: one loaded already (None: loaded here, on a thread, by `load`: serve.worker.load_predictor
+    unless given). `stop` (set by serve.worker.serve_on) makes the server exit."""
 
-    def __init__(self, settings: dict[str, Any], predictor: Predictor | None = None) -> None:
-        self.settings, self.predictor = settings, predictor
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        predictor: Predictor | None = None,
+        load: Callable[[dict[str, Any]], Predictor] | None = None,
+    ) -> None:
+        self.settings, self.predictor, self.load = settings, predictor, load
         self.app: FastAPI | None = None
         self.failure: str | None = None
         self.draining = False
@@ -94,7 +99,7 @@ class Starting:
         from .worker import build, load_predictor
 
         def load() -> FastAPI:
-            return build(self.settings, self.predictor or load_predictor(self.settings))
+            return build(self.settings, self.predictor or (self.load or load_predictor)(self.settings))
 
         try:
             app = await _on_daemon_thread(load)

@@ -119,17 +119,20 @@ def running(app, ready_path: str = "/v2/health/ready", timeout: float = 30.0, he
         sock.close()
 
 
-def zoo_serve(*args, **popen):
-    """`zoo serve ARGS` as a real process of this checkout, its stdout and stderr together in one pipe."""
+def zoo_serve(*args, env=None, cwd=None, prefix=(), **popen):
+    """`zoo serve ARGS` as a real process of this checkout, its stdout and stderr together in one pipe;
+    `env`: its environment (default: this one's), `cwd`: its working directory (default: the checkout),
+    `prefix`: a command it runs under (taskset -c 0)."""
     import os
     import subprocess
     import sys
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    env = os.environ if env is None else env
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)}
     return subprocess.Popen(
-        [sys.executable, "-m", "zoo", "serve", *map(str, args)],
-        cwd=root,
+        [*prefix, sys.executable, "-m", "zoo", "serve", *map(str, args)],
+        cwd=root if cwd is None else cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -160,3 +163,48 @@ class Output:
                 break
             time.sleep(0.05)
         raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+
+
+@contextlib.contextmanager
+def watched(proc):
+    """The process's Output; on leaving, the process is killed if it still runs, and its output read."""
+    out = Output(proc)
+    try:
+        yield out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.thread.join(10)
+
+
+def ready_url(out, proc):
+    """The URL the start-up line names, once the server there is ready."""
+    import httpx
+
+    url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+        time.sleep(0.05)
+
+
+def ready_workers(url, proc, out, count, timeout=120):
+    """The pids of `count` workers that answer /health 200, asked on fresh connections (each lands on any)."""
+    import httpx
+
+    deadline, ready = time.monotonic() + timeout, set()
+    while len(ready) < count:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
+        try:
+            r = httpx.get(f"{url}/health", headers={"Connection": "close"})
+            if r.status_code == 200:
+                ready.add(r.json()["pid"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    return ready

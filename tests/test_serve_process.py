@@ -1,7 +1,6 @@
 """`zoo serve` as a real process: one log line per request, SIGTERM drains (requests in flight finish,
 new ones are refused, exit code 0), user errors in one line."""
 
-import contextlib
 import os
 import pathlib
 import re
@@ -11,34 +10,12 @@ import time
 
 import httpx
 import pytest
-from serving import Output, zoo_serve
+from serving import Output, ready_url, ready_workers, watched, zoo_serve
 
 
 def queue_depth(url):
     text = httpx.get(f"{url}/metrics").text
     return float(re.search(r"^zoo_queue_depth (\S+)$", text, re.M).group(1))
-
-
-@contextlib.contextmanager
-def watched(proc):
-    """The process's Output; on leaving, the process is killed if it still runs, and its output read."""
-    out = Output(proc)
-    try:
-        yield out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        out.thread.join(10)
-
-
-def ready_url(out, proc):
-    """The URL the start-up line names, once the server there is ready."""
-    url = out.wait_for(r"on (http://127\.0\.0\.1:\d+) \(page at /").group(1)
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    return url
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(served_lenet):
@@ -94,21 +71,6 @@ def test_user_errors_are_one_line(tmp_path):
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(c) for c in f.read().split()]
-
-
-def ready_workers(url, proc, out, count, timeout=120):
-    """The pids of `count` workers that answer /health 200, asked on fresh connections (each lands on any)."""
-    deadline, ready = time.monotonic() + timeout, set()
-    while len(ready) < count:
-        assert time.monotonic() < deadline and proc.poll() is None, "".join(out.lines)
-        try:
-            r = httpx.get(f"{url}/health", headers={"Connection": "close"})
-            if r.status_code == 200:
-                ready.add(r.json()["pid"])
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    return ready
 
 
 def test_workers_share_the_port_answer_correctly_and_stop_on_sigterm(served_lenet):
