@@ -37,7 +37,7 @@ from ..data import augment as augmentation
 from ..data.datasets import ImageSet, Source, open_source, standardize, to_unit
 from ..models import create, get_spec
 from ..text import plural
-from . import checks, distributed, precision, runfiles, transfer
+from . import checks, distributed, elastic, precision, runfiles, transfer
 from .board import Board
 from .config import DEFAULT_GAMMA, TrainConfig, TrainError, load_checkpoint
 from .evaluate import Evaluation, evaluate
@@ -136,7 +136,6 @@ class _Run:
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     augment_spec = checks.check_options(cfg)
-    checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     device = checks.pick_device(cfg.device)
     precision.check(cfg.amp, device)
     dist = distributed.setup(device.type)
@@ -144,6 +143,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
+        cfg = elastic.continued(cfg, dist, log)  # a group torchrun restarted goes on with the killed one's run
+        checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         run = _set_up(cfg, augment_spec, checkpoint, device, dist, log, held)
         for epoch in range(run.state["epoch"], cfg.epochs):
             if run.state.get("stopped"):
@@ -159,7 +160,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
                 if run.board:
                     run.board.epoch((epoch + 1) * run.steps, row)
                 _save_epoch(run, best or run.val_set is None)
-        return _finish(run)
+        result = _finish(run)
+        distributed.barrier(dist)  # the ranks leave together
+        return result
     finally:
         if run is not None and run.board:
             run.board.close()
@@ -194,6 +197,7 @@ def _set_up(
     run_dir, lock = checks.output_dir(cfg, card.architecture, dist)
     if lock is not None:
         held.enter_context(lock)
+    elastic.check_shared(run_dir, dist)  # under torchrun: every node sees the run directory
     sets = _load(source, card, cfg, dist, log)
     checks.check_target(cfg, sets)
 
@@ -365,7 +369,7 @@ def _announce(run: _Run) -> None:
     run.log(
         f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
         f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
-        f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
+        f"{distributed.describe(dist, cfg.batch_size, cfg.accumulate)}, "
         f"{threads} thread{'s' * (threads != 1)}, {run.precision.note}"
         f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.files.path}"
     )
