@@ -18,6 +18,7 @@ import dataclasses
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -113,6 +114,7 @@ def _generation(store: torch.distributed.Store, rank: int, world: int) -> int:
             continue
         if store.get(f"zoo/{generation}/go/{rank}") == nonce:
             return generation
+        time.sleep(0.05)  # an earlier group's answer: rank 0 has not taken the next number yet
 
 
 def same_threads(dist: Dist, count: int | None = None) -> None:
