@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -310,3 +311,41 @@ def test_the_first_line_names_processes_nodes_and_the_global_batch():
     assert distributed.describe(four, 32, accumulate=2) == (
         " x 4 processes (2 nodes x 2), global batch 128 (32 per process, 256 per step with --accumulate 2)"
     )
+
+
+def test_a_group_started_again_resumes_its_run_or_begins_it_again(tiny_mnist, tmp_path, monkeypatch):  # noqa: F811
+    """One process under torchrun (TORCHELASTIC_RUN_ID set, as torchrun sets it): the run it began is
+    resumed from its checkpoint by the same command; a run killed before its first checkpoint is begun
+    again in its directory, the killed group's files removed."""
+    monkeypatch.setenv(elastic.RUN_ID, "test")
+    dist, lines = distributed.Dist(launchers=(distributed.launcher(),)), []
+    cfg = TrainConfig(
+        arch="lenet5",
+        data=str(tiny_mnist),
+        epochs=1,
+        batch_size=32,
+        augment="none",
+        amp="off",
+        workers=0,
+        tensorboard=False,
+        output=str(tmp_path / "run"),
+    )
+    assert elastic.continued(cfg, dist, lines.append) == cfg  # nothing begun yet
+    train(cfg, log=lambda s: None)
+    assert json.loads((tmp_path / "run" / rundir.GROUP).read_text())["launchers"] == list(dist.launchers)
+    again = elastic.continued(replace(cfg, epochs=2), dist, lines.append)
+    assert again.resume == str(tmp_path / "run") and lines[-1].endswith("from its checkpoint (after epoch 1)")
+    assert [row["epoch"] for row in train(again, log=lambda s: None).history] == [1, 2]
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / rundir.GROUP).write_text(json.dumps({"token": "t", "launchers": list(dist.launchers)}))
+    (killed / f"{rundir.EVENTS_PREFIX}1.host.1.0").write_bytes(b"events")
+    (killed / rundir.LOCK).write_text("999999\n")  # a dead process's lock file
+    again = elastic.continued(replace(cfg, output=str(killed)), dist, lines.append)
+    assert again.output == str(killed) and again.resume is None and "no checkpoint yet" in lines[-1]
+    assert list(killed.iterdir()) == []
+    other = tmp_path / "other"  # another job's run
+    other.mkdir()
+    (other / rundir.GROUP).write_text(json.dumps({"token": "t", "launchers": ["elsewhere:1"]}))
+    assert elastic.continued(replace(cfg, output=str(other)), dist, lines.append).resume is None

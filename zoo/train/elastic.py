@@ -3,23 +3,26 @@
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         --max-restarts 3 -m zoo train resnet18 --data /shared/photos --output /shared/runs/r18
 
-    cfg = continued(cfg, dist, log)     # a restarted group: the killed group's run, resumed or begun again
-    check_shared(run_dir, dist)         # once rank 0 holds the run directory: every rank sees it
+    cfg = continued(cfg, dist, log)      # a group started again: the killed group's run, resumed or begun again
+    check_shared(run_dir, dist, held)    # once rank 0 holds the run directory: every rank sees it
 
-Rank 0 writes the run, but every rank reads its checkpoint when the group restarts, so the run directory
-must be on storage every node mounts at the same path. `check_shared` makes sure at start: rank 0 writes
-rundir.GROUP into it (a fresh random token and the launchers of the group), every rank reads it back,
-and where one does not within SHARED_WAIT_S every rank stops with one line naming the directory.
+Rank 0 writes the run, but every rank reads its checkpoint when the group is started again, so the run
+directory must be on storage every node mounts at the same path. `check_shared` makes sure at start:
+rank 0 writes rundir.GROUP into it (a fresh random token and the launchers of the group), every rank
+reads it back, and where one does not within SHARED_WAIT_S every rank stops with one line naming the
+directory.
 
 When a worker fails, torchrun (--max-restarts N) stops the group's other workers and runs the same
-command again on every node, with TORCHELASTIC_RESTART_COUNT > 0. `continued` then finds the run the
-killed group wrote (--output, or the newest runs/ARCH-* without one) by its GROUP file, which must name
-one of this group's launchers ("host:PID" of torchrun's agents, which outlive their workers): a directory
-some other job wrote is refused as before ("already exists"), never taken over. With a checkpoint, the
-run resumes from it as `--resume` would (every epoch's data order and random numbers are functions of
-(seed, epoch, rank), and the checkpoint holds the rest), with the thread count the run recorded; without
-one (killed before its first epoch ended), the killed group's files are removed and the run begins again.
-The killed rank 0's lock (zoo.runlock) died with it.
+command again on every node. TORCHELASTIC_RESTART_COUNT cannot say so: an agent that restarts its
+workers only because another node's failed does not count it. So `continued` looks, in every group
+torchrun starts, for the run a killed group of the same job wrote (--output, or the newest runs/ARCH-*
+without one), known by its GROUP file naming one of this group's launchers ("host:PID" of torchrun's
+agents, which outlive their workers): a directory some other job wrote is refused as before ("already
+exists"), never taken over. With a checkpoint, the run resumes from it as `--resume` would (every
+epoch's data order and random numbers are functions of (seed, epoch, rank), the checkpoint holds the
+rest), with the thread count the run recorded; without one (killed before its first epoch ended), the
+killed group's files are removed and the run begins again. The killed rank 0's lock (zoo.runlock) died
+with it. How the restarted workers meet without the killed ones' addresses: distributed._group_store.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pathlib
 import secrets
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Callable
 
@@ -76,11 +80,12 @@ def continued(cfg: TrainConfig, dist: distributed.Dist, log: Callable[[str], Non
     return replace(cfg, output=str(path), resume=str(path))
 
 
-def check_shared(path: pathlib.Path, dist: distributed.Dist) -> None:
-    """Rank 0 writes rundir.GROUP into run directory `path`, which it holds, and every rank reads it
-    back; TrainError on every rank, one line naming `path`, where a rank does not see it (rank 0 removes
-    the file, so a directory it made is removed with its lock). Only under torchrun: a process started
-    otherwise writes nothing."""
+def check_shared(path: pathlib.Path, dist: distributed.Dist, held: ExitStack) -> None:
+    """Rank 0 writes rundir.GROUP into run directory `path`, which it holds (its lock is in `held`), and
+    every rank reads it back; TrainError on every rank, one line naming `path`, where a rank does not see
+    it. Rank 0 removes the file again where it is all the run wrote (refused, or stopped by an error
+    before writing anything), so that a directory the lock made goes with the lock, as outside torchrun.
+    Only under torchrun: a process started otherwise writes nothing."""
     if not under_torchrun():
         return
     token = None
@@ -88,13 +93,18 @@ def check_shared(path: pathlib.Path, dist: distributed.Dist) -> None:
         token = secrets.token_hex(8)
         record = {"token": token, "launchers": sorted(set(dist.launchers)), "processes": dist.world}
         atomic.write_text(path / rundir.GROUP, json.dumps(record, indent=1) + "\n")
-    token = distributed.broadcast_object(token, dist)
+        held.callback(_drop_if_alone, path)  # before the lock's release
+    _seen_everywhere(path, distributed.broadcast_object(token, dist), dist)
+
+
+def _drop_if_alone(path: pathlib.Path) -> None:
+    """Remove run directory `path`'s GROUP file where the directory holds nothing else (but its lock)."""
     try:
-        _seen_everywhere(path, token, dist)
-    except TrainError:
-        if dist.main:
-            (path / rundir.GROUP).unlink(missing_ok=True)
-        raise
+        names = {entry.name for entry in os.scandir(path)}
+    except OSError:
+        return
+    if names <= {rundir.GROUP, rundir.LOCK}:
+        (path / rundir.GROUP).unlink(missing_ok=True)
 
 
 def _seen_everywhere(path: pathlib.Path, token: str, dist: distributed.Dist) -> None:

@@ -197,7 +197,7 @@ def _set_up(
     run_dir, lock = checks.output_dir(cfg, card.architecture, dist)
     if lock is not None:
         held.enter_context(lock)
-    elastic.check_shared(run_dir, dist)  # under torchrun: every node sees the run directory
+    elastic.check_shared(run_dir, dist, held)  # under torchrun: every node sees the run directory
     sets = _load(source, card, cfg, dist, log)
     checks.check_target(cfg, sets)
 
