@@ -14,7 +14,6 @@ import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -62,6 +61,12 @@ def options(data, *extra):
     ]
 
 
+def config(data, output, **changes) -> TrainConfig:
+    """`options` as a TrainConfig, for a run in this process."""
+    kw = dict(epochs=EPOCHS, batch_size=BATCH, val_split=0.25, augment="none", amp="off", workers=0, tensorboard=False)
+    return TrainConfig(arch="lenet5", data=str(data), output=str(output), **{**kw, **changes})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,30 +92,15 @@ class Nodes:
         port, self.procs = free_port(), []
         for i, cwd in enumerate(cwds):
             pathlib.Path(cwd).mkdir(parents=True, exist_ok=True)
-            command = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--rdzv-backend",
-                "c10d",
-                "--rdzv-endpoint",
-                f"127.0.0.1:{port}",
-                "--rdzv-conf",
-                f"is_host={int(i == 0)}",
-                "--local-addr",
-                "127.0.0.1",
-                "--max-restarts",
-                str(max_restarts),
-                "-m",
-                "zoo",
-                "train",
-                "lenet",
-                *zoo_args,
-            ]
+            command = elastic.torchrun_command(
+                ["train", "lenet", *zoo_args],
+                nodes=2,
+                per_node=1,
+                endpoint=f"127.0.0.1:{port}",
+                is_host=i == 0,
+                local_addr="127.0.0.1",
+                max_restarts=max_restarts,
+            )
             log = open(pathlib.Path(cwd) / "launcher.log", "w+")
             self.procs.append((subprocess.Popen(command, cwd=cwd, env=ENV, stdout=log, stderr=subprocess.STDOUT), log))
 
@@ -196,21 +186,7 @@ def test_two_nodes_match_one_process_with_the_global_batch(two_nodes, tiny_mnist
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = train(
-            TrainConfig(
-                arch="lenet5",
-                data=str(tiny_mnist),
-                epochs=EPOCHS,
-                batch_size=2 * BATCH,
-                val_split=0.25,
-                augment="none",
-                amp="off",
-                workers=0,
-                tensorboard=False,
-                output=str(tmp_path / "one"),
-            ),
-            log=lambda s: None,
-        )
+        one = train(config(tiny_mnist, tmp_path / "one", batch_size=2 * BATCH), log=lambda s: None)
     finally:
         torch.set_num_threads(before)
     two = weights(two_nodes[0])
@@ -319,22 +295,13 @@ def test_a_group_started_again_resumes_its_run_or_begins_it_again(tiny_mnist, tm
     again in its directory, the killed group's files removed."""
     monkeypatch.setenv(elastic.RUN_ID, "test")
     dist, lines = distributed.Dist(launchers=(distributed.launcher(),)), []
-    cfg = TrainConfig(
-        arch="lenet5",
-        data=str(tiny_mnist),
-        epochs=1,
-        batch_size=32,
-        augment="none",
-        amp="off",
-        workers=0,
-        tensorboard=False,
-        output=str(tmp_path / "run"),
-    )
-    assert elastic.continued(cfg, dist, lines.append) == cfg  # nothing begun yet
+    cfg = config(tiny_mnist, tmp_path / "run", epochs=1, batch_size=32)
+    assert elastic.continued(cfg, dist, lines.append) == (cfg, None)  # nothing begun yet
     train(cfg, log=lambda s: None)
     assert json.loads((tmp_path / "run" / rundir.GROUP).read_text())["launchers"] == list(dist.launchers)
-    again = elastic.continued(replace(cfg, epochs=2), dist, lines.append)
+    again, checkpoint = elastic.continued(replace(cfg, epochs=2), dist, lines.append)
     assert again.resume == str(tmp_path / "run") and lines[-1].endswith("from its checkpoint (after epoch 1)")
+    assert checkpoint["state"]["epoch"] == 1
     assert [row["epoch"] for row in train(again, log=lambda s: None).history] == [1, 2]
 
     killed = tmp_path / "killed"
@@ -342,10 +309,12 @@ def test_a_group_started_again_resumes_its_run_or_begins_it_again(tiny_mnist, tm
     (killed / rundir.GROUP).write_text(json.dumps({"token": "t", "launchers": list(dist.launchers)}))
     (killed / f"{rundir.EVENTS_PREFIX}1.host.1.0").write_bytes(b"events")
     (killed / rundir.LOCK).write_text("999999\n")  # a dead process's lock file
-    again = elastic.continued(replace(cfg, output=str(killed)), dist, lines.append)
-    assert again.output == str(killed) and again.resume is None and "no checkpoint yet" in lines[-1]
+    again, checkpoint = elastic.continued(replace(cfg, output=str(killed)), dist, lines.append)
+    assert (
+        checkpoint is None and again.output == str(killed) and again.resume is None and "no checkpoint yet" in lines[-1]
+    )
     assert list(killed.iterdir()) == []
     other = tmp_path / "other"  # another job's run
     other.mkdir()
     (other / rundir.GROUP).write_text(json.dumps({"token": "t", "launchers": ["elsewhere:1"]}))
-    assert elastic.continued(replace(cfg, output=str(other)), dist, lines.append).resume is None
+    assert elastic.continued(replace(cfg, output=str(other)), dist, lines.append)[0].resume is None

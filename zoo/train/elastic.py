@@ -3,7 +3,7 @@
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         --max-restarts 3 -m zoo train resnet18 --data /shared/photos --output /shared/runs/r18
 
-    cfg = continued(cfg, dist, log)      # a group started again: the killed group's run, resumed or begun again
+    cfg, checkpoint = continued(cfg, dist, log)   # a group started again: the killed group's run
     check_shared(run_dir, dist, held)    # once rank 0 holds the run directory: every rank sees it
 
 Rank 0 writes the run, but every rank reads its checkpoint when the group is started again, so the run
@@ -32,6 +32,7 @@ import os
 import pathlib
 import secrets
 import socket
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -49,21 +50,43 @@ SHARED_WAIT_S = 5.0  # how long a rank looks for the file rank 0 wrote (a networ
 _POLL_S = 0.1
 
 
+def torchrun_command(
+    zoo_args: list[str],
+    *,
+    nodes: int,
+    per_node: int,
+    endpoint: str,
+    is_host: bool | None = None,
+    local_addr: str | None = None,
+    max_restarts: int = 0,
+) -> list[str]:
+    """The command line of one node's launcher of a c10d job: `python -m torch.distributed.run ... -m zoo
+    ZOO_ARGS`. `is_host`: whether this launcher hosts the rendezvous store (None: torchrun guesses from
+    `endpoint`'s address, which several launchers on one machine all have)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node"]
+    command += [str(per_node), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint]
+    if is_host is not None:
+        command += ["--rdzv-conf", f"is_host={int(is_host)}"]
+    if local_addr:
+        command += ["--local-addr", local_addr]
+    return [*command, "--max-restarts", str(max_restarts), "-m", "zoo", *zoo_args]
+
+
 def under_torchrun() -> bool:
     """Whether torchrun started this process (it may start the group again)."""
     return RUN_ID in os.environ
 
 
-def continued(cfg: TrainConfig, dist: distributed.Dist, log: Callable[[str], None]) -> TrainConfig:
-    """`cfg` for a group torchrun started again: resuming the run the killed group wrote from its
-    checkpoint, or writing it again from the start where it has none; `cfg` itself outside torchrun, with
-    --resume (which resumes the latest checkpoint anyway) and where no group of this job began a run."""
+def continued(cfg: TrainConfig, dist: distributed.Dist, log: Callable[[str], None]) -> tuple[TrainConfig, dict | None]:
+    """The configuration a run goes on with and the checkpoint it resumes from (None: it begins). For a
+    group torchrun started again: the run the killed group wrote, resumed from its checkpoint, or begun
+    again where it has none; otherwise `cfg` as it is (and --resume's checkpoint)."""
     if cfg.resume or not under_torchrun():
-        return cfg
+        return cfg, load_checkpoint(cfg.resume) if cfg.resume else None
     found = _killed_run(cfg, dist.launchers) if dist.main else None
     found = distributed.broadcast_object(found, dist)
     if found is None:
-        return cfg
+        return cfg, None
     path, token, resumable = pathlib.Path(found[0]), found[1], found[2]
     _seen_everywhere(path, token, dist)  # every rank is to read its checkpoint
     if not resumable:
@@ -72,12 +95,15 @@ def continued(cfg: TrainConfig, dist: distributed.Dist, log: Callable[[str], Non
             raise TrainError(problem)
         if dist.main:
             log(f"torchrun started the group again: {path} has no checkpoint yet; starting it again")
-        return replace(cfg, output=str(path))
+        return replace(cfg, output=str(path)), None
+    checkpoint = load_checkpoint(path)
     if dist.main:
-        epoch = load_checkpoint(path)["state"]["epoch"]
-        log(f"torchrun started the group again: resuming {path} from its checkpoint (after epoch {epoch})")
+        log(
+            f"torchrun started the group again: resuming {path} from its checkpoint "
+            f"(after epoch {checkpoint['state']['epoch']})"
+        )
     distributed.same_threads(dist, threads.recorded(path) if dist.main else None)
-    return replace(cfg, output=str(path), resume=str(path))
+    return replace(cfg, output=str(path), resume=str(path)), checkpoint
 
 
 def check_shared(path: pathlib.Path, dist: distributed.Dist, held: ExitStack) -> None:

@@ -16,8 +16,10 @@ Then validation, one line of log, and the run directory (zoo/train/runfiles.py),
 Everything random in an epoch is seeded from (seed, epoch, rank) and the checkpoint holds the model,
 optimizer, AMP scaler and schedule state after each epoch, so `--resume` reaches the same weights as a
 run that was never interrupted. Under torchrun the model is wrapped in DistributedDataParallel
-(zoo/train/distributed.py) and only rank 0 writes. Rank 0 holds the run directory's lock (zoo/runlock.py)
-from set-up to the end, so no other run writes there meanwhile.
+(zoo/train/distributed.py) and only rank 0 writes; across nodes every rank must see the run directory,
+and a group torchrun starts again after a failure resumes the killed group's run (zoo/train/elastic.py).
+Rank 0 holds the run directory's lock (zoo/runlock.py) from set-up to the end, so no other run writes
+there meanwhile.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..models import create, get_spec
 from ..text import plural
 from . import checks, distributed, elastic, precision, runfiles, transfer
 from .board import Board
-from .config import DEFAULT_GAMMA, TrainConfig, TrainError, load_checkpoint
+from .config import DEFAULT_GAMMA, TrainConfig, TrainError
 from .evaluate import Evaluation, evaluate
 
 
@@ -143,8 +145,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
-        cfg = elastic.continued(cfg, dist, log)  # a group torchrun restarted goes on with the killed one's run
-        checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
+        cfg, checkpoint = elastic.continued(cfg, dist, log)  # a group torchrun started again: the killed one's run
         run = _set_up(cfg, augment_spec, checkpoint, device, dist, log, held)
         for epoch in range(run.state["epoch"], cfg.epochs):
             if run.state.get("stopped"):
