@@ -16,8 +16,8 @@
       model.engine(.json)  `zoo export --trt`: a TensorRT engine and its card; model.int8.engine(.json)
       train.lock           while `zoo train` writes the run: its lock, holding its PID (zoo.runlock); gone
                            when the run ends, left (unheld) by a killed run; never a run file
-      torchrun.json        under torchrun (several processes, or --max-restarts): the launchers that write
-                           the run and a token every node read back (zoo.train.elastic)
+      torchrun.json        under torchrun: the launchers of the job that writes the run and a token every
+                           process read back (zoo.train.elastic)
 
 Every file is written atomically (zoo.atomic). This module owns the vocabulary: every name above, the
 model files' tensor names and the Triton repository's file names; every other module imports them from
