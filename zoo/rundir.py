@@ -16,6 +16,8 @@
       model.engine(.json)  `zoo export --trt`: a TensorRT engine and its card; model.int8.engine(.json)
       train.lock           while `zoo train` writes the run: its lock, holding its PID (zoo.runlock); gone
                            when the run ends, left (unheld) by a killed run; never a run file
+      torchrun.json        under torchrun: the launchers of the job that writes the run and a token every
+                           process read back (zoo.train.elastic)
 
 Every file is written atomically (zoo.atomic). This module owns the vocabulary: every name above, the
 model files' tensor names and the Triton repository's file names; every other module imports them from
@@ -45,6 +47,7 @@ EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard names its event files itse
 SNAPSHOT = "epoch-{epoch:03d}.safetensors"
 CONFUSION = "confusion.png"
 LOCK = "train.lock"  # zoo.runlock: the writer's lock (not a model file: no reader opens it)
+GROUP = "torchrun.json"  # zoo.train.elastic: which torchrun job writes the run (its launchers), a token
 ONNX = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
 ONNX_INT8 = "model.int8.onnx"

@@ -181,6 +181,8 @@ def train(ctx, arch, resume, threads, **options):
     zoo train lenet --resume runs/lenet5-20261121-101500 --epochs 30
     zoo train resnet18 --data photos/ --pretrained imagenet --freeze backbone
     torchrun --nproc-per-node 2 -m zoo train lenet   # DistributedDataParallel (gloo on CPU)
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 --max-restarts 3 \\
+        -m zoo train resnet18 --data /shared/photos --output /shared/runs/r18   # on each node; README
     """
     if threads is None and resume:  # the run's own count: other counts sum floats in another order
         threads = threads_.recorded(resume)
@@ -195,6 +197,7 @@ def train(ctx, arch, resume, threads, **options):
 
     from zoo.data.datasets import DataError
     from zoo.models import UnknownModelError, resolve
+    from zoo.train.distributed import exit_worker
     from zoo.train.trainer import TrainError
     from zoo.train.trainer import train as run_training
     from zoo.train.transfer import PretrainedError
@@ -213,6 +216,7 @@ def train(ctx, arch, resume, threads, **options):
             given = [k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT]
             cfg = TrainConfig(arch=resolve(arch), **options).with_recipe(given)  # the options given win
         run_training(cfg, log=click.echo)
+        exit_worker()  # a torchrun worker ends here, at once (zoo.train.distributed.exit_worker says why)
     except UnknownModelError as e:
         raise UserError(str(e), exit_code=2) from None
     except (TrainError, DataError, PretrainedError) as e:

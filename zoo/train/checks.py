@@ -90,6 +90,11 @@ def check_target(cfg: TrainConfig, sets: dict[str, ImageSet]) -> None:
         )
 
 
+def default_output(arch: str, stamp: str) -> pathlib.Path:
+    """The run directory of a run without --output: runs/ARCH-STAMP (STAMP: YYYYmmdd-HHMMSS, or a glob)."""
+    return pathlib.Path("runs") / f"{arch}-{stamp}"
+
+
 def output_dir(cfg: TrainConfig, arch: str, dist: distributed.Dist) -> tuple[pathlib.Path, runlock.RunLock | None]:
     """The run directory, locked for this run (zoo.runlock; by rank 0, which writes it: None elsewhere):
     --resume's, else --output (default runs/ARCH-YYYYmmdd-HHMMSS, rank 0's clock), made now, which must
@@ -98,7 +103,7 @@ def output_dir(cfg: TrainConfig, arch: str, dist: distributed.Dist) -> tuple[pat
         path, advice = pathlib.Path(cfg.resume), "resume it once that process has ended"
     else:
         stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist)
-        path, advice = pathlib.Path(cfg.output or f"runs/{arch}-{stamp}"), "choose another --output"
+        path, advice = pathlib.Path(cfg.output or default_output(arch, stamp)), "choose another --output"
     held, problem = None, None
     if dist.main:
         try:

@@ -16,8 +16,10 @@ Then validation, one line of log, and the run directory (zoo/train/runfiles.py),
 Everything random in an epoch is seeded from (seed, epoch, rank) and the checkpoint holds the model,
 optimizer, AMP scaler and schedule state after each epoch, so `--resume` reaches the same weights as a
 run that was never interrupted. Under torchrun the model is wrapped in DistributedDataParallel
-(zoo/train/distributed.py) and only rank 0 writes. Rank 0 holds the run directory's lock (zoo/runlock.py)
-from set-up to the end, so no other run writes there meanwhile.
+(zoo/train/distributed.py) and only rank 0 writes; across nodes every rank must see the run directory,
+and a group torchrun starts again after a failure resumes the killed group's run (zoo/train/elastic.py).
+Rank 0 holds the run directory's lock (zoo/runlock.py) from set-up to the end, so no other run writes
+there meanwhile.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from ..data import augment as augmentation
 from ..data.datasets import ImageSet, Source, open_source, standardize, to_unit
 from ..models import create, get_spec
 from ..text import plural
-from . import checks, distributed, precision, runfiles, transfer
+from . import checks, distributed, elastic, precision, runfiles, transfer
 from .board import Board
-from .config import DEFAULT_GAMMA, TrainConfig, TrainError, load_checkpoint
+from .config import DEFAULT_GAMMA, TrainConfig, TrainError
 from .evaluate import Evaluation, evaluate
 
 
@@ -136,7 +138,6 @@ class _Run:
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     augment_spec = checks.check_options(cfg)
-    checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     device = checks.pick_device(cfg.device)
     precision.check(cfg.amp, device)
     dist = distributed.setup(device.type)
@@ -144,6 +145,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     try:
+        cfg, checkpoint = elastic.continued(cfg, dist, log)  # a group torchrun started again: the killed one's run
         run = _set_up(cfg, augment_spec, checkpoint, device, dist, log, held)
         for epoch in range(run.state["epoch"], cfg.epochs):
             if run.state.get("stopped"):
@@ -159,7 +161,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Result:
                 if run.board:
                     run.board.epoch((epoch + 1) * run.steps, row)
                 _save_epoch(run, best or run.val_set is None)
-        return _finish(run)
+        result = _finish(run)
+        distributed.barrier(dist)  # the ranks leave together
+        return result
     finally:
         if run is not None and run.board:
             run.board.close()
@@ -194,6 +198,7 @@ def _set_up(
     run_dir, lock = checks.output_dir(cfg, card.architecture, dist)
     if lock is not None:
         held.enter_context(lock)
+    elastic.check_shared(run_dir, dist, held)  # under torchrun: every node sees the run directory
     sets = _load(source, card, cfg, dist, log)
     checks.check_target(cfg, sets)
 
@@ -365,7 +370,7 @@ def _announce(run: _Run) -> None:
     run.log(
         f"training {card.architecture} on {cfg.data} ({sizes}; {card.num_classes} classes, "
         f"{'x'.join(map(str, card.input_shape))}) on {run.device}"
-        f"{f' x {dist.world} processes' if dist.world > 1 else ''}, "
+        f"{distributed.describe(dist, cfg.batch_size, cfg.accumulate)}, "
         f"{threads} thread{'s' * (threads != 1)}, {run.precision.note}"
         f"{', channels_last' if run.memory_format == torch.channels_last else ''} -> {run.files.path}"
     )
