@@ -73,17 +73,27 @@ def classify_batches(
 ) -> Iterator[list[Result]]:
     """One list of Results per batch of files, in order, `files` consumed lazily (a batch and the
     decoding's read-ahead at a time). `progress`: a tqdm-like object to `update(n)` per batch."""
-    card = predictor.card
-    for chunk, (x, ok, errors) in decoded_batches(files, card, batch_size, workers):
-        results = [Result(str(p), true_label=folder_label(p, card.class_names)) for p in chunk]
-        if len(ok):
-            for i, top in zip(ok, answer.top_k(predictor.predict(x), card.class_names, top_k)):
-                results[i].top = top
-        for i, message in errors:
-            results[i].error = message
+    for chunk, decoded in decoded_batches(files, predictor.card, batch_size, workers):
+        results = batch_results(predictor, chunk, decoded, top_k)
         if progress is not None:
             progress.update(len(chunk))
         yield results
+
+
+def batch_results(
+    predictor: Predictor, chunk: Sequence[str | os.PathLike], decoded: tuple, top_k: int = answer.DEFAULT_TOP_K
+) -> list[Result]:
+    """The Results of one batch of files (a path or a URL each) from what decoding.decode made of them:
+    the answer for each readable image, the error for each other one. A cluster worker calls it too."""
+    x, ok, errors = decoded
+    card = predictor.card
+    results = [Result(str(p), true_label=folder_label(pathlib.Path(p), card.class_names)) for p in chunk]
+    if len(ok):
+        for i, top in zip(ok, answer.top_k(predictor.predict(x), card.class_names, top_k)):
+            results[i].top = top
+    for i, message in errors:
+        results[i].error = message
+    return results
 
 
 def classify(predictor: Predictor, files: Iterable[pathlib.Path], **kwargs: Any) -> Iterator[Result]:
