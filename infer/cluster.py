@@ -10,11 +10,14 @@
 The pipeline (Ray Data), one row per batch of `batch_size` images, made here in the order of the walk
 (so each batch is the one local classify would run, and answers are the same bits):
 1. read the bytes (zoo's own reader, local or fsspec; a file that is not there is counted missing),
-2. decode them with the one preprocessing (infer.decoding.decode), in CPU tasks,
+2. decode them with the one preprocessing (infer.decoding.decode), in CPU tasks (where an actor takes
+   one CPU, as they do, Ray fuses steps 1 and 2 into the actor's process: operator fusion; with
+   --actor-cpus above 1 they stay tasks of their own, and every node keeps a CPU for them),
 3. predict in an actor pool (ActorPoolStrategy): each actor loads the model once, its runtime's threads
    set to the actor's own CPUs (Ray sets OMP_NUM_THREADS=1 in workers; ONNX Runtime would size its pool
    from the node's cores), and builds the one answer (infer.classify.batch_results),
-4. write the batch as one shard (infer/shards.py), whole, under a name a retry replaces.
+4. the same actor writes the batch as one shard (infer/shards.py), whole, under a name a retry
+   replaces, and returns its counts; the driver adds them up for the summary.
 The precision and runtime `auto` takes are decided by infer.policy on every node, in a task there, not on
 the machine that submits the job; nodes that decide differently are refused (name --precision and
 --backend). cnnzoo must be installed on every node, and MODEL be where every node reads it.
@@ -47,7 +50,6 @@ from .results import Remaining, Result, Tally, carried_over
 
 RAY_HINT = "pip install 'cnnzoo[ray]'"
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is refused (ray.init would wait ~40 s)
-WRITE_CPUS = 0.1  # a shard's writing is I/O: it must not wait for a CPU the actors hold
 MAX_BLOCKS = 20_000  # one batch a block up to this many batches, then several a block
 
 
@@ -316,46 +318,42 @@ def decode_files(row: dict, card: ModelCard) -> dict:
 
 
 class Classifier:
-    """Step 3, an actor: the model loaded once, its runtime's threads set to the actor's CPUs; the one
-    answer for each image of a batch (infer.classify.batch_results), as result dicts."""
+    """Steps 3 and 4, an actor: the model loaded once, its runtime's threads set to the actor's CPUs; the
+    one answer for each image of a batch (infer.classify.batch_results), written as the batch's shard
+    (shards.Destination.write, whole, under a name its retry replaces). Returns what the shard holds,
+    for the summary."""
 
-    def __init__(self, model: str, backend: str, precision: str, threads: int, top_k: int):
+    def __init__(self, model: str, backend: str, precision: str, threads: int, top_k: int, dest: shards.Destination):
         from .policy import load
 
         self.predictor = load(model, backend, precision=precision, threads=threads, device="cpu")
-        self.top_k = top_k
+        self.top_k, self.dest = top_k, dest
 
     def __call__(self, row: dict) -> dict:
-        import json
-
         names = [os.fsdecode(n) for n in row["names"]]
         ok = [int(i) for i in row["ok"]]
         x = np.frombuffer(row["x"], np.float32).reshape(len(ok), *self.predictor.card.input_shape)
         decoded = (x, ok, list(zip((int(i) for i in row["error_at"]), row["error"])))
         results = batch_results(self.predictor, names, decoded, self.top_k)
-        return {"batch": row["batch"], "results": [json.dumps(r.to_dict()) for r in results], "missing": row["missing"]}
+        self.dest.write(int(row["batch"]), [r.to_dict() for r in results])
+        return {"batch": row["batch"], **shard_counts(results, [bool(m) for m in row["missing"]])}
 
 
-def write_shard(row: dict, dest: shards.Destination) -> dict:
-    """Step 4: the batch's results as one shard; what it held, for the summary."""
-    import json
-
-    rows = [json.loads(r) for r in row["results"]]
-    dest.write(int(row["batch"]), rows)
-    errors = [r for r, gone in zip(rows, row["missing"]) if "error" in r and not gone]
-    gone = [r for r, gone in zip(rows, row["missing"]) if gone]
+def shard_counts(results: Sequence[Result], missing: Sequence[bool]) -> dict:
+    """What a shard holds, for the summary: the Tally's counts, the missing files, the first of each."""
     tally = Tally()
-    for r in rows:
-        tally.add(Result.from_dict(r))
+    for r in results:
+        tally.add(r)
+    gone = [r.path for r, m in zip(results, missing) if m]
+    unreadable = [r.error for r, m in zip(results, missing) if r.error is not None and not m]
     return {
-        "batch": row["batch"],
         "images": tally.images,
         "errors": tally.errors,
         "labelled": tally.labelled,
         "correct": tally.correct,
         "missing": len(gone),
-        "first_missing": gone[0]["path"] if gone else "",
-        "first_unreadable": errors[0]["error"] if errors else "",
+        "first_missing": printable(gone[0]) if gone else "",
+        "first_unreadable": unreadable[0] if unreadable else "",
     }
 
 
@@ -405,7 +403,7 @@ def _pipeline(rows: list[dict], setup: Setup, dest: shards.Destination):
     c = setup.choice
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     ds = ds.map(read_files).map(decode_files, fn_kwargs={"card": c.card})
-    ds = ds.map(
+    return ds.map(
         Classifier,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=setup.actors),
         num_cpus=setup.actor_cpus,
@@ -415,9 +413,9 @@ def _pipeline(rows: list[dict], setup: Setup, dest: shards.Destination):
             "precision": c.precision,
             "threads": setup.actor_cpus,
             "top_k": setup.top_k,
+            "dest": dest,
         },
     )
-    return ds.map(write_shard, fn_kwargs={"dest": dest}, num_cpus=WRITE_CPUS)
 
 
 def run(job: Job, setup: Setup, *, resume: bool = False, log: Callable[[str], None] | None = None) -> ClusterSummary:
@@ -449,7 +447,7 @@ def run(job: Job, setup: Setup, *, resume: bool = False, log: Callable[[str], No
 
 
 def _count(summary: ClusterSummary, stat: dict) -> None:
-    """Add one shard's counts (write_shard's row) to the summary."""
+    """Add one shard's counts (Classifier's row: shard_counts) to the summary."""
     t = summary.tally
     t.images += int(stat["images"])
     t.errors += int(stat["errors"])

@@ -1,8 +1,8 @@
 """The output of a cluster classify run: a folder (local, or an fsspec URL such as `s3://bucket/out/`) of
 shard files, one per batch, and a marker written once every batch is in.
 
-    DEST/part-20261206-070102-000000.jsonl     the results of batch 0 of the run started 07:01:02
-    DEST/part-20261206-070102-000001.jsonl
+    DEST/part-20261206-070102-9f3a-000000.jsonl     batch 0 of the run started at 07:01:02 (9f3a: its own)
+    DEST/part-20261206-070102-9f3a-000001.jsonl
     DEST/_SUCCESS                              the run finished: its summary, as JSON
 
 A shard holds, in order, one result per image of its batch: a JSON line as `zoo classify` writes it
@@ -22,6 +22,7 @@ import io
 import json
 import os
 import pathlib
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,18 +84,20 @@ class Destination:
 
     url: str
     fmt: str = "jsonl"
-    run: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))  # this run's stamp
+    run: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")  # this run's
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise OutputError(f"--format {self.fmt}: a cluster run writes {' or '.join(FORMATS)} shards")
+        # a local folder as the workers find it: they run in folders of their own
+        self.where = self.url if is_url(self.url) else os.path.abspath(self.url)
 
     def _fs(self):
         if is_url(self.url):
             return url_fs(self.url)
         import fsspec.implementations.local
 
-        return fsspec.implementations.local.LocalFileSystem(), os.path.abspath(self.url)
+        return fsspec.implementations.local.LocalFileSystem(), self.where
 
     def shard(self, batch: int) -> str:
         """The name of the shard of batch `batch` of this run."""
@@ -130,7 +133,7 @@ class Destination:
     def prepare(self) -> None:
         """Make the folder where it is local (an object store has none to make)."""
         if not is_url(self.url):
-            atomic.directory(self.url)
+            atomic.directory(self.where)
 
     def finish(self, summary: dict) -> None:
         """Write the marker: the run is complete, with its summary."""
