@@ -26,18 +26,24 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from zoo import atomic
 
+from . import results
 from .results import OutputError, Result, ResumeError, check_carried
 from .sources import is_url, listing_error, url_fs
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 FORMATS = ("jsonl", "parquet")
+CLASSIFY_FORMATS = (*results.FORMATS, "parquet")  # `zoo classify --format`: a local run's, and the shards'
 SHARD_PREFIX = "part-"
 DONE = "_SUCCESS"  # the marker of a finished run (Hadoop's and Spark's name for it)
 
 
-def parquet_schema():
+def parquet_schema() -> pa.Schema:
     """The Parquet form of a result line (infer.results.Result.to_dict)."""
     import pyarrow as pa
 
@@ -164,15 +170,15 @@ def earlier(dest: Destination, resume: bool, class_names: Sequence[str], top_k: 
             "or extend that run, or name another folder"
         )
     fs, _ = dest._fs()
-    results = []
+    found = []
     for name in shards:
         fmt = name.rsplit(".", 1)[-1]
         try:
-            results += [Result.from_dict(d) for d in decode(fs.cat_file(name), fmt)]
+            found += [Result.from_dict(d) for d in decode(fs.cat_file(name), fmt)]
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise ResumeError(f"{name}: not a shard of `zoo classify --ray` ({type(e).__name__}: {e})") from None
-    check_carried(results, pathlib.Path(dest.url), class_names, top_k)
-    return results
+    check_carried(found, pathlib.Path(dest.url), class_names, top_k)
+    return found
 
 
 def done_names(results: Iterable[Result]) -> set[bytes]:

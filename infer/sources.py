@@ -28,11 +28,14 @@ import glob
 import os
 import pathlib
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from zoo.data import walk as walker
 from zoo.data.preprocess import IMAGE_EXTENSIONS
 from zoo.data.walk import PathError, Skips
+
+if TYPE_CHECKING:
+    import fsspec
 
 MANIFESTS = (".txt", ".csv", ".parquet")  # a source with one of these suffixes lists the images
 MANIFEST_COLUMNS = ("path", "url")  # the column of a CSV or Parquet manifest that names them, else the first
@@ -63,7 +66,7 @@ def _is_manifest(source: str) -> bool:
     return source.lower().endswith(MANIFESTS)
 
 
-def url_fs(url: str):
+def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(fsspec filesystem, path within it) for `url`; PathError where its protocol's package is missing."""
     import fsspec.core
 
@@ -126,11 +129,9 @@ def _remote(url: str, skips: Skips) -> Iterator[Image]:
             found = sorted(fs.glob(path))
             if not found:
                 raise PathError(f"{url}: no file matches")
-            names = []
-            for p in found:
-                names += sorted(fs.find(p)) if fs.isdir(p) else [p]
+            listed = [(p, sorted(fs.find(p))) if fs.isdir(p) else (p, [p]) for p in found]
         elif fs.isdir(path):
-            names = sorted(fs.find(path))
+            listed = [(path, sorted(fs.find(path)))]
         elif fs.exists(path):
             yield Image(url, url)
             return
@@ -140,9 +141,11 @@ def _remote(url: str, skips: Skips) -> Iterator[Image]:
         raise
     except Exception as e:  # fsspec's backends raise their own errors (botocore's, gcsfs')  # noqa: BLE001
         raise listing_error(url, e) from None
-    for name in names:
-        full = fs.unstrip_protocol(name)
-        yield from _entry(full, skips)
+    for root, names in listed:
+        for name in names:
+            inside = name[len(root.rstrip("/")) :].strip("/").split("/")
+            if not any(part.startswith(".") for part in inside[:-1]):  # in a hidden folder: left out
+                yield from _entry(fs.unstrip_protocol(name), skips)
 
 
 def _manifest_names(source: str) -> list[str]:

@@ -5,6 +5,7 @@ import infer.classify
 from infer.decoding import WorkerDied
 from infer.predictor import BACKENDS
 from infer.results import FORMATS, OutputError
+from infer.shards import CLASSIFY_FORMATS
 from infer.shards import FORMATS as SHARD_FORMATS
 from zoo import atomic, rundir
 from zoo import threads as threads_
@@ -57,7 +58,7 @@ from zoo.errors import UserError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(dict.fromkeys(FORMATS + SHARD_FORMATS)),
+    type=click.Choice(CLASSIFY_FORMATS),
     default=None,
     help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl; "
     "--ray: jsonl or parquet shards]",
