@@ -50,7 +50,8 @@ from .results import Remaining, Result, Tally, carried_over
 
 RAY_HINT = "pip install 'cnnzoo[ray]'"
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is refused (ray.init would wait ~40 s)
-MAX_BLOCKS = 20_000  # one batch a block up to this many batches, then several a block
+BATCHES_PER_BLOCK = 8  # a Ray task reads, decodes and classifies a block of batches: fewer, larger tasks
+BLOCKS_PER_ACTOR = 4  # but at least this many blocks per actor, to keep every actor busy to the end
 
 
 class ClusterError(RuntimeError):
@@ -401,7 +402,8 @@ def _pipeline(rows: list[dict], setup: Setup, dest: shards.Destination):
     """The Ray Data pipeline over the batches (see the module's notes); lazy until iterated."""
     ray = _ray()
     c = setup.choice
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+    blocks = max(BLOCKS_PER_ACTOR * setup.actors, -(-len(rows) // BATCHES_PER_BLOCK))
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), blocks))
     ds = ds.map(read_files).map(decode_files, fn_kwargs={"card": c.card})
     return ds.map(
         Classifier,
