@@ -438,8 +438,15 @@ def run(job: Job, setup: Setup, *, resume: bool = False, log: Callable[[str], No
     for r in carried:
         summary.tally.add(r)
     if rows:
-        for stat in _pipeline(rows, setup, dest).iter_rows():
-            _count(summary, stat)
+        try:
+            for stat in _pipeline(rows, setup, dest).iter_rows():
+                _count(summary, stat)
+        except Exception as e:  # noqa: BLE001  (Ray's errors: a task that failed its retries, a node lost)
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ClusterError(
+                f"the run stopped ({type(e).__name__}: {text}); the finished batches are in {dest.url}: "
+                "finish the run with --resume"
+            ) from None
     summary.seconds = time.perf_counter() - start
     if resume and log is not None and (carried or todo.found):
         for line in carried_over(pathlib.Path(dest.url), len(carried), todo):

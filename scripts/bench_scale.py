@@ -195,17 +195,24 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
-def markdown(report: dict) -> str:
+def where_measured(report: dict) -> str:
+    """The paragraph on the machine, the load and the method."""
     c = report["machine"]
+    flags = ", ".join(f"{f}: {'yes' if v else 'no'}" for f, v in c["flags"].items())
+    return (
+        f"Measured {report['date']} by `python scripts/bench_scale.py` on {c['cpu']} ({c['cores']} usable "
+        f"cores; {flags}), Ray {report['ray']}. Load average {report['load_start']:.2f} at the start, "
+        f"{report['load_end']:.2f} at the end (the CPU is shared with other sessions: each measurement's "
+        f"own is in scale.json). Medians of {report['reps']} runs per configuration, alternated. Random "
+        "weights (seeded): throughput does not depend on them."
+    )
+
+
+def markdown(report: dict) -> str:
     lines = [
         "# `zoo classify` on one machine and on a Ray cluster of it",
         "",
-        f"Measured {report['date']} by `python scripts/bench_scale.py` on {c['cpu']} ({c['cores']} usable "
-        f"cores; {', '.join(f'{f}: {v}' for f, v in c['flags'].items())}), Ray {report['ray']}. "
-        f"Load average {report['load_start']:.2f} at the start, {report['load_end']:.2f} at the end (the CPU "
-        "is shared with other sessions: each measurement's own is in scale.json). Medians of "
-        f"{report['reps']} runs per configuration, alternated. Random weights (seeded): throughput does "
-        "not depend on them.",
+        where_measured(report),
         "",
         "| model | images | local img/s | configuration | Ray img/s (ratio) | steady img/s (ratio) | same answers |",
         "| --- | ---: | ---: | --- | ---: | ---: | --- |",

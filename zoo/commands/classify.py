@@ -88,19 +88,8 @@ from zoo.errors import UserError
     "(one started here). PATHS may also be fsspec URLs (s3://, gs://, file://), globs and manifests (.txt, "
     ".csv, .parquet lists of paths or URLs); --output is a folder or URL of result shards.",
 )
-@click.option(
-    "--actors",
-    type=click.IntRange(1),
-    default=None,
-    help="--ray: most model actors at once.  [default: the cluster's CPUs / --actor-cpus]",
-)
-@click.option(
-    "--actor-cpus",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="--ray: CPUs of each model actor, and its runtime's threads.",
-)
+@click.option("--actors", type=click.IntRange(1), help="--ray: most model actors.  [default: as many as fit]")
+@click.option("--actor-cpus", type=click.IntRange(1), default=1, help="--ray: CPUs, threads per actor.  [default: 1]")
 def classify(
     model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume, follow_links, **ray
 ):
