@@ -236,6 +236,10 @@ def markdown(report: dict) -> str:
         '"steady" counts the images after the first shard over the time from the first shard to the last.',
         "- same answers: every shard line equal to local classify's line for that image, bit for bit "
         "(labels and probabilities), for every run.",
+        "- Where Ray passes local: on 2 CPUs local classify decodes in its main process between batches "
+        "(no decoding process: infer.decoding.default_workers), so JPEG decoding and the model take turns; "
+        "each Ray actor decodes its own batches, so two decode at once. Where decoding bounds the rate "
+        "(resnet18 int8 on JPEG photos), that is worth more than Ray's overhead.",
         f"- Goal: Ray on one machine >= {GOAL}x local for resnet18 int8: "
         + (
             f"{fmt(resnet.get('ratio'), 2)}x from the start, {fmt(resnet.get('steady_ratio'), 2)}x steady."
@@ -245,7 +249,8 @@ def markdown(report: dict) -> str:
         "",
         "## N nodes: a projection, not a measurement",
         "",
-        "The rate per node (the two-node cluster's steady rate / 2) times N; only one machine was measured.",
+        "The rate per node of one CPU (the two-node cluster's steady rate / 2) times N nodes of one CPU; only "
+        "one machine was measured, shared with other sessions.",
         "",
         "| model | per node img/s | " + " | ".join(f"{n} nodes" for n in PROJECTED_NODES) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in PROJECTED_NODES) + " |",
