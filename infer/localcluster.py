@@ -97,10 +97,12 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """SIGTERM each node's process group (its `ray start` and the processes it started), the workers
-        first; SIGKILL what is left after STOP_TIMEOUT_S; then remove the session folder."""
+        """SIGTERM each node's `ray start`, the workers first (it stops the processes it started); SIGKILL
+        its process group and session after STOP_TIMEOUT_S, or once it is gone (whatever it left); then
+        remove the session folder."""
         for node in reversed(self.nodes):
-            _signal_group(node, signal.SIGTERM)
+            if node.poll() is None:
+                node.terminate()
         for node in reversed(self.nodes):
             try:
                 node.wait(STOP_TIMEOUT_S)
