@@ -136,15 +136,20 @@ def plan(
     images = walker.images(paths, skipped, follow_links)
     first = next(images, None)
     if first is None:
-        raise PathError(
-            f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
-            + (f"; {describe_skipped(skipped)}" if skipped else "")
-            + ")"
-        )
+        raise no_images(paths, skipped)
     out = None if output is None or str(output) == "-" else pathlib.Path(output)
     fmt = fmt or default_format(out)
     source, carried = earlier_results(out, fmt, resume)
     return Job(itertools.chain([first], images), skipped, out, fmt, source, carried)
+
+
+def no_images(paths: Sequence[str], skipped: Skips) -> PathError:
+    """The error where `paths` hold no image: what was looked for, and what was skipped."""
+    return PathError(
+        f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        + (f"; {describe_skipped(skipped)}" if skipped else "")
+        + ")"
+    )
 
 
 @dataclass

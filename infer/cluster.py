@@ -40,11 +40,11 @@ import numpy as np
 
 from zoo import answer
 from zoo.card import ModelCard
-from zoo.data.walk import PathError, Skips, printable
+from zoo.data.walk import Skips, printable
 from zoo.text import plural
 
 from . import shards, sources
-from .classify import Summary, batch_results
+from .classify import Summary, batch_results, no_images
 from .decoding import decode
 from .results import Remaining, Result, Tally, carried_over
 
@@ -203,16 +203,10 @@ def plan(paths: Sequence[str], output: str | None, fmt: str | None = None, follo
     images = sources.images(paths, skipped, follow_links)
     first = next(images, None)
     if first is None:
-        raise PathError(f"no images in {', '.join(paths)}" + (f" ({skipped and _skips(skipped)})" if skipped else ""))
+        raise no_images(paths, skipped)
     dest = shards.Destination(str(output), fmt or "jsonl")
     dest.shards()  # an output that is a file, or cannot be listed: said now
     return Job(itertools.chain([first], images), skipped, dest)
-
-
-def _skips(skipped: Skips) -> str:
-    from zoo.data.walk import describe_skipped
-
-    return describe_skipped(skipped)
 
 
 @dataclass
