@@ -133,23 +133,24 @@ def plan(
     paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
     walker.check_named(paths)
     skipped = Skips()
-    images = walker.images(paths, skipped, follow_links)
-    first = next(images, None)
-    if first is None:
-        raise no_images(paths, skipped)
+    images = first_found(walker.images(paths, skipped, follow_links), paths, skipped)
     out = None if output is None or str(output) == "-" else pathlib.Path(output)
     fmt = fmt or default_format(out)
     source, carried = earlier_results(out, fmt, resume)
-    return Job(itertools.chain([first], images), skipped, out, fmt, source, carried)
+    return Job(images, skipped, out, fmt, source, carried)
 
 
-def no_images(paths: Sequence[str], skipped: Skips) -> PathError:
-    """The error where `paths` hold no image: what was looked for, and what was skipped."""
-    return PathError(
-        f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
-        + (f"; {describe_skipped(skipped)}" if skipped else "")
-        + ")"
-    )
+def first_found(images: Iterator, paths: Sequence[str], skipped: Skips) -> Iterator:
+    """`images` (a listing of `paths` still going), walked now as far as its first image; PathError
+    where there is none, saying what was looked for and what was skipped."""
+    first = next(images, None)
+    if first is None:
+        raise PathError(
+            f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+            + (f"; {describe_skipped(skipped)}" if skipped else "")
+            + ")"
+        )
+    return itertools.chain([first], images)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from zoo.data.walk import Skips, printable
 from zoo.text import plural
 
 from . import shards, sources
-from .classify import Summary, batch_results, no_images
+from .classify import Summary, batch_results, first_found
 from .decoding import decode
 from .results import Remaining, Result, Tally, carried_over
 
@@ -200,13 +200,10 @@ def plan(paths: Sequence[str], output: str | None, fmt: str | None = None, follo
     paths = [str(p) for p in paths]
     sources.check_named(paths)
     skipped = Skips()
-    images = sources.images(paths, skipped, follow_links)
-    first = next(images, None)
-    if first is None:
-        raise no_images(paths, skipped)
+    images = first_found(sources.images(paths, skipped, follow_links), paths, skipped)
     dest = shards.Destination(str(output), fmt or "jsonl")
     dest.shards()  # an output that is a file, or cannot be listed: said now
-    return Job(itertools.chain([first], images), skipped, dest)
+    return Job(images, skipped, dest)
 
 
 @dataclass
