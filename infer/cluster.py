@@ -96,7 +96,8 @@ def connect(address: str | None = "auto") -> None:
     if address == "local":
         from zoo.hardware import usable_cpu_count
 
-        ray.init(num_cpus=usable_cpu_count(), include_dashboard=False, **quiet)
+        # address="local": a new instance, even where a cluster already runs on this machine
+        ray.init(address="local", num_cpus=usable_cpu_count(), include_dashboard=False, **quiet)
         return
     _reachable(address)
     try:

@@ -237,6 +237,15 @@ def test_s3_without_credentials_is_one_line(work, s3):
     assert "s3://photos/digits/: no credentials to read it" in r.stderr
 
 
+def test_ray_local_starts_a_cluster_of_its_own(work):
+    root, model, _ = work
+    no_token = {"RAY_AUTH_MODE": "disabled"}  # (else Ray makes ~/.ray/auth_token, which other clusters here read)
+    r = zoo_ray(root, model, "digits", "-o", "local-ray", "-b", "16", "--ray", "local", env=no_token)
+    assert r.returncode == 1, r.stderr
+    assert "ray: 1 node, " in r.stderr
+    assert shard_results(root / "local-ray") == local_results(root, model, "digits")
+
+
 def test_an_address_that_does_not_answer_is_one_line(work):
     root, model, _ = work
     r = zoo_ray(root, model, "digits", "--ray", f"127.0.0.1:{free_port()}", "-o", "nowhere", timeout=60)
