@@ -399,7 +399,7 @@ def _pipeline(rows: list[dict], setup: Setup, dest: shards.Destination):
     ds = ds.map(read_files).map(decode_files, fn_kwargs={"card": c.card})
     return ds.map(
         Classifier,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=setup.actors),
+        compute=ray.data.ActorPoolStrategy(size=setup.actors),  # all started at once
         num_cpus=setup.actor_cpus,
         fn_constructor_kwargs={
             "model": c.file,
