@@ -73,17 +73,27 @@ def classify_batches(
 ) -> Iterator[list[Result]]:
     """One list of Results per batch of files, in order, `files` consumed lazily (a batch and the
     decoding's read-ahead at a time). `progress`: a tqdm-like object to `update(n)` per batch."""
-    card = predictor.card
-    for chunk, (x, ok, errors) in decoded_batches(files, card, batch_size, workers):
-        results = [Result(str(p), true_label=folder_label(p, card.class_names)) for p in chunk]
-        if len(ok):
-            for i, top in zip(ok, answer.top_k(predictor.predict(x), card.class_names, top_k)):
-                results[i].top = top
-        for i, message in errors:
-            results[i].error = message
+    for chunk, decoded in decoded_batches(files, predictor.card, batch_size, workers):
+        results = batch_results(predictor, chunk, decoded, top_k)
         if progress is not None:
             progress.update(len(chunk))
         yield results
+
+
+def batch_results(
+    predictor: Predictor, chunk: Sequence[str | os.PathLike], decoded: tuple, top_k: int = answer.DEFAULT_TOP_K
+) -> list[Result]:
+    """The Results of one batch of files (a path or a URL each) from what decoding.decode made of them:
+    the answer for each readable image, the error for each other one. A cluster worker calls it too."""
+    x, ok, errors = decoded
+    card = predictor.card
+    results = [Result(str(p), true_label=folder_label(pathlib.Path(p), card.class_names)) for p in chunk]
+    if len(ok):
+        for i, top in zip(ok, answer.top_k(predictor.predict(x), card.class_names, top_k)):
+            results[i].top = top
+    for i, message in errors:
+        results[i].error = message
+    return results
 
 
 def classify(predictor: Predictor, files: Iterable[pathlib.Path], **kwargs: Any) -> Iterator[Result]:
@@ -123,7 +133,16 @@ def plan(
     paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
     walker.check_named(paths)
     skipped = Skips()
-    images = walker.images(paths, skipped, follow_links)
+    images = first_found(walker.images(paths, skipped, follow_links), paths, skipped)
+    out = None if output is None or str(output) == "-" else pathlib.Path(output)
+    fmt = fmt or default_format(out)
+    source, carried = earlier_results(out, fmt, resume)
+    return Job(images, skipped, out, fmt, source, carried)
+
+
+def first_found(images: Iterator, paths: Sequence[str], skipped: Skips) -> Iterator:
+    """`images` (a listing of `paths` still going), walked now as far as its first image; PathError
+    where there is none, saying what was looked for and what was skipped."""
     first = next(images, None)
     if first is None:
         raise PathError(
@@ -131,10 +150,7 @@ def plan(
             + (f"; {describe_skipped(skipped)}" if skipped else "")
             + ")"
         )
-    out = None if output is None or str(output) == "-" else pathlib.Path(output)
-    fmt = fmt or default_format(out)
-    source, carried = earlier_results(out, fmt, resume)
-    return Job(itertools.chain([first], images), skipped, out, fmt, source, carried)
+    return itertools.chain([first], images)
 
 
 @dataclass

@@ -10,6 +10,7 @@ run with WorkerDied, never a hang.
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import multiprocessing
 import pathlib
@@ -34,13 +35,16 @@ def default_workers() -> int:
     return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
-def decode(paths: Sequence[str], card: ModelCard) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+def decode(
+    paths: Sequence[str], card: ModelCard, data: Sequence[bytes] | None = None
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """Preprocess a batch of files: (stacked inputs of the readable ones, their indices, (index, error)
-    for the others). Runs in the worker processes."""
+    for the others). Runs in the worker processes. `data`: the files' bytes, already read (a cluster
+    worker reads them from wherever they are); the messages still name `paths`."""
     arrays, ok, errors = [], [], []
     for i, path in enumerate(paths):
         try:
-            arrays.append(preprocess(path, card))
+            arrays.append(preprocess(path if data is None else _named(data[i], path), card))
             ok.append(i)
         except ImageError as e:
             errors.append((i, str(e)))
@@ -50,6 +54,13 @@ def decode(paths: Sequence[str], card: ModelCard) -> tuple[np.ndarray, list[int]
             errors.append((i, f"{path}: {type(e).__name__}: {e}"))
     stacked = np.stack(arrays) if arrays else np.zeros((0, *card.input_shape), np.float32)
     return stacked, ok, errors
+
+
+def _named(data: bytes, name: str) -> io.BytesIO:
+    """`data` as a file that zoo.data.preprocess's messages call `name`."""
+    f = io.BytesIO(data)
+    f.name = name
+    return f
 
 
 def decoded_batches(

@@ -76,7 +76,7 @@ def test_every_choice_is_read_from_the_constant_of_the_library_that_owns_it():
     from export.quantize import METHODS
     from infer.bench import FORMATTERS
     from infer.predictor import BACKENDS
-    from infer.results import FORMATS as CLASSIFY_FORMATS
+    from infer.shards import CLASSIFY_FORMATS
     from serve.options import LOG_FORMATS, LOG_LEVELS
     from zoo import devices
     from zoo.card import PRECISIONS, RESIZE_MODES

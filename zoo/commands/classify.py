@@ -5,6 +5,8 @@ import infer.classify
 from infer.decoding import WorkerDied
 from infer.predictor import BACKENDS
 from infer.results import FORMATS, OutputError
+from infer.shards import CLASSIFY_FORMATS
+from infer.shards import FORMATS as SHARD_FORMATS
 from zoo import atomic, rundir
 from zoo import threads as threads_
 from zoo.answer import DEFAULT_TOP_K
@@ -56,9 +58,10 @@ from zoo.errors import UserError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMATS),
+    type=click.Choice(CLASSIFY_FORMATS),
     default=None,
-    help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl]",
+    help="Result format.  [default: table on stdout; for a FILE, csv if it ends in .csv, else jsonl; "
+    "--ray: jsonl or parquet shards]",
 )
 @click.option(
     "--resume",
@@ -73,7 +76,23 @@ from zoo.errors import UserError
     help="Follow symbolic links that lead out of the folders named too (never into /proc, /sys or /dev); "
     "by default a folder's links are followed only where they stay inside it.",
 )
-def classify(model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume, follow_links):
+@click.option(
+    "--ray",
+    "address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Classify on a Ray cluster (pip install 'cnnzoo[ray]'; s3:// needs 'cnnzoo[s3]'): ADDRESS as "
+    "ray.init takes it (host:port, ray://host:port; alone: auto, the cluster this machine is in), or local "
+    "(one started here). PATHS may also be fsspec URLs (s3://, gs://, file://), globs and manifests (.txt, "
+    ".csv, .parquet lists of paths or URLs); --output is a folder or URL of result shards.",
+)
+@click.option("--actors", type=click.IntRange(1), help="--ray: most model actors.  [default: as many as fit]")
+@click.option("--actor-cpus", type=click.IntRange(1), default=1, help="--ray: CPUs, threads per actor.  [default: 1]")
+def classify(
+    model, paths, backend, precision, top_k, batch_size, workers, threads, output, fmt, resume, follow_links, **ray
+):
     """Classify images with MODEL.
 
     PATHS are image files and folders. Folders are read recursively in sorted order, following symbolic
@@ -94,6 +113,13 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
     def say(line: str) -> None:
         click.echo(line, err=True)
 
+    if ray["address"] is not None:
+        if workers is not None or threads is not None:
+            raise UserError("--workers and --threads are for a local run; with --ray use --actors and --actor-cpus")
+        options = {"backend": backend, "precision": precision, "top_k": top_k, "batch_size": batch_size}
+        return _on_cluster(model, paths, output, fmt, resume, follow_links, ray, options, say)
+    if fmt in SHARD_FORMATS and fmt not in FORMATS:
+        raise UserError(f"--format {fmt} is for the result shards of --ray; a local run writes {', '.join(FORMATS)}")
     try:
         model = rundir.resolve_model(model)
         job = infer.classify.plan(paths, output, fmt, resume, follow_links=follow_links)
@@ -114,6 +140,27 @@ def classify(model, paths, backend, precision, top_k, batch_size, workers, threa
         if job.output is None or not atomic.is_stream(job.output):
             raise  # stdout (`| head -1`): click's convention, exit 1 quietly
         raise UserError(f"{printable(str(job.output))}: the reader closed it") from None
+    for line in summary.lines():
+        say(line)
+    if summary.tally.errors:
+        click.get_current_context().exit(1)
+
+
+def _on_cluster(model, paths, output, fmt, resume, follow_links, ray, options, say) -> None:
+    """`zoo classify --ray`: infer.cluster's plan, connect, prepare and run, each error one line."""
+    import infer.cluster as cluster
+
+    try:
+        model = rundir.resolve_model(model)
+        job = cluster.plan(paths, output, fmt, follow_links=follow_links)
+        cluster.connect(ray["address"])
+        setup = cluster.prepare(model, actors=ray["actors"], actor_cpus=ray["actor_cpus"], **options)
+        say(setup.line)
+        summary = cluster.run(job, setup, resume=resume, log=say)
+    except (rundir.RunError, PathError, atomic.OutputError, cluster.ClusterError) as e:
+        raise UserError(str(e)) from None
+    except (infer.ModelFileError, infer.BackendUnavailable, ValueError) as e:
+        raise UserError(str(e)) from None
     for line in summary.lines():
         say(line)
     if summary.tally.errors:

@@ -72,7 +72,7 @@ def open_image(
     it to decode small images on the spot and large ones on a thread.
     A decoded image comes back upright: its EXIF orientation applied (`draft` sizes are upright too).
     """
-    name = source if isinstance(source, (str, os.PathLike)) else "image"
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "image")  # a file: its name
     if isinstance(source, Image.Image):
         img = source
     else:
