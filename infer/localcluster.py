@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 
 STARTED = "Ray runtime started."  # what `ray start` prints once its node is up
 START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0  # then SIGKILL: a node with busy workers may take longer to stop itself (20 s seen)
 
 
 def free_port() -> int:
