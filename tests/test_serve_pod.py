@@ -111,6 +111,7 @@ def load_and_sigterm(url, proc, digit, clients=8):
     return answers, sent, not_ready
 
 
+@pytest.mark.slow  # a load test (4-5 s each): the full suite runs it
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_answers_every_request_then_exits(served_lenet, workers, monkeypatch):
     monkeypatch.setenv("ZOO_SERVE_LOG_FORMAT", "json")  # (and the logs of every process are JSON lines)
