@@ -29,7 +29,7 @@ import time
 
 from zoo import atomic
 from zoo.child import checkout_of, measure_zoo, run_zoo
-from zoo.hardware import RELEVANT_FLAGS, cpu
+from zoo.hardware import cpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -217,9 +217,8 @@ def main() -> None:
         tmp = pathlib.Path(tmp)
         run, digits = model_and_digits(tmp)
         before = checkout_of(args.before, tmp / "before-code")
-        c = cpu()
         result = {
-            "cpu": {"name": c.name, "cores": c.cores, "flags": [f for f in RELEVANT_FLAGS if f in c.flags]},
+            "cpu": cpu().to_dict(),
             "date": time.strftime("%Y-%m-%d"),
             "before_rev": args.before,
             "after": attack(None, tmp, run, digits, args.walk_timeout),

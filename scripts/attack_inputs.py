@@ -31,7 +31,7 @@ from bench_serve import load_wrk, mnist_pngs
 
 from zoo import atomic
 from zoo.child import checkout_of
-from zoo.hardware import RELEVANT_FLAGS, cpu
+from zoo.hardware import cpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WAIT_S = 15.0  # longer than the header timeout (10 s): what the code before did with a flood
@@ -226,9 +226,8 @@ def main() -> None:
         model = lenet_onnx(tmp)
         before = checkout_of(args.before, tmp / "before-code")
         baseline = checkout_of(args.cost_baseline, tmp / "baseline-code")
-        c = cpu()
         result = {
-            "cpu": {"name": c.name, "cores": c.cores, "flags": [f for f in RELEVANT_FLAGS if f in c.flags]},
+            "cpu": cpu().to_dict(),
             "date": time.strftime("%Y-%m-%d"),
             "before_rev": args.before,
             "cost_baseline_rev": args.cost_baseline,
