@@ -27,6 +27,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -319,4 +320,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM ends the run through its `finally`s and `with`s, so the clusters it started are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     main()
