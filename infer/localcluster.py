@@ -23,22 +23,17 @@ import pathlib
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
+from zoo.child import free_port
+
 STARTED = "Ray runtime started."  # what `ray start` prints once its node is up
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0  # then SIGKILL: a node with busy workers may take longer to stop itself (20 s seen)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_command() -> str:

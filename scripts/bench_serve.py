@@ -32,7 +32,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import time
 import numpy as np
 
 from zoo import atomic
+from zoo.child import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -170,12 +170,6 @@ def zoo_serve(model: pathlib.Path, *options) -> tuple[Process, str]:
     url = p.wait_for(r"on (http://127\.0\.0\.1:\d+)").group(1)
     wait_ready(url, "/v2/health/ready", p)
     return p, url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 try:  # the comparison server; LitServe pickles its API into a worker process, so the class lives here

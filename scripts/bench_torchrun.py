@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo import __version__, rundir  # noqa: E402
+from zoo.child import free_port  # noqa: E402
 from zoo.hardware import cpu  # noqa: E402
 from zoo.train.elastic import torchrun_command  # noqa: E402
 
@@ -60,12 +60,6 @@ def train_args(epochs: int, batch: int, output: pathlib.Path) -> list[str]:
         "--output",
         str(output),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launchers(setting: str, args: list[str]) -> list[list[str]]:

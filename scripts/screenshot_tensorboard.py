@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import io
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from zoo.child import run_zoo
+from zoo.child import free_port, run_zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUNS = {"lenet-lr0.05": ["--lr", "0.05"], "lenet-lr0.01": ["--lr", "0.01"]}
@@ -54,13 +53,6 @@ def train_runs(runs: pathlib.Path, epochs: int) -> None:
         args = ["train", "lenet", "--epochs", str(epochs), "--log-every", "20", "--threads", "1", *extra]
         result = run_zoo([*args, "--output", str(runs / name)], cwd=runs.parent)
         print(f"trained {name} in {result['wall_s']:.0f} s")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -23,7 +23,8 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (the de
 from conftest import ROOT  # noqa: E402
 
 from infer import shards  # noqa: E402
-from infer.localcluster import LocalCluster, free_port, processes_of  # noqa: E402
+from infer.localcluster import LocalCluster, processes_of  # noqa: E402
+from zoo.child import free_port  # noqa: E402
 from zoo.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from test_train import tiny_mnist  # noqa: F401  (a fixture)
 
 from zoo import rundir
+from zoo.child import free_port
 from zoo.train import distributed, elastic
 from zoo.train.trainer import TrainConfig, train
 
@@ -65,12 +65,6 @@ def config(data, output, **changes) -> TrainConfig:
     """`options` as a TrainConfig, for a run in this process."""
     kw = dict(epochs=EPOCHS, batch_size=BATCH, val_split=0.25, augment="none", amp="off", workers=0, tensorboard=False)
     return TrainConfig(arch="lenet5", data=str(data), output=str(output), **{**kw, **changes})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:

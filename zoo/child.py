@@ -1,6 +1,7 @@
 """`python -m zoo ...` run as a child process and measured: how the benchmark scripts time a command.
 
 r = run_zoo(["train", "lenet", "--output", "runs/x"], cwd=tmp)   # {"wall_s", "peak_rss_mb", "output"}
+port = free_port()                                               # for a child that listens on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -8,11 +9,21 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import IO
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server, cluster or rendezvous a child
+    starts; another process may take it before the child binds it, which is why tests bind port 0 where
+    they can)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class ChildError(RuntimeError):
