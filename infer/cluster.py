@@ -32,6 +32,7 @@ import logging
 import os
 import pathlib
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,16 @@ def connect(address: str | None = "auto") -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cannot join a Ray cluster at {address}: {text}") from None
+
+
+def disconnect() -> None:
+    """Leave the cluster (stop it where connect started it here). Ray tears down the job's actors in the
+    background and logs what it meets on the way (a KillActor RPC to a node that has gone, say); once
+    this returns, nothing of Ray's writes to this process's stderr, so a summary printed after it is
+    the last thing a user reads. Nothing to do where Ray was never imported."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @dataclass

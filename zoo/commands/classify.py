@@ -161,6 +161,8 @@ def _on_cluster(model, paths, output, fmt, resume, follow_links, ray, options, s
         raise UserError(str(e)) from None
     except (infer.ModelFileError, infer.BackendUnavailable, ValueError) as e:
         raise UserError(str(e)) from None
+    finally:
+        cluster.disconnect()  # Ray's teardown logs come before the summary, not after it
     for line in summary.lines():
         say(line)
     if summary.tally.errors:
