@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from zoo.card import ONNX_METADATA_KEY
+from zoo.hardware import usable_cpus
 from zoo.precisions import float_dtype
 
 from .files import metadata_card
@@ -66,6 +67,10 @@ class OpenVINOPredictor(Predictor):
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+            # OpenVINO pins an inference's threads to the first CPUs of the process's mask while it runs. Fewer
+            # threads than CPUs means other processes share them (Ray actors, serve workers, a pod's quota on a
+            # big node), each pinning to the same first CPUs: pin only where the threads take every CPU.
+            config["ENABLE_CPU_PINNING"] = int(threads) >= len(usable_cpus())
         if cache_dir is not None:  # the compiled model is kept there, and the next start reads it back
             config["CACHE_DIR"] = str(pathlib.Path(cache_dir, OPENVINO_CACHE))
         self.compiled = core.compile_model(model, "CPU", config)
