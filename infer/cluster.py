@@ -313,7 +313,7 @@ def decode_files(row: dict, card: ModelCard) -> dict:
     return {
         "batch": row["batch"],
         "names": row["names"],
-        "x": np.ascontiguousarray(x).tobytes(),
+        "x": np.ascontiguousarray(x),  # a tensor column: Arrow holds its buffer (bytes were copied, 40 ms a batch)
         "ok": [readable[i] for i in ok],
         "error_at": [i for i, _ in errors],
         "error": [m for _, m in errors],
@@ -336,7 +336,7 @@ class Classifier:
     def __call__(self, row: dict) -> dict:
         names = [os.fsdecode(n) for n in row["names"]]
         ok = [int(i) for i in row["ok"]]
-        x = np.frombuffer(row["x"], np.float32).reshape(len(ok), *self.predictor.card.input_shape)
+        x = np.asarray(row["x"], np.float32).reshape(len(ok), *self.predictor.card.input_shape)
         decoded = (x, ok, list(zip((int(i) for i in row["error_at"]), row["error"])))
         results = batch_results(self.predictor, names, decoded, self.top_k)
         self.dest.write(int(row["batch"]), [r.to_dict() for r in results])
