@@ -240,11 +240,17 @@ def markdown(report: dict) -> str:
         "- Where the time goes: on 2 CPUs local classify decodes in its main process between batches "
         "(no decoding process: infer.decoding.default_workers) and runs the model on 2 threads; each Ray "
         "actor decodes its own batches and runs the model on 1 thread, so two decode at once. Ray's own "
-        "processes (the GCS, a raylet per node, the driver's streaming executor, the workers Ray starts) "
-        "take a few seconds of CPU at the start of a job, little after. Watched by hand with `top` in the "
-        "steady state of a one-node resnet18 run (2026-12-06, not by this script): each actor at about 60 % "
-        "of a CPU and a third of the machine idle, the same with max_tasks_in_flight_per_actor=4: "
-        "the actors wait between blocks, not for CPU. That wait, not found yet, is the gap to the goal.",
+        "processes (the GCS, a raylet per node, the driver's streaming executor, Ray Data's three helper "
+        "actors) take a few seconds of CPU at the start of a job, about 5 % of a CPU after. Ray runs its "
+        "workers at nice 15 (its worker_niceness): on a machine busy with other work they yield to it, "
+        "local classify does not.",
+        "- Found with py-spy and /proc in a one-node resnet18 run (by hand, 2026-12-06), and fixed: "
+        "(1) OpenVINO pinned each actor's one inference thread to CPU 0 while it ran (ENABLE_CPU_PINNING "
+        "counts from the first CPU of the mask), so the two actors shared CPU 0 and CPU 1 idled: each "
+        "actor at 60 % of a CPU, 74-79 img/s; infer.backend_ov now pins only where the threads take every "
+        "CPU (tests/test_openvino_pinning.py). (2) The decoded batch went from the decoding step to the "
+        "model step as bytes, which Ray Data copies into an Arrow block: 40 ms per batch of 32, 21 % of "
+        "an actor's CPU; it is now a tensor column, whose buffer Arrow keeps (under 1 ms).",
         f"- Goal: Ray on one machine >= {GOAL}x local for resnet18 int8: "
         + (
             f"{fmt(resnet.get('ratio'), 2)}x from the start, {fmt(resnet.get('steady_ratio'), 2)}x steady."
