@@ -17,7 +17,7 @@ from zoo.hardware import usable_cpus
 
 pytestmark = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
 
-# Infers in a loop on a thread while the main thread reads every thread's CPU mask from /proc for a second
+# Infers in a loop on a thread while the main thread reads every thread's CPU mask from /proc for half a second
 # (a mask is narrowed only while an inference runs, so it is watched then, not after).
 WATCH = """
 import collections, json, os, sys, threading, time
@@ -37,7 +37,7 @@ def mask(status):
         return next(line.split(":")[1].strip() for line in open(status) if line.startswith("Cpus_allowed_list"))
     except OSError:  # a thread that ended
         return None
-seen, end = collections.Counter(), time.monotonic() + 1.0
+seen, end = collections.Counter(), time.monotonic() + 0.5
 while time.monotonic() < end:
     seen.update(m for t in os.listdir("/proc/self/task") if (m := mask(f"/proc/self/task/{t}/status")))
     time.sleep(0.0005)

@@ -97,6 +97,7 @@ def test_a_run_that_fails_after_making_its_directory_leaves_none(tiny_mnist, tmp
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow  # a training killed and resumed, 5 s: the full suite runs it
 def test_a_lock_left_by_a_killed_run_does_not_block_its_resume(tiny_mnist, tmp_path):  # noqa: F811
     killed = tmp_path / "killed"
     proc = zoo_train("lenet", "--data", tiny_mnist, *QUICK, "--epochs", 50, "--output", killed)

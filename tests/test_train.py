@@ -390,6 +390,7 @@ save_file({k: v.contiguous() for k, v in result.model.state_dict().items()},
 """
 
 
+@pytest.mark.slow  # two training processes and a rendezvous, 10 s: the full suite runs it
 def test_ddp_two_cpu_processes_end_with_the_same_weights(tmp_path, tiny_mnist):
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER)

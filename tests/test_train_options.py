@@ -117,6 +117,7 @@ def test_target_accuracy_stops_early_and_writes_a_complete_run(tiny_mnist, tmp_p
     assert r.exit_code == 2 and "must be a fraction in (0, 1] or a percentage up to 100" in r.output
 
 
+@pytest.mark.slow  # a training with TensorBoard, 4 s: the full suite runs it
 def test_tensorboard_event_files_read_back(tiny_mnist, tmp_path):  # noqa: F811
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

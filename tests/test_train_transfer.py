@@ -69,6 +69,7 @@ def test_torchvision_checkpoint_frozen_backbone_trains_only_the_new_head(referen
     assert card["provenance"]["frozen"]["trainable_stages"] == ["head"]
 
 
+@pytest.mark.slow  # two trainings, 5 s; the fold itself is held by test_transfer's fast test
 def test_fine_tune_from_our_own_run_with_grayscale_fold(two_class_folder, tmp_path):
     first = tmp_path / "first"
     assert (
