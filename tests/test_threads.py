@@ -101,7 +101,7 @@ def _configure_in_a_fresh_process(call: str, env: dict) -> list[str]:
 
 
 @pytest.mark.skipif(len(threads.usable_cpus()) < 2, reason="needs 2 CPUs to use fewer threads than CPUs")
-@pytest.mark.slow  # trains while watching the threads sleep, 4 s: the full suite runs it
+@pytest.mark.slow  # two fresh processes that load torch, 4 s: the full suite runs it
 def test_fewer_threads_than_cpus_sleep_when_idle_and_omp_num_threads_is_the_default():
     # $OMP_NUM_THREADS is the default; fewer threads than CPUs: OpenMP told to sleep before torch loads it
     assert _configure_in_a_fresh_process("threads.configure()", {"OMP_NUM_THREADS": "1"}) == ["1", "1", "PASSIVE"]
