@@ -45,7 +45,7 @@ import numpy as np
 
 from zoo import rundir
 from zoo.card import ModelCard
-from zoo.text import plural
+from zoo.text import first_line, plural
 
 from .onnx import ExportError, card_of, checked, set_card, write_card
 
@@ -545,10 +545,7 @@ def _quantized(
     try:
         quantize_file(src, candidate, reader, method, symmetric=tensorrt)
     except Exception as e:  # the tools raise many kinds; all mean the same to the user
-        raise QuantizeError(
-            f"{src}: ONNX Runtime's quantization failed: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-        ) from e
+        raise QuantizeError(f"{src}: ONNX Runtime's quantization failed: {first_line(e)}") from e
     proto = onnx.load(str(candidate))
     set_card(proto, qcard)
     candidate.write_bytes(checked(proto, f"{qcard.architecture} (int8)"))

@@ -42,7 +42,7 @@ import numpy as np
 from zoo import answer
 from zoo.card import ModelCard
 from zoo.data.walk import Skips, printable
-from zoo.text import plural
+from zoo.text import first_line, plural
 
 from . import shards, sources
 from .classify import Summary, batch_results, first_found
@@ -104,8 +104,7 @@ def connect(address: str | None = "auto") -> None:
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ClusterError(f"cannot join a Ray cluster at {address}: {text}") from None
+        raise ClusterError(f"cannot join a Ray cluster at {address}: {first_line(e)}") from None
 
 
 def disconnect() -> None:

@@ -28,6 +28,7 @@ import numpy as np
 
 from zoo import rundir
 from zoo.card import ModelCard
+from zoo.text import first_line
 
 BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")
 
@@ -115,7 +116,7 @@ def tensorrt_missing() -> str | None:
         try:
             import tensorrt  # noqa: F401
         except (ImportError, OSError) as e:  # e.g. libnvinfer.so.10: cannot open shared object file
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            detail = first_line(e)
             reason = f"the tensorrt package cannot be imported: {detail}"
         else:
             try:

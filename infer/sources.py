@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from zoo.data import walk as walker
 from zoo.data.preprocess import IMAGE_EXTENSIONS
 from zoo.data.walk import PathError, Skips
+from zoo.text import first_line
 
 if TYPE_CHECKING:
     import fsspec
@@ -81,7 +82,7 @@ def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 def listing_error(source: str, error: BaseException) -> PathError:
     """One line for a source that could not be listed or read: no credentials, no such file, no access."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return PathError(
             f"{source}: no credentials to read it ({text}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import atomic
 from .card import CardError, ModelCard
+from .text import first_line
 
 if TYPE_CHECKING:  # torch only for the annotations: this module imports nothing heavy
     import torch
@@ -118,7 +119,7 @@ def read_weights(path: str | os.PathLike, device: str = "cpu") -> dict:
     try:
         return load_file(str(path), device=device)
     except (SafetensorError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise RunError(f"{path}: not a readable weights file, truncated or damaged ({reason})") from None
 
 
