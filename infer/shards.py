@@ -111,14 +111,17 @@ class Destination:
 
     def write(self, batch: int, rows: Sequence[dict]) -> str:
         """Write batch `batch`'s results as one shard, whole or not at all; its name."""
-        fs, root = self._fs()
         name = self.shard(batch)
-        data = encode(rows, self.fmt)
+        self._put(name, encode(rows, self.fmt))
+        return name
+
+    def _put(self, name: str, data: bytes) -> None:
+        """Write file `name` whole or not at all: an object store's PUT, or zoo.atomic's rename."""
+        fs, root = self._fs()
         if is_url(self.url):
-            fs.pipe_file(f"{root.rstrip('/')}/{name}", data)  # an object store's PUT: whole or nothing
+            fs.pipe_file(f"{root.rstrip('/')}/{name}", data)
         else:
             atomic.write_bytes(os.path.join(root, name), data)
-        return name
 
     def shards(self) -> list[str]:
         """The shard files already there (full paths within the filesystem), sorted."""
@@ -143,12 +146,7 @@ class Destination:
 
     def finish(self, summary: dict) -> None:
         """Write the marker: the run is complete, with its summary."""
-        fs, root = self._fs()
-        data = (json.dumps(summary, indent=1) + "\n").encode("utf-8")
-        if is_url(self.url):
-            fs.pipe_file(f"{root.rstrip('/')}/{DONE}", data)
-        else:
-            atomic.write_bytes(os.path.join(root, DONE), data)
+        self._put(DONE, (json.dumps(summary, indent=1) + "\n").encode("utf-8"))
 
     def unfinish(self) -> None:
         """Remove the marker, before a resumed run adds shards."""
