@@ -72,7 +72,8 @@ def open_image(
     it to decode small images on the spot and large ones on a thread.
     A decoded image comes back upright: its EXIF orientation applied (`draft` sizes are upright too).
     """
-    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "image")  # a file: its name
+    # what the messages call it: a path as a string, a file object by its name
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "image")
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -86,13 +87,10 @@ def open_image(
                 img = Image.open(source)
             w, h = img.size
             if max_pixels and w * h > max_pixels:
-                raise ImageError(
-                    f"{os.fspath(name) if not isinstance(name, str) else name}: image of "
-                    f"{w}x{h} pixels is over the limit of {max_pixels:,} pixels"
-                )
+                raise ImageError(f"{name}: image of {w}x{h} pixels is over the limit of {max_pixels:,} pixels")
             if img.format == "JPEG" and img.info.get("progressive") and jpeg_scans(img.fp) > MAX_JPEG_SCANS:
                 raise ImageError(
-                    f"{os.fspath(name) if not isinstance(name, str) else name}: progressive JPEG of more "
+                    f"{name}: progressive JPEG of more "
                     f"than {MAX_JPEG_SCANS} scans (real ones have about 10; each scan is one more pass "
                     f"over the {w}x{h} image)"
                 )
