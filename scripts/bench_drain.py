@@ -31,8 +31,9 @@ import time
 import httpx
 import numpy as np
 
+from zoo.hardware import BENCHMARK_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FLAGS = ("avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
 
 
 def lenet_onnx(folder: pathlib.Path) -> tuple[pathlib.Path, bytes]:
@@ -147,7 +148,7 @@ def main() -> None:
     result = {
         "cpu": machine.name,
         "cores": machine.cores,
-        "flags": sorted(set(FLAGS) & machine.flags),
+        "flags": sorted(set(BENCHMARK_FLAGS) & machine.flags),
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "clients": a.clients,
@@ -161,7 +162,7 @@ def main() -> None:
         f"{r['not_ready_after_s']} | {r['exit_code']} after {r['exit_after_s']} s |"
         for r in runs
     ]
-    flags = ", ".join(result["flags"]) or "none of " + ", ".join(FLAGS)
+    flags = ", ".join(result["flags"]) or "none of " + ", ".join(BENCHMARK_FLAGS)
     head = "| workers | --drain-delay s | requests | after SIGTERM | failed after it | not ready after s | exit |"
     (a.out / "drain.md").write_text(
         f"# zoo serve: SIGTERM under load (`python scripts/bench_drain.py`)\n\n"

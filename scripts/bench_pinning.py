@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from zoo import atomic  # noqa: E402
-from zoo.hardware import cpu, usable_cpus  # noqa: E402
+from zoo.hardware import BENCHMARK_FLAGS, cpu, usable_cpus  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 BATCH = 32
@@ -112,9 +112,7 @@ def int8_model(work: pathlib.Path) -> pathlib.Path:
 
 def markdown(report: dict) -> str:
     c = report["machine"]["cpu"]
-    flags = ", ".join(
-        f"{f}: {'yes' if f in c['flags'] else 'no'}" for f in ("avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
-    )
+    flags = ", ".join(f"{f}: {'yes' if f in c['flags'] else 'no'}" for f in BENCHMARK_FLAGS)
     lines = [
         "# OpenVINO's CPU pinning, one model process or several",
         "",

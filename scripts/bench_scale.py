@@ -44,11 +44,10 @@ from infer import shards  # noqa: E402
 from infer.localcluster import LocalCluster  # noqa: E402
 from zoo import atomic  # noqa: E402
 from zoo.child import measure_zoo  # noqa: E402
-from zoo.hardware import cpu, usable_cpu_count  # noqa: E402
+from zoo.hardware import BENCHMARK_FLAGS, cpu, usable_cpu_count  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 PHOTOS = SHARED / "datasets" / "hymenoptera"
-FLAGS = ("avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
 CONFIGS = {"ray 1 node x 2 CPUs": [2], "ray 2 nodes x 1 CPU": [1, 1]}
 GOAL = 0.8  # resnet18: Ray on one machine over local
 PROJECTED_NODES = (4, 16, 64)
@@ -298,7 +297,7 @@ def folder_bytes(folder: pathlib.Path) -> int:
 
 def machine() -> dict:
     c = cpu()
-    return {"cpu": c.name, "cores": usable_cpu_count(), "flags": {f: f in c.flags for f in FLAGS}}
+    return {"cpu": c.name, "cores": usable_cpu_count(), "flags": {f: f in c.flags for f in BENCHMARK_FLAGS}}
 
 
 def main() -> None:

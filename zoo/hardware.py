@@ -18,6 +18,8 @@ import pathlib
 import platform
 from dataclasses import dataclass
 
+# The flags every benchmark says yes or no to, beside the CPU's name (what decides int8 and bf16 speed on x86).
+BENCHMARK_FLAGS = ("avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
 # The flags that decide how fast reduced precision runs, as Linux names them (x86, then aarch64).
 RELEVANT_FLAGS = (
     "avx2",
