@@ -57,9 +57,10 @@ def digits(folder: pathlib.Path, count: int) -> None:
     """`count` MNIST-small digits as PNGs in folders named by class (the test split, then the training)."""
     from PIL import Image
 
-    data = np.load(ROOT / "zoo" / "data" / "mnist_small.npz")
-    images = np.concatenate([data["x_test"], data["x_train"]])
-    labels = np.concatenate([data["y_test"], data["y_train"]])
+    from zoo.data.mnist import load_small
+
+    small = load_small()
+    images, labels = (np.concatenate(pair) for pair in zip(small["test"], small["train"]))
     for i in range(count):
         sub = folder / str(labels[i % len(labels)])
         sub.mkdir(parents=True, exist_ok=True)
