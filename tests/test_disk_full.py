@@ -69,6 +69,7 @@ def test_train_on_a_full_disk_is_one_line(small_disk, tiny_mnist):  # noqa: F811
     no_temporaries(disk)
 
 
+@pytest.mark.slow  # a training, then resume and export on a full disk, 4 s; train's case stays quick
 def test_resume_and_export_on_a_full_disk_are_one_line_and_keep_the_files(small_disk, tiny_mnist, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     code, out, _ = zoo("train", "lenet", "--data", tiny_mnist, "--epochs", 1, "--workers", 0, "--output", run)

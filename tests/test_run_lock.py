@@ -53,6 +53,7 @@ def run(tiny_mnist, tmp_path_factory):  # noqa: F811
     return path
 
 
+@pytest.mark.slow  # two trainings at once, 5 s; a run in progress refusing others stays in the quick set
 def test_two_runs_with_the_same_output_one_writes_the_other_names_it(tiny_mnist, tmp_path):  # noqa: F811
     same = tmp_path / "same"
     procs = {

@@ -175,6 +175,7 @@ def test_workers_drain_like_one_process(served_lenet):
     assert "Traceback" not in "".join(out.lines)
 
 
+@pytest.mark.slow  # two workers, one killed and replaced, 3 s: the full suite runs it
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(served_lenet):
     digit = served_lenet.digits[0][0]
     proc = zoo_serve(served_lenet.onnx, "--port", 0, "--workers", 2, "--max-delay-ms", 1, "--threads", 1)

@@ -119,6 +119,7 @@ def test_run_directory_is_complete(tiny_mnist, tmp_path):
     assert all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())  # best = that epoch
 
 
+@pytest.mark.slow  # a training killed mid-run and resumed, 5-8 s: the full suite runs it
 def test_killed_run_resumes_to_the_same_weights(tiny_mnist, tmp_path, monkeypatch):
     """Kill a run after its first epoch, resume it: the weights equal an uninterrupted run's, exactly
     (seeded shuffling and augmentation, optimizer state, the cosine schedule over all epochs)."""
